@@ -1,0 +1,119 @@
+"""The model registry: which GGUF file each app serves, and how to load and sample it.
+
+The registry is a TOML file (`models/registry.toml` by default) with one table per app.
+Paths are resolved relative to the registry file's folder. Loading validates every
+field and names the offending key; `ModelSpec.check_file()` names the missing path.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APPS = ("office", "character")
+
+
+class RegistryError(Exception):
+    """The registry file is missing, malformed, or points at a model that cannot be read."""
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One app's model: where it is, how to load it, how to sample from it."""
+
+    app: str
+    alias: str
+    path: Path
+    n_ctx: int
+    n_gpu_layers: int
+    gpu: int
+    n_threads: int | None = None
+    chat_template: str | None = None
+    package: str | None = None
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    def check_file(self) -> None:
+        """Raise RegistryError naming the path unless the GGUF file exists and is readable."""
+        if not self.path.exists():
+            raise RegistryError(
+                f"model file for app '{self.app}' ({self.alias}) not found: {self.path}. "
+                "Run `make setup` for the default model, or put the file there."
+            )
+        if not self.path.is_file() or not os.access(self.path, os.R_OK):
+            raise RegistryError(f"model file for app '{self.app}' is not a readable file: {self.path}")
+        with self.path.open("rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise RegistryError(f"model file for app '{self.app}' is not a GGUF file: {self.path}")
+
+
+def _typed(table: dict, key: str, kind: type, where: str, default: object = ...) -> object:
+    if key not in table:
+        if default is ...:
+            raise RegistryError(f"{where}: missing key '{key}'")
+        return default
+    value = table[key]
+    # TOML ints are acceptable where floats are expected; bools are never numbers here.
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RegistryError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _sampling(table: dict, where: str) -> SamplingDefaults:
+    base = SamplingDefaults()
+    values = {
+        name: _typed(table, name, type(getattr(base, name)), f"{where}.sampling", getattr(base, name))
+        for name in SamplingDefaults.__dataclass_fields__
+    }
+    unknown = set(table) - set(values)
+    if unknown:
+        raise RegistryError(f"{where}.sampling: unknown keys {sorted(unknown)}")
+    return SamplingDefaults(**values)  # type: ignore[arg-type]
+
+
+def registry_load(path: Path) -> dict[str, ModelSpec]:
+    """Read the registry file and return one ModelSpec per app."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RegistryError(f"model registry not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"model registry {path} is not valid TOML: {exc}") from exc
+
+    specs: dict[str, ModelSpec] = {}
+    for app in APPS:
+        where = f"{path}: [{app}]"
+        table = data.get(app)
+        if not isinstance(table, dict):
+            raise RegistryError(f"{path}: missing table [{app}]")
+        raw_path = Path(str(_typed(table, "path", str, where)))
+        n_threads = _typed(table, "n_threads", int, where, 0)
+        template = _typed(table, "chat_template", str, where, "")
+        specs[app] = ModelSpec(
+            app=app,
+            alias=str(_typed(table, "alias", str, where)),
+            path=raw_path if raw_path.is_absolute() else (path.parent / raw_path),
+            n_ctx=int(_typed(table, "n_ctx", int, where)),  # type: ignore[arg-type]
+            n_gpu_layers=int(_typed(table, "n_gpu_layers", int, where, 0)),  # type: ignore[arg-type]
+            gpu=int(_typed(table, "gpu", int, where, 0)),  # type: ignore[arg-type]
+            n_threads=int(n_threads) or None,  # type: ignore[arg-type]
+            chat_template=str(template) or None,
+            package=str(_typed(table, "package", str, where, "")) or None,
+            sampling=_sampling(table.get("sampling", {}), where),
+        )
+        if specs[app].n_ctx < 256:
+            raise RegistryError(f"{where}: 'n_ctx' must be at least 256, got {specs[app].n_ctx}")
+    return specs
