@@ -1,0 +1,1 @@
+"""Persistence: the MongoDB/montydb client getter and the chat history repository."""

@@ -1,0 +1,233 @@
+"""Conversations and messages in MongoDB (or montydb), behind a write-through cache.
+
+Documents:
+  conversations  {_id: "<app>:<db_id>", app, db_id, user_id, persona, title,
+                  message_count, created_at, updated_at}
+  messages       {_id: ObjectId, app, conversation_id: db_id, seq, role, content,
+                  created_at, tokens, model, finish_reason, timings, prompt}
+
+The chat hot path needs only the conversation and its last few messages. montydb has no
+real indexes (every `find` decodes the whole collection), so the store keeps the active
+conversations and their recent messages in memory: read once on first use, updated on
+every write. That is correct because exactly one process serves each app and every
+write goes through this class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _utc(value: datetime) -> datetime:
+    # montydb (and pymongo without tz_aware) hand back naive datetimes that are UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    # BSON stores milliseconds; truncate so the cache and the store agree exactly.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    db_id: str
+    app: str
+    user_id: str
+    persona: str
+    title: str
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Conversation:
+        return cls(
+            db_id=doc["db_id"],
+            app=doc["app"],
+            user_id=doc["user_id"],
+            persona=doc.get("persona", ""),
+            title=doc.get("title", ""),
+            message_count=int(doc.get("message_count", 0)),
+            created_at=_utc(doc["created_at"]),
+            updated_at=_utc(doc["updated_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    conversation_id: str
+    seq: int
+    role: str
+    content: str
+    created_at: datetime
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Message:
+        meta_keys = ("tokens", "model", "finish_reason", "timings", "prompt")
+        return cls(
+            id=str(doc["_id"]),
+            conversation_id=doc["conversation_id"],
+            seq=int(doc["seq"]),
+            role=doc["role"],
+            content=doc["content"],
+            created_at=_utc(doc["created_at"]),
+            meta={k: doc[k] for k in meta_keys if doc.get(k) is not None},
+        )
+
+
+@dataclass
+class _Active:
+    conversation: Conversation
+    recent: deque[Message] | None = None  # None until first read
+
+
+class ChatStore:
+    """Repository for one app's conversations. Thread-safe."""
+
+    def __init__(self, db: Any, *, app: str, embedded: bool, cache_size: int = 512, window: int = 64) -> None:
+        self._conversations = db["conversations"]
+        self._messages = db["messages"]
+        self._app = app
+        self._window = window
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, _Active] = OrderedDict()
+        self._cache_lock = threading.RLock()
+        # montydb's SQLite storage is not safe to drive from several threads at once.
+        self._db_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if embedded else contextlib.nullcontext()
+        )
+
+    def indexes_ensure(self) -> None:
+        with self._db_lock:
+            self._conversations.create_index([("app", 1), ("user_id", 1), ("updated_at", -1)])
+            self._messages.create_index([("app", 1), ("conversation_id", 1), ("seq", 1)], unique=True)
+
+    # --- conversations ----------------------------------------------------------------
+
+    def conversation_get(self, db_id: str) -> Conversation | None:
+        """The conversation with this id in this app, whoever owns it (callers check)."""
+        with self._cache_lock:
+            active = self._cache.get(db_id)
+            if active is not None:
+                self._cache.move_to_end(db_id)
+                return active.conversation
+        with self._db_lock:
+            doc = self._conversations.find_one({"_id": self._key(db_id)})
+        if doc is None:
+            return None
+        conversation = Conversation.from_doc(doc)
+        with self._cache_lock:
+            self._remember(_Active(conversation))
+        return conversation
+
+    def conversation_create(self, *, db_id: str, user_id: str, persona: str, title: str) -> Conversation:
+        now = _now()
+        doc = {
+            "_id": self._key(db_id),
+            "app": self._app,
+            "db_id": db_id,
+            "user_id": user_id,
+            "persona": persona,
+            "title": title,
+            "message_count": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._db_lock:
+            self._conversations.insert_one(doc)
+        conversation = Conversation.from_doc(doc)
+        with self._cache_lock:
+            self._remember(_Active(conversation, recent=deque(maxlen=self._window)))
+        return conversation
+
+    def conversations_for_user(self, user_id: str, *, limit: int = 100) -> list[Conversation]:
+        with self._db_lock:
+            docs = list(
+                self._conversations.find({"app": self._app, "user_id": user_id}).sort("updated_at", -1).limit(limit)
+            )
+        return [Conversation.from_doc(d) for d in docs]
+
+    def conversation_delete(self, db_id: str) -> None:
+        """Delete the conversation and all its messages."""
+        with self._db_lock:
+            self._messages.delete_many({"app": self._app, "conversation_id": db_id})
+            self._conversations.delete_one({"_id": self._key(db_id)})
+        with self._cache_lock:
+            self._cache.pop(db_id, None)
+
+    # --- messages ---------------------------------------------------------------------
+
+    def message_append(
+        self, conversation: Conversation, *, role: str, content: str, persona: str, meta: dict[str, Any] | None = None
+    ) -> Message:
+        """Store one message at the end of the conversation and return it."""
+        with self._cache_lock:  # one writer at a time per store keeps `seq` gap-free
+            current = self.conversation_get(conversation.db_id) or conversation
+            now = _now()
+            doc: dict[str, Any] = {
+                "app": self._app,
+                "conversation_id": conversation.db_id,
+                "seq": current.message_count,
+                "role": role,
+                "content": content,
+                "created_at": now,
+                **(meta or {}),
+            }
+            with self._db_lock:
+                self._messages.insert_one(doc)
+                self._conversations.update_one(
+                    {"_id": self._key(conversation.db_id)},
+                    {"$set": {"updated_at": now, "persona": persona}, "$inc": {"message_count": 1}},
+                )
+            message = Message.from_doc(doc)
+            updated = replace(current, message_count=current.message_count + 1, updated_at=now, persona=persona)
+            active = self._cache.get(conversation.db_id)
+            if active is None:
+                self._remember(_Active(updated))
+            else:
+                active.conversation = updated
+                if active.recent is not None:
+                    active.recent.append(message)
+            return message
+
+    def messages_recent(self, db_id: str) -> list[Message]:
+        """The last `window` messages, oldest first. Served from memory after the first call."""
+        with self._cache_lock:
+            active = self._cache.get(db_id)
+            if active is not None and active.recent is not None:
+                return list(active.recent)
+        with self._db_lock:
+            docs = list(
+                self._messages.find({"app": self._app, "conversation_id": db_id}).sort("seq", -1).limit(self._window)
+            )
+        recent = deque((Message.from_doc(d) for d in reversed(docs)), maxlen=self._window)
+        with self._cache_lock:
+            active = self._cache.get(db_id)
+            if active is not None and active.recent is None:
+                active.recent = recent
+        return list(recent)
+
+    def messages_all(self, db_id: str) -> list[Message]:
+        with self._db_lock:
+            docs = list(self._messages.find({"app": self._app, "conversation_id": db_id}).sort("seq", 1))
+        return [Message.from_doc(d) for d in docs]
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _key(self, db_id: str) -> str:
+        return f"{self._app}:{db_id}"
+
+    def _remember(self, active: _Active) -> None:
+        """Insert into the LRU cache. Call with `_cache_lock` held."""
+        self._cache[active.conversation.db_id] = active
+        self._cache.move_to_end(active.conversation.db_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
