@@ -1,0 +1,1 @@
+"""The chat app: REST endpoints, services and selectors shared by the office and character apps."""

@@ -1,0 +1,322 @@
+"""REST endpoints. Each class: validate input, call one service or selector, serialize.
+
+The Llama endpoints keep the seed design's (ChatBot AI v1.7) contract: the response body
+is the reply text as a JSON string. The ids and measurements of the turn travel in
+headers (X-Conversation-Id, X-Message-Id, X-Prompt-Tokens, X-Completion-Tokens,
+X-TTFT-Ms, X-Finish-Reason) so that clients of the seed keep working.
+
+These are sync views: under daphne each request's sync code runs on its own thread
+(Django wraps every ASGI request in a ThreadSensitiveContext), and the model itself runs
+on the engine's thread; the view only waits for the result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.chat import runtime, selectors, services
+from webapp.chat.errors import ApplicationError
+from webapp.chat.personas import Persona, character_inline
+
+INPUT_MAX = 500
+USER_ID_MAX = 128
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of quietly stringifying them."""
+
+    default_error_messages = {"invalid": "must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+def _input_data() -> StrictCharField:
+    return StrictCharField(
+        min_length=1,
+        max_length=INPUT_MAX,
+        trim_whitespace=False,
+        error_messages={
+            "blank": "must not be empty (1-500 characters).",
+            "min_length": "must not be empty (1-500 characters).",
+            "max_length": "must be at most 500 characters.",
+        },
+    )
+
+
+def _user_id() -> StrictCharField:
+    return StrictCharField(max_length=USER_ID_MAX, error_messages={"max_length": "must be at most 128 characters."})
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    field = serializers.CharField(allow_null=True)
+
+
+class ErrorEnvelopeSerializer(serializers.Serializer):
+    error = ErrorSerializer()
+
+
+ERRORS = {
+    400: OpenApiResponse(ErrorEnvelopeSerializer, description="invalid input; `field` names it"),
+    404: OpenApiResponse(ErrorEnvelopeSerializer, description="no such conversation for this user"),
+    503: OpenApiResponse(ErrorEnvelopeSerializer, description="model loading or generation failed"),
+}
+
+
+class CountedMixin:
+    """Counts every request to a chat endpoint for /performance, whatever its outcome."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self._started = time.perf_counter()
+        runtime.request_stats_get().request_started()
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        if hasattr(self, "_started"):
+            runtime.request_stats_get().request_finished(
+                ok=response.status_code < 400, seconds=time.perf_counter() - self._started
+            )
+            del self._started
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+def _persona_by_id(persona_id: str) -> Persona:
+    persona = runtime.personas_get().get(persona_id)
+    if persona is None:
+        known = ", ".join(sorted(runtime.personas_get().personas))
+        raise ApplicationError(f"persona: unknown persona '{persona_id}' (known: {known})", field="persona")
+    return persona
+
+
+def _reply(persona: Persona, data: dict[str, Any]) -> Response:
+    turn = services.chat_turn_run(
+        store=runtime.chat_store_get(),
+        engine=runtime.engine_get(),
+        db_id=str(data["db_id"]),
+        user_id=data["user_id"],
+        text=data["input_data"],
+        persona=persona,
+        sampling=services.sampling_params(runtime.model_spec_get().sampling),
+    )
+    completion = turn.completion
+    return Response(
+        completion.text,
+        headers={
+            "X-Conversation-Id": turn.conversation.db_id,
+            "X-Message-Id": turn.assistant_message.id,
+            "X-Persona": persona.id,
+            "X-Prompt-Tokens": str(completion.usage.prompt_tokens),
+            "X-Completion-Tokens": str(completion.usage.completion_tokens),
+            "X-TTFT-Ms": f"{completion.timings.ttft_ms:.1f}",
+            "X-Finish-Reason": completion.finish_reason,
+        },
+    )
+
+
+class OfficeLlamaApi(CountedMixin, APIView):
+    class InputSerializer(serializers.Serializer):
+        input_data = _input_data()
+        google_access = StrictBooleanField(default=False)
+        db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
+        user_id = _user_id()
+        persona = StrictCharField(required=False, max_length=64)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OpenApiResponse(str, description="the assistant's reply text"), **ERRORS},
+        summary="Ask the office assistant (one turn of conversation db_id)",
+        description=(
+            "google_access is accepted for compatibility with the seed API; web search "
+            "arrives with the retrieval and tools feature."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        persona = _persona_by_id(data["persona"]) if "persona" in data else runtime.personas_get().default
+        return _reply(persona, data)
+
+
+class CharacterLlamaApi(CountedMixin, APIView):
+    class InputSerializer(serializers.Serializer):
+        input_data = _input_data()
+        db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
+        user_id = _user_id()
+        persona = StrictCharField(required=False, max_length=64)
+        character_name = StrictCharField(required=False, max_length=100)
+        greeting = StrictCharField(required=False, allow_blank=True, max_length=1000)
+        context = StrictCharField(required=False, max_length=4000)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            inline = [k for k in ("character_name", "greeting", "context") if k in attrs]
+            if "persona" in attrs and inline:
+                raise serializers.ValidationError(
+                    {"persona": "give either persona or character_name/greeting/context, not both."}
+                )
+            if "persona" not in attrs:
+                for key in ("character_name", "context"):
+                    if key not in attrs:
+                        raise serializers.ValidationError(
+                            {key: "this field is required when no persona is given."}, code="required"
+                        )
+            return attrs
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OpenApiResponse(str, description="the character's reply text"), **ERRORS},
+        summary="Talk to a character: a stored persona, or one described inline",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if "persona" in data:
+            persona = _persona_by_id(data["persona"])
+        else:
+            persona = character_inline(
+                name=data["character_name"], greeting=data.get("greeting", ""), context=data["context"]
+            )
+        return _reply(persona, data)
+
+
+class PerformanceApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        total_requests = serializers.IntegerField()
+        successful_requests = serializers.IntegerField()
+        failed_requests = serializers.IntegerField()
+        active_requests = serializers.IntegerField()
+        queue_size = serializers.IntegerField()
+        avg_response_time = serializers.FloatField(help_text="mean seconds of successful requests")
+        success_rate = serializers.FloatField(help_text="successful / finished, 0..1")
+        uptime_seconds = serializers.FloatField()
+
+    @extend_schema(responses=OutputSerializer, summary="Request counters measured by this process")
+    def get(self, request: Request) -> Response:
+        snapshot = runtime.request_stats_get().snapshot()
+        state, _ = runtime.engine_status()
+        queue_size = runtime.engine_get().queue_depth() if state == "ready" else 0
+        return Response(self.OutputSerializer({**snapshot.__dict__, "queue_size": queue_size}).data)
+
+
+class HealthApi(APIView):
+    @extend_schema(
+        responses={200: OpenApiResponse(description="model loaded"), 503: OpenApiResponse(description="not ready")},
+        summary="Ready only when this app's model is loaded",
+    )
+    def get(self, request: Request) -> Response:
+        state, failure = runtime.engine_status()
+        spec = runtime.model_spec_get()
+        body = {"status": state, "app": spec.app, "model": spec.alias}
+        if failure:
+            body["error"] = failure
+        return Response(body, status=status.HTTP_200_OK if state == "ready" else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+class PersonaListApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.CharField()
+        name = serializers.CharField()
+        description = serializers.CharField()
+        greeting = serializers.CharField()
+        language = serializers.CharField()
+
+    @extend_schema(responses=OutputSerializer(many=True), summary="This app's personas")
+    def get(self, request: Request) -> Response:
+        catalog = runtime.personas_get()
+        return Response(
+            {
+                "default": catalog.default_id,
+                "personas": self.OutputSerializer(catalog.personas.values(), many=True).data,
+            }
+        )
+
+
+class UserQuerySerializer(serializers.Serializer):
+    user_id = _user_id()
+
+
+class ConversationSerializer(serializers.Serializer):
+    db_id = serializers.CharField()
+    persona = serializers.CharField()
+    title = serializers.CharField()
+    message_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+USER_ID_PARAM = OpenApiParameter("user_id", str, required=True, description="the conversation's owner")
+
+
+class ConversationListApi(APIView):
+    class QuerySerializer(UserQuerySerializer):
+        limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
+
+    @extend_schema(
+        parameters=[USER_ID_PARAM],
+        responses=ConversationSerializer(many=True),
+        summary="A user's conversations, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        conversations = selectors.conversations_list(
+            store=runtime.chat_store_get(), user_id=query.validated_data["user_id"], limit=query.validated_data["limit"]
+        )
+        return Response({"conversations": ConversationSerializer(conversations, many=True).data})
+
+
+class ConversationDetailApi(APIView):
+    @extend_schema(
+        parameters=[USER_ID_PARAM], responses={204: None, **ERRORS}, summary="Delete a conversation and its messages"
+    )
+    def delete(self, request: Request, db_id: str) -> Response:
+        query = UserQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        services.conversation_delete(
+            store=runtime.chat_store_get(), db_id=str(db_id), user_id=query.validated_data["user_id"]
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.CharField()
+        seq = serializers.IntegerField()
+        role = serializers.CharField()
+        content = serializers.CharField(allow_blank=True)
+        created_at = serializers.DateTimeField()
+        meta = serializers.DictField()
+
+    @extend_schema(
+        parameters=[USER_ID_PARAM],
+        responses={200: OutputSerializer(many=True), **ERRORS},
+        summary="A conversation's messages, oldest first",
+    )
+    def get(self, request: Request, db_id: str) -> Response:
+        query = UserQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        messages = selectors.messages_list(
+            store=runtime.chat_store_get(), db_id=str(db_id), user_id=query.validated_data["user_id"]
+        )
+        return Response({"db_id": str(db_id), "messages": self.OutputSerializer(messages, many=True).data})

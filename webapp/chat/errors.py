@@ -1,0 +1,114 @@
+"""One error path: typed application errors and the handlers that render them.
+
+Every error response, from DRF views, Django's own 404/500 and (later) consumers, has
+the shape {"error": {"code", "message", "field"}}; `field` is null when no single input
+field is at fault. Validation errors also list every problem under "details".
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """An error the client can act on. Services raise these; interfaces render them."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code:
+            self.code = code
+
+
+class NotFoundError(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class ModelNotReadyError(ApplicationError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "model_loading"
+
+
+class GenerationFailedError(ApplicationError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "generation_failed"
+
+
+def error_body(*, code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
+
+
+def _validation_body(detail: Any) -> dict[str, Any]:
+    problems: list[dict[str, Any]] = []
+
+    def walk(node: Any, path: str | None) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                name = None if key == "non_field_errors" else (f"{path}.{key}" if path else str(key))
+                walk(value, name)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path)
+        else:
+            code = getattr(node, "code", "invalid")
+            message = f"{path}: {node}" if path else str(node)
+            problems.append({"code": code, "message": message, "field": path})
+
+    walk(detail, None)
+    first = problems[0] if problems else {"code": "invalid", "message": "invalid input", "field": None}
+    return error_body(code=first["code"], message=first["message"], field=first["field"], details=problems)
+
+
+def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every handled error becomes the one JSON shape."""
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(code=exc.code, message=exc.message, field=exc.field), status=exc.status_code)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(_validation_body(exc.detail), status=exc.status_code)
+    if isinstance(exc, exceptions.ParseError):
+        return Response(
+            error_body(code="malformed_json", message=f"request body is not valid JSON: {exc.detail}"),
+            status=exc.status_code,
+        )
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return Response(
+            error_body(
+                code="unsupported_media_type",
+                message=f"{exc.detail} Send Content-Type: application/json.",
+                field="Content-Type",
+            ),
+            status=exc.status_code,
+        )
+    if isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
+        return Response(error_body(code=str(code), message=str(exc.detail)), status=exc.status_code)
+    return None  # unexpected: Django logs it and handler500 answers
+
+
+def django_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    from webapp.chat.urls import endpoint_list
+
+    return JsonResponse(
+        error_body(
+            code="not_found",
+            message=f"no endpoint at {request.path}",
+            endpoints=endpoint_list(),
+        ),
+        status=404,
+    )
+
+
+def django_server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(error_body(code="server_error", message="internal error; see the server log"), status=500)

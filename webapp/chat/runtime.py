@@ -1,0 +1,110 @@
+"""The process's long-lived collaborators, each built in exactly one cached getter.
+
+The engine (this app's model), the chat store and the persona catalog. Tests replace
+them with `engine_override()` or by clearing the caches; nothing else constructs them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from typing import Literal
+
+from django.conf import settings
+
+from webapp.chat.errors import ModelNotReadyError
+from webapp.chat.metrics import RequestStats
+from webapp.chat.personas import PersonaCatalog, catalog_load
+from webapp.engine.engine import Engine
+from webapp.engine.registry import ModelSpec, registry_load
+from webapp.store.chat_store import ChatStore
+from webapp.store.client import StoreConfig, database_get
+
+log = logging.getLogger(__name__)
+
+EngineState = Literal["idle", "loading", "ready", "failed"]
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_state: EngineState = "idle"
+_failure = ""
+
+
+@functools.lru_cache(maxsize=1)
+def model_spec_get() -> ModelSpec:
+    return registry_load(settings.ENV.model_registry)[settings.APP_MODE]
+
+
+@functools.lru_cache(maxsize=1)
+def personas_get() -> PersonaCatalog:
+    return catalog_load(settings.ENV.personas_dir, settings.APP_MODE)
+
+
+@functools.lru_cache(maxsize=1)
+def chat_store_get() -> ChatStore:
+    config = StoreConfig(
+        app=settings.APP_MODE,
+        mongo_url=settings.ENV.mongo_url,
+        embedded_dir=settings.ENV.var_dir / "mongo",
+    )
+    store = ChatStore(database_get(config), app=settings.APP_MODE, embedded=config.embedded)
+    store.indexes_ensure()
+    return store
+
+
+@functools.lru_cache(maxsize=1)
+def request_stats_get() -> RequestStats:
+    return RequestStats()
+
+
+def engine_start_loading() -> None:
+    """Check the model file now (raises RegistryError naming it), then load it on a thread."""
+    global _state
+    spec = model_spec_get()
+    spec.check_file()
+    personas_get()  # a broken persona file should stop start-up too, not the first request
+    with _lock:
+        if _state != "idle":
+            return
+        _state = "loading"
+    threading.Thread(target=_load, args=(spec,), name="engine-loader", daemon=True).start()
+
+
+def _load(spec: ModelSpec) -> None:
+    global _engine, _state, _failure
+    from webapp.engine.llama import LlamaEngine
+
+    try:
+        engine = LlamaEngine(spec)
+    except Exception as exc:
+        log.exception("model %s failed to load", spec.path)
+        with _lock:
+            _state, _failure = "failed", str(exc)
+        return
+    log.info("model %s ready (%s)", spec.alias, spec.path)
+    with _lock:
+        _engine, _state = engine, "ready"
+
+
+def engine_status() -> tuple[EngineState, str]:
+    with _lock:
+        return _state, _failure
+
+
+def engine_get() -> Engine:
+    with _lock:
+        if _engine is not None:
+            return _engine
+        state, failure = _state, _failure
+    if state == "failed":
+        raise ModelNotReadyError(f"the model failed to load: {failure}", code="model_failed")
+    raise ModelNotReadyError("the model is still loading; retry in a few seconds")
+
+
+def engine_override(engine: Engine | None) -> None:
+    """For tests: serve with `engine` (or go back to not loaded with None)."""
+    global _engine, _state
+    with _lock:
+        _engine = engine
+        _state = "ready" if engine is not None else "idle"

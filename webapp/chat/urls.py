@@ -1,0 +1,32 @@
+"""Routes of one app, mounted under /<APP_MODE>/ by webapp.config.urls."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from webapp.chat import apis
+
+LLAMA_API = {"office": apis.OfficeLlamaApi, "character": apis.CharacterLlamaApi}[settings.APP_MODE]
+
+urlpatterns = [
+    path("Llama", LLAMA_API.as_view(), name="llama"),
+    path("performance", apis.PerformanceApi.as_view(), name="performance"),
+    path("health", apis.HealthApi.as_view(), name="health"),
+    path("personas", apis.PersonaListApi.as_view(), name="personas"),
+    path("conversations", apis.ConversationListApi.as_view(), name="conversations"),
+    path("conversations/<uuid:db_id>", apis.ConversationDetailApi.as_view(), name="conversation"),
+    path("conversations/<uuid:db_id>/messages", apis.MessageListApi.as_view(), name="messages"),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+
+def endpoint_list() -> list[str]:
+    """The real endpoints of this app, for 404 bodies."""
+    methods = {"llama": "POST", "conversation": "DELETE"}
+    return [
+        f"{methods.get(p.name, 'GET')} /{settings.APP_MODE}/{str(p.pattern).replace('<uuid:db_id>', '{db_id}')}"
+        for p in urlpatterns
+    ]

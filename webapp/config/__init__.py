@@ -1,0 +1,1 @@
+"""Django project configuration: environment, settings, URLs and the ASGI entry point."""

@@ -1,0 +1,34 @@
+"""ASGI entry point that daphne serves, once per app (APP_MODE=office or character).
+
+Builds the Django app first, then starts loading this app's model in the background so
+that the port opens at once and /health reports "loading" until the model is ready.
+A missing model file stops the process here with a message naming the path.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.config.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from webapp.chat import runtime  # noqa: E402
+from webapp.engine.registry import RegistryError  # noqa: E402
+
+try:
+    runtime.engine_start_loading()
+except RegistryError as exc:
+    raise SystemExit(f"error: {exc}") from None
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(URLRouter([])),
+    }
+)

@@ -1,0 +1,21 @@
+"""URLs of one app process: everything lives under /<APP_MODE>/, as nginx routes it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.staticfiles.views import serve as static_serve
+from django.urls import include, path, re_path
+
+urlpatterns = [
+    path(f"{settings.APP_MODE}/", include("webapp.chat.urls")),
+    # Swagger UI's assets (and, later, the chat UI's). insecure=True serves them with
+    # DEBUG off; they are small, versioned files from installed packages.
+    re_path(
+        rf"^{settings.APP_MODE}/static/(?P<path>.*)$",
+        static_serve,
+        kwargs={"insecure": True},
+    ),
+]
+
+handler404 = "webapp.chat.errors.django_not_found"
+handler500 = "webapp.chat.errors.django_server_error"
