@@ -13,13 +13,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.config.settings")
 
 from django.core.asgi import get_asgi_application
 
-django_asgi_app = get_asgi_application()
+from webapp.config.env import EnvError
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+try:
+    django_asgi_app = get_asgi_application()
+except EnvError as exc:
+    raise SystemExit(f"error: {exc}") from None
 
-from webapp.chat import runtime  # noqa: E402
-from webapp.engine.registry import RegistryError  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+
+from webapp.chat import runtime
+from webapp.engine.registry import RegistryError
 
 try:
     runtime.engine_start_loading()

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from webapp.chat.personas import PersonaFileError
 from webapp.engine.registry import RegistryError
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["prepare", "run"])
     args = parser.parse_args(argv)
     config = StackConfig(
+        registry=Path(os.environ.get("MODEL_REGISTRY") or StackConfig.registry),
         gateway_port=_int_env("GATEWAY_PORT", 8080),
         office_port=_int_env("OFFICE_PORT", 8001),
         character_port=_int_env("CHARACTER_PORT", 8002),

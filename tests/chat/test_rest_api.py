@@ -1,0 +1,167 @@
+"""The REST API through real nginx, real daphne and the real default model."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+
+
+def ask(http: requests.Session, gateway: str, app: str, **body: object) -> requests.Response:
+    return http.post(f"{gateway}/{app}/Llama", json=body, timeout=120)
+
+
+def messages(http: requests.Session, gateway: str, app: str, db_id: str, user_id: str) -> list[dict]:
+    response = http.get(f"{gateway}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["messages"]
+
+
+def test_office_reply_is_stored_and_second_turn_sees_the_first(http, gateway, db_id, user_id):
+    first = ask(
+        http, gateway, "office", input_data="My name is Minji. Please remember it.", db_id=db_id, user_id=user_id
+    )
+    assert first.status_code == 200, first.text
+    reply = first.json()
+    assert isinstance(reply, str) and reply.strip(), "the seed contract: the body is the reply text"
+    assert first.headers["X-Conversation-Id"] == db_id
+
+    stored = messages(http, gateway, "office", db_id, user_id)
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", "My name is Minji. Please remember it."),
+        ("assistant", reply),
+    ]
+    assert stored[1]["id"] == first.headers["X-Message-Id"]
+    assert stored[1]["meta"]["prompt"]["history_message_ids"] == []
+
+    second = ask(http, gateway, "office", input_data="What is my name?", db_id=db_id, user_id=user_id)
+    assert second.status_code == 200, second.text
+    stored = messages(http, gateway, "office", db_id, user_id)
+    assert [m["seq"] for m in stored] == [0, 1, 2, 3]
+    prompt = stored[3]["meta"]["prompt"]
+    # The engine's prompt for turn 2 carried turn 1, user message and reply, in order.
+    assert prompt["history_message_ids"] == [stored[0]["id"], stored[1]["id"]]
+    assert prompt["tokens"] > int(first.headers["X-Prompt-Tokens"])
+    assert int(second.headers["X-Prompt-Tokens"]) == prompt["tokens"]
+
+
+def test_office_persona_can_be_chosen(http, gateway, db_id, user_id):
+    response = ask(
+        http, gateway, "office", input_data="Polish: we will late.", db_id=db_id, user_id=user_id, persona="writer"
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Persona"] == "writer"
+    listed = http.get(f"{gateway}/office/conversations", params={"user_id": user_id}, timeout=10).json()
+    assert [(c["db_id"], c["persona"]) for c in listed["conversations"]] == [(db_id, "writer")]
+
+
+def test_character_inline_fields(http, gateway, db_id, user_id):
+    response = ask(
+        http,
+        gateway,
+        "character",
+        input_data="Who are you?",
+        character_name="Doctor Vale",
+        greeting="Ah, a visitor.",
+        context="A retired ship's doctor who loves riddles.",
+        db_id=db_id,
+        user_id=user_id,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json().strip()
+    assert response.headers["X-Persona"] == "custom"
+    assert len(messages(http, gateway, "character", db_id, user_id)) == 2
+
+
+def test_character_persona_id_in_korean(http, gateway, db_id, user_id):
+    response = ask(
+        http,
+        gateway,
+        "character",
+        input_data="안녕하세요, 커피 한 잔 주세요.",
+        persona="seoyeon",
+        db_id=db_id,
+        user_id=user_id,
+    )
+    assert response.status_code == 200, response.text
+    stored = messages(http, gateway, "character", db_id, user_id)
+    assert stored[0]["content"] == "안녕하세요, 커피 한 잔 주세요."
+    assert stored[1]["content"] == response.json()
+
+
+def test_conversations_belong_to_their_user(http, gateway, db_id, user_id):
+    assert ask(http, gateway, "office", input_data="Private note: budget is 3M.", db_id=db_id, user_id=user_id).ok
+    intruder = f"other-{uuid.uuid4().hex[:6]}"
+
+    peek = http.get(f"{gateway}/office/conversations/{db_id}/messages", params={"user_id": intruder}, timeout=10)
+    assert peek.status_code == 404
+    assert "budget" not in peek.text
+    assert peek.json()["error"]["code"] == "not_found"
+
+    hijack = ask(http, gateway, "office", input_data="Show me the note.", db_id=db_id, user_id=intruder)
+    assert hijack.status_code == 404
+    delete = http.delete(f"{gateway}/office/conversations/{db_id}", params={"user_id": intruder}, timeout=10)
+    assert delete.status_code == 404
+    assert http.get(f"{gateway}/office/conversations", params={"user_id": intruder}, timeout=10).json() == {
+        "conversations": []
+    }
+    # ...and the owner's history is untouched by all of that.
+    assert len(messages(http, gateway, "office", db_id, user_id)) == 2
+
+
+def test_conversation_ids_are_per_app(http, gateway, db_id, user_id):
+    assert ask(http, gateway, "office", input_data="hello", db_id=db_id, user_id=user_id).ok
+    response = http.get(f"{gateway}/character/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+    assert response.status_code == 404
+
+
+def test_delete_conversation(http, gateway, db_id, user_id):
+    assert ask(http, gateway, "character", input_data="Hello!", persona="captain-rhea", db_id=db_id, user_id=user_id).ok
+    response = http.delete(f"{gateway}/character/conversations/{db_id}", params={"user_id": user_id}, timeout=10)
+    assert response.status_code == 204
+    gone = http.get(f"{gateway}/character/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+    assert gone.status_code == 404
+    listed = http.get(f"{gateway}/character/conversations", params={"user_id": user_id}, timeout=10).json()
+    assert listed == {"conversations": []}
+
+
+def test_performance_counts_real_requests(http, gateway, db_id, user_id):
+    before = http.get(f"{gateway}/character/performance", timeout=10).json()
+    assert ask(http, gateway, "character", input_data="Hi", persona="captain-rhea", db_id=db_id, user_id=user_id).ok
+    assert (
+        ask(http, gateway, "character", input_data="", persona="captain-rhea", db_id=db_id, user_id=user_id).status_code
+        == 400
+    )
+    after = http.get(f"{gateway}/character/performance", timeout=10).json()
+
+    assert set(after) == {
+        "total_requests", "successful_requests", "failed_requests", "active_requests",
+        "queue_size", "avg_response_time", "success_rate", "uptime_seconds",
+    }  # fmt: skip
+    assert after["total_requests"] == before["total_requests"] + 2
+    assert after["successful_requests"] == before["successful_requests"] + 1
+    assert after["failed_requests"] == before["failed_requests"] + 1
+    assert after["active_requests"] == 0 and after["queue_size"] == 0
+    assert after["avg_response_time"] > 0
+    assert 0 < after["success_rate"] < 1
+    assert after["uptime_seconds"] >= before["uptime_seconds"]
+
+
+@pytest.mark.parametrize("app", ["office", "character"])
+def test_health_docs_and_personas(http, gateway, app):
+    health = http.get(f"{gateway}/{app}/health", timeout=10)
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert health.json()["app"] == app
+
+    docs = http.get(f"{gateway}/{app}/docs", timeout=10)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # Swagger UI's assets are served by the app itself (no CDN).
+    assert f"/{app}/static/" in docs.text
+    schema = http.get(f"{gateway}/{app}/schema", params={"format": "json"}, timeout=10).json()
+    assert f"/{app}/Llama" in schema["paths"]
+
+    personas = http.get(f"{gateway}/{app}/personas", timeout=10).json()
+    assert personas["default"] in {p["id"] for p in personas["personas"]}

@@ -1,0 +1,85 @@
+"""nginx in front of the apps: routing, error pages, limits, request ids, streaming settings."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from webapp.launcher.nginx import TemplateVariableError, nginx_config_write, template_render
+from webapp.launcher.stack import nginx_binary
+
+
+def test_unknown_path_is_json_for_api_clients(http, gateway):
+    response = http.get(f"{gateway}/no/such/thing", headers={"Accept": "application/json"}, timeout=10)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["error"]["code"] == "not_found"
+    assert "POST /office/Llama" in body["error"]["endpoints"]
+
+
+def test_unknown_path_is_html_for_browsers(http, gateway):
+    response = http.get(f"{gateway}/no/such/thing", headers={"Accept": "text/html,*/*;q=0.8"}, timeout=10)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "/office/docs" in response.text
+
+
+def test_unknown_path_inside_an_app_lists_that_apps_endpoints(http, gateway):
+    response = http.get(f"{gateway}/character/nope", timeout=10)
+    assert response.status_code == 404
+    endpoints = response.json()["error"]["endpoints"]
+    assert "POST /character/Llama" in endpoints
+    assert all(e.split(" ", 1)[1].startswith("/character/") for e in endpoints)
+
+
+def test_each_prefix_reaches_its_own_app(http, gateway):
+    assert http.get(f"{gateway}/office/health", timeout=10).json()["app"] == "office"
+    assert http.get(f"{gateway}/character/health", timeout=10).json()["app"] == "character"
+
+
+def test_landing_page(http, gateway):
+    response = http.get(f"{gateway}/", timeout=10)
+    assert response.status_code == 200
+    assert "/office/" in response.text and "/character/" in response.text
+
+
+def test_request_id_is_passed_through_and_generated(http, gateway, stack):
+    given = http.get(f"{gateway}/office/health", headers={"X-Request-ID": "trace-123"}, timeout=10)
+    assert given.headers["X-Request-ID"] == "trace-123"
+    made = http.get(f"{gateway}/office/health", timeout=10)
+    assert len(made.headers["X-Request-ID"]) == 32
+    # One header, not nginx's and the app's both.
+    assert "," not in made.headers["X-Request-ID"]
+    notfound = http.get(f"{gateway}/missing", headers={"X-Request-ID": "trace-404"}, timeout=10)
+    assert notfound.headers["X-Request-ID"] == "trace-404"
+
+
+def test_rendered_config_has_streaming_and_websocket_settings(stack):
+    conf = (stack.config.var_dir / "nginx" / "default.conf").read_text()
+    for directive in (
+        "proxy_buffering off;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_read_timeout 600s;",
+        "client_max_body_size 64k;",
+    ):
+        assert directive in conf
+    assert "${" not in conf
+
+
+def test_template_render_refuses_a_missing_variable():
+    with pytest.raises(TemplateVariableError, match="OFFICE_UPSTREAM"):
+        template_render("server ${OFFICE_UPSTREAM};", {})
+    # nginx's own variables are left alone.
+    assert template_render("$host ${A}", {"A": "x"}) == "$host x"
+
+
+def test_rendered_config_passes_nginx_t(tmp_path):
+    conf = nginx_config_write(prefix=tmp_path, gateway_port=18080, office="127.0.0.1:1", character="127.0.0.1:2")
+    result = subprocess.run(
+        [nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

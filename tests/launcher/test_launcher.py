@@ -1,0 +1,69 @@
+"""Start-up errors are clear messages naming what is wrong, never tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from webapp.config.env import REPO_ROOT
+
+
+def registry_with_missing_model(tmp_path: Path) -> Path:
+    missing = tmp_path / "nowhere" / "missing-model.gguf"
+    text = "\n".join(f'[{app}]\nalias = "x"\npath = "{missing}"\nn_ctx = 512\n' for app in ("office", "character"))
+    registry = tmp_path / "registry.toml"
+    registry.write_text(text)
+    return registry
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_daphne_app_with_missing_model_exits_naming_the_path(tmp_path):
+    registry = registry_with_missing_model(tmp_path)
+    result = run(
+        [sys.executable, "-c", "import webapp.config.asgi"],
+        {"APP_MODE": "office", "MODEL_REGISTRY": str(registry), "VAR_DIR": str(tmp_path / "var")},
+    )
+    assert result.returncode != 0
+    assert str(tmp_path / "nowhere" / "missing-model.gguf") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_not_a_gguf_file_is_refused(tmp_path):
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a model")
+    registry = tmp_path / "registry.toml"
+    registry.write_text(
+        "\n".join(f'[{a}]\nalias = "x"\npath = "{fake}"\nn_ctx = 512\n' for a in ("office", "character"))
+    )
+    result = run(
+        [sys.executable, "-c", "import webapp.config.asgi"],
+        {"APP_MODE": "character", "MODEL_REGISTRY": str(registry), "VAR_DIR": str(tmp_path / "var")},
+    )
+    assert result.returncode != 0
+    assert "not a GGUF file" in result.stderr and str(fake) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_environment_variable_is_named(tmp_path):
+    result = run(
+        [sys.executable, "-c", "import webapp.config.asgi"],
+        {"APP_MODE": "kitchen", "VAR_DIR": str(tmp_path / "var")},
+    )
+    assert result.returncode != 0
+    assert "APP_MODE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_launcher_with_missing_model_exits_naming_the_path(tmp_path):
+    registry = registry_with_missing_model(tmp_path)
+    result = run([sys.executable, "-m", "webapp.launcher", "prepare"], {"MODEL_REGISTRY": str(registry)})
+    assert result.returncode == 2
+    assert str(tmp_path / "nowhere" / "missing-model.gguf") in result.stderr
+    assert "Traceback" not in result.stderr
