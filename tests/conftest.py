@@ -17,8 +17,7 @@ import pytest
 import requests
 
 from webapp.config.env import REPO_ROOT
-from webapp.engine.registry import APPS, registry_load
-from webapp.launcher.stack import Stack, StackConfig, model_files_prepare
+from webapp.launcher.stack import Stack, StackConfig, registry_derive
 
 TEST_MAX_TOKENS = 48
 
@@ -40,37 +39,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def registry_write_for_tests(path: Path, *, max_tokens: int = TEST_MAX_TOKENS) -> Path:
-    """A registry like the default one, with absolute model paths and short replies."""
-    specs = model_files_prepare(REPO_ROOT / "models" / "registry.toml")
-    lines: list[str] = []
-    for app in APPS:
-        spec = specs[app]
-        s = spec.sampling
-        lines += [
-            f"[{app}]",
-            f'alias = "{spec.alias}"',
-            f'path = "{spec.path.resolve()}"',
-            f"n_ctx = {spec.n_ctx}",
-            f"n_gpu_layers = {spec.n_gpu_layers}",
-            f"gpu = {spec.gpu}",
-            f"[{app}.sampling]",
-            f"temperature = {s.temperature}",
-            f"top_p = {s.top_p}",
-            f"top_k = {s.top_k}",
-            f"min_p = {s.min_p}",
-            f"repeat_penalty = {s.repeat_penalty}",
-            f"max_tokens = {max_tokens}",
-            "",
-        ]
-    path.write_text("\n".join(lines))
-    registry_load(path)  # fail here, not in a subprocess, if it is wrong
-    return path
-
-
 @pytest.fixture(scope="session")
 def test_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return registry_write_for_tests(tmp_path_factory.mktemp("models") / "registry.toml")
+    return registry_derive(
+        REPO_ROOT / "models" / "registry.toml",
+        tmp_path_factory.mktemp("models") / "registry.toml",
+        max_tokens=TEST_MAX_TOKENS,
+    )
 
 
 @pytest.fixture(scope="session")

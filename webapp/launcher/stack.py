@@ -49,6 +49,41 @@ def model_files_prepare(registry: Path) -> dict[str, ModelSpec]:
     return specs
 
 
+def registry_derive(
+    source: Path, dest: Path, *, max_tokens: int | None = None, temperature: float | None = None
+) -> Path:
+    """Write a copy of the registry at `source` with absolute model paths and some sampling overridden.
+
+    Tests and benchmarks use it to serve the same model with short or greedy replies.
+    """
+    specs = model_files_prepare(source)
+    lines: list[str] = []
+    for app in APPS:
+        spec = specs[app]
+        s = spec.sampling
+        lines += [
+            f"[{app}]",
+            f'alias = "{spec.alias}"',
+            f'path = "{spec.path.resolve()}"',
+            f"n_ctx = {spec.n_ctx}",
+            f"n_gpu_layers = {spec.n_gpu_layers}",
+            f"gpu = {spec.gpu}",
+            f"n_threads = {spec.n_threads or 0}",
+            f"[{app}.sampling]",
+            f"temperature = {s.temperature if temperature is None else temperature}",
+            f"top_p = {s.top_p}",
+            f"top_k = {s.top_k}",
+            f"min_p = {s.min_p}",
+            f"repeat_penalty = {s.repeat_penalty}",
+            f"max_tokens = {s.max_tokens if max_tokens is None else max_tokens}",
+            "",
+        ]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("\n".join(lines))
+    registry_load(dest)  # fail here, not in a subprocess, if it is wrong
+    return dest
+
+
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if not found:

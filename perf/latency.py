@@ -1,0 +1,115 @@
+"""Benchmark: what nginx adds. Start-up time, and request latency through nginx vs direct to daphne.
+
+Starts its own stack (the default model, greedy and capped replies so every request does
+the same work) on free ports, then alternates requests between the two paths so machine
+noise hits both alike. Prints a table and writes it to var/perf/latency.md.
+
+    .venv/bin/python -m perf.latency [--requests 200] [--chat-requests 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from webapp.config.env import REPO_ROOT
+from webapp.launcher.stack import Stack, StackConfig, registry_derive
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _timed(session: requests.Session, method: str, url: str, **kwargs: object) -> float:
+    started = time.perf_counter()
+    response = session.request(method, url, timeout=120, **kwargs)
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=200, help="health requests per path")
+    parser.add_argument("--chat-requests", type=int, default=12, help="chat requests per path")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = registry_derive(
+            REPO_ROOT / "models" / "registry.toml", Path(tmp) / "registry.toml", max_tokens=32, temperature=0.0
+        )
+        config = StackConfig(
+            gateway_port=_free_port(),
+            office_port=_free_port(),
+            character_port=_free_port(),
+            var_dir=Path(tmp) / "var",
+            registry=registry,
+        )
+        stack = Stack(config)
+        started = time.perf_counter()
+        stack.start()
+        startup_s = time.perf_counter() - started
+        try:
+            rows = _measure(config, args.requests, args.chat_requests)
+        finally:
+            stack.stop()
+
+    lines = [
+        f"Start-up (spawn nginx + 2 daphne apps, both models loaded): {startup_s:.2f} s",
+        "",
+        "| request | path | n | p50 ms | p95 ms | p50 ratio nginx/direct |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, direct, gateway in rows:
+        ratio = statistics.median(gateway) / statistics.median(direct)
+        for label, values in (("direct", direct), ("nginx", gateway)):
+            lines.append(
+                f"| {name} | {label} | {len(values)} | {statistics.median(values):.2f} | "
+                f"{_percentile(values, 0.95):.2f} | {ratio:.3f} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    out = REPO_ROOT / "var" / "perf" / "latency.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table + "\n")
+    print(f"\nwritten to {out}")
+
+
+def _measure(config: StackConfig, n_health: int, n_chat: int) -> list[tuple[str, list[float], list[float]]]:
+    direct_base = f"http://127.0.0.1:{config.office_port}"
+    gateway_base = f"http://127.0.0.1:{config.gateway_port}"
+    rows = []
+    with requests.Session() as session:
+        direct: list[float] = []
+        gateway: list[float] = []
+        for _ in range(n_health):
+            direct.append(_timed(session, "GET", f"{direct_base}/office/health"))
+            gateway.append(_timed(session, "GET", f"{gateway_base}/office/health"))
+        rows.append(("GET /office/health", direct, gateway))
+
+        direct, gateway = [], []
+        for _ in range(n_chat):
+            # A new conversation each time, same text: the same prompt and (greedy) the same reply.
+            for base, bucket in ((direct_base, direct), (gateway_base, gateway)):
+                body = {"input_data": "Name three colors.", "db_id": str(uuid.uuid4()), "user_id": "bench"}
+                bucket.append(_timed(session, "POST", f"{base}/office/Llama", json=body))
+        rows.append(("POST /office/Llama (32 tokens max, greedy)", direct, gateway))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
