@@ -85,9 +85,10 @@ def persona_load(path: Path, app: str) -> Persona:
     if not PERSONA_ID.match(persona_id) or persona_id == INLINE_PERSONA_ID:
         raise PersonaFileError(f"{path}: 'id' must match {PERSONA_ID.pattern} and not be '{INLINE_PERSONA_ID}'")
     name = _text(data, "name", path)
-    examples = tuple(
-        Example(user=_text(e, "user", path), assistant=_text(e, "assistant", path)) for e in data.get("examples", [])
-    )
+    raw_examples = data.get("examples", [])
+    if not isinstance(raw_examples, list) or not all(isinstance(e, dict) for e in raw_examples):
+        raise PersonaFileError(f"{path}: 'examples' must be [[examples]] tables with user and assistant")
+    examples = tuple(Example(user=_text(e, "user", path), assistant=_text(e, "assistant", path)) for e in raw_examples)
     if app == "character":
         context = _text(data, "context", path)
         system_prompt = character_system_prompt(name=name, context=context)

@@ -72,7 +72,9 @@ def _typed(table: dict, key: str, kind: type, where: str, default: object = ...)
     return value
 
 
-def _sampling(table: dict, where: str) -> SamplingDefaults:
+def _sampling(table: object, where: str) -> SamplingDefaults:
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where}: 'sampling' must be a table ([app.sampling]), got {table!r}")
     base = SamplingDefaults()
     values = {
         name: _typed(table, name, type(getattr(base, name)), f"{where}.sampling", getattr(base, name))

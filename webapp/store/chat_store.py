@@ -199,21 +199,25 @@ class ChatStore:
             return message
 
     def messages_recent(self, db_id: str) -> list[Message]:
-        """The last `window` messages, oldest first. Served from memory after the first call."""
+        """The last `window` messages, oldest first. Served from memory after the first call.
+
+        The cold read holds the cache lock, as `message_append` does, so an append can't
+        land between the read and the filling of the cache and be missing from it.
+        """
         with self._cache_lock:
             active = self._cache.get(db_id)
             if active is not None and active.recent is not None:
                 return list(active.recent)
-        with self._db_lock:
-            docs = list(
-                self._messages.find({"app": self._app, "conversation_id": db_id}).sort("seq", -1).limit(self._window)
-            )
-        recent = deque((Message.from_doc(d) for d in reversed(docs)), maxlen=self._window)
-        with self._cache_lock:
-            active = self._cache.get(db_id)
-            if active is not None and active.recent is None:
+            with self._db_lock:
+                docs = list(
+                    self._messages.find({"app": self._app, "conversation_id": db_id})
+                    .sort("seq", -1)
+                    .limit(self._window)
+                )
+            recent = deque((Message.from_doc(d) for d in reversed(docs)), maxlen=self._window)
+            if active is not None:
                 active.recent = recent
-        return list(recent)
+            return list(recent)
 
     def messages_all(self, db_id: str) -> list[Message]:
         with self._db_lock:
