@@ -1,0 +1,285 @@
+"""ChatStore over embedded montydb: persistence across restarts, ordering, and its cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webapp.store.chat_store import ChatStore, Conversation
+from webapp.store.client import StoreConfig, database_get
+
+
+@pytest.fixture(autouse=True)
+def fresh_clients() -> Iterator[None]:
+    """database_get is cached per config; start and end each test without cached clients."""
+    database_get.cache_clear()
+    yield
+    database_get.cache_clear()
+
+
+def store_open(folder: Path, *, app: str = "office", **options: Any) -> ChatStore:
+    db = database_get(StoreConfig(app=app, mongo_url=None, embedded_dir=folder))
+    store = ChatStore(db, app=app, embedded=True, **options)
+    store.indexes_ensure()
+    return store
+
+
+def store_reopen(folder: Path, *, app: str = "office", **options: Any) -> ChatStore:
+    """What a process restart sees: a new montydb client and an empty cache."""
+    database_get.cache_clear()
+    return store_open(folder, app=app, **options)
+
+
+def conversation_new(store: ChatStore, db_id: str = "c1", *, user_id: str = "alice") -> Conversation:
+    return store.conversation_create(db_id=db_id, user_id=user_id, persona="assistant", title=f"title {db_id}")
+
+
+def chat_add(store: ChatStore, conversation: Conversation, n: int, *, prefix: str = "m") -> None:
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        store.message_append(conversation, role=role, content=f"{prefix}{i}", persona="assistant")
+
+
+def test_messages_come_back_in_order(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+
+    chat_add(store, conversation, 5)
+
+    recent = store.messages_recent("c1")
+    assert [m.content for m in recent] == ["m0", "m1", "m2", "m3", "m4"]
+    assert [m.role for m in recent] == ["user", "assistant", "user", "assistant", "user"]
+    assert [m.seq for m in recent] == [0, 1, 2, 3, 4]
+    assert store.conversation_get("c1").message_count == 5
+
+
+def test_messages_recent_is_bounded_by_window(tmp_path: Path) -> None:
+    store = store_open(tmp_path, window=4)
+    conversation = conversation_new(store)
+
+    chat_add(store, conversation, 10)
+
+    assert [m.seq for m in store.messages_recent("c1")] == [6, 7, 8, 9]
+    assert len(store.messages_all("c1")) == 10
+    # The same bound holds when the window is read from the store rather than the cache.
+    assert [m.seq for m in store_reopen(tmp_path, window=4).messages_recent("c1")] == [6, 7, 8, 9]
+
+
+def test_history_survives_restart(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    store.message_append(conversation, role="user", content="안녕하세요", persona="assistant")
+    store.message_append(
+        conversation,
+        role="assistant",
+        content="Hello!",
+        persona="writer",
+        meta={"tokens": 3, "model": "tiny", "finish_reason": "stop"},
+    )
+    before_messages = store.messages_recent("c1")
+    before_conversation = store.conversation_get("c1")
+
+    restarted = store_reopen(tmp_path)
+
+    after_conversation = restarted.conversation_get("c1")
+    after_messages = restarted.messages_recent("c1")
+    assert after_conversation == before_conversation
+    assert after_conversation.persona == "writer"  # the last reply's persona
+    assert after_conversation.message_count == 2
+    assert after_messages == before_messages
+    assert after_messages[1].meta == {"tokens": 3, "model": "tiny", "finish_reason": "stop"}
+    for when in [after_conversation.created_at, after_conversation.updated_at, *(m.created_at for m in after_messages)]:
+        assert when.tzinfo is not None
+        assert when.utcoffset().total_seconds() == 0
+
+
+def test_appending_after_restart_continues_the_sequence(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    chat_add(store, conversation_new(store), 3)
+
+    restarted = store_reopen(tmp_path)
+    conversation = restarted.conversation_get("c1")
+    restarted.messages_recent("c1")  # warm the cache from the store
+    restarted.message_append(conversation, role="assistant", content="later", persona="assistant")
+
+    assert [m.seq for m in restarted.messages_all("c1")] == [0, 1, 2, 3]
+    assert restarted.messages_recent("c1") == restarted.messages_all("c1")
+
+
+def test_conversations_for_user_filters_by_user_and_app_newest_first(tmp_path: Path) -> None:
+    office = store_open(tmp_path)
+    # A second app writing into the same database must stay invisible to this one.
+    db = database_get(StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path))
+    character = ChatStore(db, app="character", embedded=True)
+    first = conversation_new(office, "first")
+    time.sleep(0.005)  # timestamps have millisecond resolution
+    conversation_new(office, "second")
+    time.sleep(0.005)
+    conversation_new(office, "third")
+    conversation_new(office, "bobs", user_id="bob")
+    conversation_new(character, "other-app")
+    time.sleep(0.005)
+    office.message_append(first, role="user", content="bump", persona="assistant")
+
+    listed = office.conversations_for_user("alice")
+
+    assert [c.db_id for c in listed] == ["first", "third", "second"]
+    assert {c.app for c in listed} == {"office"}
+    assert [c.db_id for c in office.conversations_for_user("bob")] == ["bobs"]
+    assert [c.db_id for c in character.conversations_for_user("alice")] == ["other-app"]
+    assert office.conversation_get("other-app") is None
+    assert [c.db_id for c in office.conversations_for_user("alice", limit=2)] == ["first", "third"]
+
+
+def test_conversation_delete_removes_its_messages(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    doomed = conversation_new(store, "doomed")
+    kept = conversation_new(store, "kept")
+    chat_add(store, doomed, 4)
+    chat_add(store, kept, 2, prefix="k")
+
+    store.conversation_delete("doomed")
+
+    assert store.conversation_get("doomed") is None
+    assert store.messages_all("doomed") == []
+    assert store.messages_recent("doomed") == []
+    assert [m.content for m in store.messages_all("kept")] == ["k0", "k1"]
+    restarted = store_reopen(tmp_path)
+    assert restarted.conversation_get("doomed") is None
+    assert restarted.messages_all("doomed") == []
+    assert [c.db_id for c in restarted.conversations_for_user("alice")] == ["kept"]
+
+
+def test_cache_agrees_with_the_store_after_appends(tmp_path: Path) -> None:
+    store = store_open(tmp_path, window=8)
+    conversation = conversation_new(store)
+    chat_add(store, conversation, 3)
+
+    assert store.messages_recent("c1") == store.messages_all("c1")
+    message = store.message_append(
+        conversation, role="assistant", content="with meta", persona="assistant", meta={"tokens": 2}
+    )
+
+    cached = store.messages_recent("c1")
+    stored = store.messages_all("c1")
+    assert cached == stored
+    assert cached[-1] == message
+    assert store.conversation_get("c1") == store_reopen(tmp_path).conversation_get("c1")
+
+
+def test_cache_agrees_with_the_store_after_eviction(tmp_path: Path) -> None:
+    store = store_open(tmp_path, cache_size=1)
+    a = conversation_new(store, "a")
+    b = conversation_new(store, "b")  # evicts "a" from the cache
+
+    chat_add(store, a, 3)
+    chat_add(store, b, 2)
+    chat_add(store, a, 2, prefix="x")
+
+    assert store.messages_recent("a") == store.messages_all("a")
+    assert [m.seq for m in store.messages_all("a")] == [0, 1, 2, 3, 4]
+    assert store.conversation_get("a").message_count == 5
+
+
+def test_concurrent_appends_keep_seq_gap_free(tmp_path: Path) -> None:
+    store = store_open(tmp_path, window=200)
+    conversation = conversation_new(store)
+    n_threads, per_thread = 4, 15
+    barrier = threading.Barrier(n_threads)
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                store.message_append(conversation, role="user", content=f"t{k}-{i}", persona="assistant")
+        except BaseException as exc:  # surfaced below, in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    total = n_threads * per_thread
+    stored = store.messages_all("c1")
+    assert [m.seq for m in stored] == list(range(total))
+    assert len({m.content for m in stored}) == total
+    for k in range(n_threads):  # each writer's messages in the order it wrote them
+        mine = [m.content for m in stored if m.content.startswith(f"t{k}-")]
+        assert mine == [f"t{k}-{i}" for i in range(per_thread)]
+    assert store.messages_recent("c1") == stored
+    assert store.conversation_get("c1").message_count == total
+    assert store_reopen(tmp_path).conversation_get("c1").message_count == total
+
+
+class _AppendDuringRead:
+    """The real messages collection, with a hook that runs after a read, before its result returns."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.after_read: Any = None
+
+    def find(self, *args: Any, **kwargs: Any) -> _HookedCursor:
+        return _HookedCursor(self._real.find(*args, **kwargs), self)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class _HookedCursor:
+    def __init__(self, real: Any, owner: _AppendDuringRead) -> None:
+        self._real = real
+        self._owner = owner
+
+    def sort(self, *args: Any, **kwargs: Any) -> _HookedCursor:
+        self._real = self._real.sort(*args, **kwargs)
+        return self
+
+    def limit(self, *args: Any, **kwargs: Any) -> _HookedCursor:
+        self._real = self._real.limit(*args, **kwargs)
+        return self
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        docs = list(self._real)
+        hook, self._owner.after_read = self._owner.after_read, None
+        if hook is not None:
+            hook()
+        return iter(docs)
+
+
+def test_append_racing_a_cold_read_is_not_lost_from_the_cache(tmp_path: Path) -> None:
+    """Two requests on one conversation right after a restart: one reads history, one appends.
+
+    messages_recent reads the store without the cache lock, then installs what it read.
+    An append that lands in between sees no cached window (so does not update it) and
+    is then hidden by the stale window for as long as the conversation stays cached.
+    """
+    store = store_open(tmp_path)
+    chat_add(store, conversation_new(store), 2)
+    db = database_get(StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path))
+    messages = _AppendDuringRead(db["messages"])
+    restarted = ChatStore({"conversations": db["conversations"], "messages": messages}, app="office", embedded=True)
+    conversation = restarted.conversation_get("c1")  # cached, window not read yet
+
+    def concurrent_append() -> None:
+        writer = threading.Thread(
+            target=restarted.message_append,
+            kwargs={"conversation": conversation, "role": "user", "content": "racing", "persona": "assistant"},
+        )
+        writer.start()
+        writer.join(timeout=0.2)  # it waits for the store lock this read still holds
+
+    messages.after_read = concurrent_append
+    restarted.messages_recent("c1")
+    time.sleep(0.2)  # let the writer finish
+
+    assert [m.content for m in restarted.messages_all("c1")] == ["m0", "m1", "racing"]
+    assert [m.content for m in restarted.messages_recent("c1")] == ["m0", "m1", "racing"]
