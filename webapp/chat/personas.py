@@ -38,6 +38,7 @@ class Persona:
     greeting: str = ""
     language: str = "en"
     examples: tuple[Example, ...] = field(default_factory=tuple)
+    is_default: bool = False
 
     def pinned_messages(self) -> list[ChatMessage]:
         messages = [ChatMessage("system", self.system_prompt)]
@@ -105,6 +106,7 @@ def persona_load(path: Path, app: str) -> Persona:
         greeting=_text(data, "greeting", path, required=False),
         language=_text(data, "language", path, required=False) or "en",
         examples=examples,
+        is_default=data.get("default") is True,
     )
 
 
@@ -134,6 +136,6 @@ def catalog_load(folder: Path, app: str) -> PersonaCatalog:
         if persona.id in personas:
             raise PersonaFileError(f"{path}: duplicate persona id '{persona.id}'")
         personas[persona.id] = persona
-        if tomllib.loads(path.read_text(encoding="utf-8")).get("default") is True:
+        if persona.is_default:
             default_id = persona.id
     return PersonaCatalog(app=app, personas=personas, default_id=default_id or next(iter(personas)))
