@@ -171,19 +171,51 @@ def test_cancel_before_start_skips_generation(engine: LlamaEngine) -> None:
 
 
 def test_aevents_from_an_event_loop(engine: LlamaEngine) -> None:
-    async def chat() -> tuple[GenerationHandle, list[Event]]:
+    async def chat() -> list[Event]:
         handle = engine.submit(request_make(CAPITAL, greedy(32)))
-        return handle, [event async for event in handle.aevents()]
+        return [event async for event in handle.aevents()]
 
-    handle, events = asyncio.run(chat())
+    events = asyncio.run(chat())
 
     assert isinstance(events[-1], DoneEvent)
     texts = [e.text for e in events if isinstance(e, TokenEvent)]
     assert "".join(texts) == events[-1].completion.text
     blocking = engine.submit(request_make(CAPITAL, greedy(32))).result()
     assert events[-1].completion.text == blocking.text
-    with pytest.raises(RuntimeError, match="aevents"):
-        next(handle.events())
+
+
+def test_handle_submitted_from_a_worker_thread_is_read_from_the_loop(engine: LlamaEngine) -> None:
+    """The web layer submits on a worker thread (the store is blocking) and streams on the loop."""
+
+    async def chat() -> list[list[Event]]:
+        handle = await asyncio.to_thread(engine.submit, request_make(CAPITAL, greedy(32)))
+        await asyncio.sleep(0.2)  # let tokens pile up before anyone reads
+        return [batch async for batch in handle.aevent_batches()]
+
+    batches = asyncio.run(chat())
+    events = [event for batch in batches for event in batch]
+
+    assert isinstance(events[-1], DoneEvent)
+    assert all(isinstance(e, TokenEvent) for e in events[:-1])
+    assert "".join(e.text for e in events[:-1]) == events[-1].completion.text
+    assert len(batches) < len(events), "events that arrived before the read should come as one batch"
+
+
+def test_breaking_out_of_aevents_cancels_generation(engine: LlamaEngine) -> None:
+    async def read_one_token() -> GenerationHandle:
+        handle = engine.submit(request_make(STORY, greedy(400)))
+        async for event in handle.aevents():
+            assert isinstance(event, TokenEvent)
+            break
+        return handle
+
+    handle = asyncio.run(read_one_token())
+
+    assert handle.cancelled
+    engine_idle_wait(engine)
+    completion = handle.result()
+    assert completion.finish_reason == "cancelled"
+    assert completion.usage.completion_tokens < 400
 
 
 def test_cancelling_the_awaiting_task_cancels_generation(engine: LlamaEngine) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -96,24 +96,19 @@ class GenerationHandle:
     """One submitted request. Created by an engine; read by exactly one consumer.
 
     The consumer side (`events`, `aevents`, `result`, `cancel`) may be called from any
-    thread. `_emit` is called only by the engine's scheduler thread.
+    thread, and a handle submitted from a worker thread can be read from an event loop:
+    events wait in a buffer until someone reads them. `_emit` is called only by the
+    engine's scheduler thread.
     """
 
     plan: PromptPlan
     request: GenerationRequest
     id: int = field(default_factory=lambda: next(_ids))
     submitted_at: float = field(default_factory=time.perf_counter)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _async_queue: asyncio.Queue[Event] | None = None
-    _sync_queue: queue.SimpleQueue[Event] = field(default_factory=queue.SimpleQueue)
+    _pending: deque[Event] = field(default_factory=deque)
+    _arrived: threading.Condition = field(default_factory=threading.Condition)
+    _waker: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
     _cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        try:
-            self._loop = asyncio.get_running_loop()
-            self._async_queue = asyncio.Queue()
-        except RuntimeError:
-            self._loop = None
 
     @property
     def cancelled(self) -> bool:
@@ -124,36 +119,69 @@ class GenerationHandle:
         self._cancelled.set()
 
     def _emit(self, event: Event) -> None:
-        if self._loop is not None and self._async_queue is not None:
+        with self._arrived:
+            self._pending.append(event)
+            self._arrived.notify_all()
+            waker = self._waker
+        if waker is not None:
+            loop, wake = waker
             try:
-                self._loop.call_soon_threadsafe(self._async_queue.put_nowait, event)
-            except RuntimeError:  # the consumer's loop is gone: nobody is listening
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the reader's loop is closed: nobody is listening
                 self.cancel()
-        else:
-            self._sync_queue.put(event)
+
+    def _take(self) -> list[Event]:
+        with self._arrived:
+            batch = list(self._pending)
+            self._pending.clear()
+            return batch
 
     def events(self) -> Iterator[Event]:
         """Blocking iteration; ends after the DoneEvent or ErrorEvent."""
-        if self._loop is not None:
-            raise RuntimeError("this handle was submitted from an event loop: use aevents()")
         while True:
-            event = self._sync_queue.get()
-            yield event
-            if not isinstance(event, TokenEvent):
-                return
-
-    async def aevents(self) -> AsyncIterator[Event]:
-        """Awaiting iteration; cancelling the awaiting task cancels the generation."""
-        if self._async_queue is None:
-            raise RuntimeError("this handle was submitted outside an event loop: use events()")
-        try:
-            while True:
-                event = await self._async_queue.get()
+            with self._arrived:
+                self._arrived.wait_for(lambda: bool(self._pending))
+            for event in self._take():
                 yield event
                 if not isinstance(event, TokenEvent):
                     return
+
+    async def aevent_batches(self) -> AsyncIterator[list[Event]]:
+        """Awaiting iteration over everything that arrived since the last step, in order.
+
+        A reader that fell behind (a slow socket) catches up in one step instead of one
+        step per token. The last batch ends with the DoneEvent or ErrorEvent. Leaving
+        early (break, the task cancelled) cancels the generation.
+        """
+        wake = asyncio.Event()
+        with self._arrived:
+            self._waker = (asyncio.get_running_loop(), wake)
+        try:
+            while True:
+                with self._arrived:
+                    if not self._pending:
+                        # Cleared under the lock: an event emitted after this sets it again.
+                        wake.clear()
+                if not wake.is_set() and not self._pending:
+                    await wake.wait()
+                batch = self._take()
+                for i, event in enumerate(batch):
+                    if not isinstance(event, TokenEvent):
+                        yield batch[: i + 1]
+                        return
+                if batch:
+                    yield batch
         finally:
             self.cancel()  # a no-op after completion; frees the slot if the reader left early
+
+    async def aevents(self) -> AsyncIterator[Event]:
+        """Awaiting iteration, one event at a time; ends after the DoneEvent or ErrorEvent."""
+        try:
+            async for batch in self.aevent_batches():
+                for event in batch:
+                    yield event
+        finally:
+            self.cancel()  # closing this generator early must not wait for the inner one's GC
 
     def result(self) -> Completion:
         """Block until the request finishes and return its completion."""
