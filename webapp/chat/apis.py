@@ -22,48 +22,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.chat import runtime, selectors, services
-from webapp.chat.errors import ApplicationError
-from webapp.chat.personas import Persona, character_inline
-
-INPUT_MAX = 500
-USER_ID_MAX = 128
-
-
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers and booleans instead of quietly stringifying them."""
-
-    default_error_messages = {"invalid": "must be a string."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictBooleanField(serializers.BooleanField):
-    default_error_messages = {"invalid": "must be true or false."}
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
-
-
-def _input_data() -> StrictCharField:
-    return StrictCharField(
-        min_length=1,
-        max_length=INPUT_MAX,
-        trim_whitespace=False,
-        error_messages={
-            "blank": "must not be empty (1-500 characters).",
-            "min_length": "must not be empty (1-500 characters).",
-            "max_length": "must be at most 500 characters.",
-        },
-    )
-
-
-def _user_id() -> StrictCharField:
-    return StrictCharField(max_length=USER_ID_MAX, error_messages={"max_length": "must be at most 128 characters."})
+from webapp.chat.inputs import (
+    CharacterTurnSerializer,
+    OfficeTurnSerializer,
+    persona_from_input,
+    user_id_field,
+)
+from webapp.chat.personas import Persona
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -100,14 +65,6 @@ class CountedMixin:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
-def _persona_by_id(persona_id: str) -> Persona:
-    persona = runtime.personas_get().get(persona_id)
-    if persona is None:
-        known = ", ".join(sorted(runtime.personas_get().personas))
-        raise ApplicationError(f"persona: unknown persona '{persona_id}' (known: {known})", field="persona")
-    return persona
-
-
 def _reply(persona: Persona, data: dict[str, Any]) -> Response:
     turn = services.chat_turn_run(
         store=runtime.chat_store_get(),
@@ -134,12 +91,7 @@ def _reply(persona: Persona, data: dict[str, Any]) -> Response:
 
 
 class OfficeLlamaApi(CountedMixin, APIView):
-    class InputSerializer(serializers.Serializer):
-        input_data = _input_data()
-        google_access = StrictBooleanField(default=False)
-        db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
-        user_id = _user_id()
-        persona = StrictCharField(required=False, max_length=64)
+    InputSerializer = OfficeTurnSerializer
 
     @extend_schema(
         request=InputSerializer,
@@ -154,33 +106,11 @@ class OfficeLlamaApi(CountedMixin, APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        persona = _persona_by_id(data["persona"]) if "persona" in data else runtime.personas_get().default
-        return _reply(persona, data)
+        return _reply(persona_from_input(data), data)
 
 
 class CharacterLlamaApi(CountedMixin, APIView):
-    class InputSerializer(serializers.Serializer):
-        input_data = _input_data()
-        db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
-        user_id = _user_id()
-        persona = StrictCharField(required=False, max_length=64)
-        character_name = StrictCharField(required=False, max_length=100)
-        greeting = StrictCharField(required=False, allow_blank=True, max_length=1000)
-        context = StrictCharField(required=False, max_length=4000)
-
-        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            inline = [k for k in ("character_name", "greeting", "context") if k in attrs]
-            if "persona" in attrs and inline:
-                raise serializers.ValidationError(
-                    {"persona": "give either persona or character_name/greeting/context, not both."}
-                )
-            if "persona" not in attrs:
-                for key in ("character_name", "context"):
-                    if key not in attrs:
-                        raise serializers.ValidationError(
-                            {key: "this field is required when no persona is given."}, code="required"
-                        )
-            return attrs
+    InputSerializer = CharacterTurnSerializer
 
     @extend_schema(
         request=InputSerializer,
@@ -191,13 +121,7 @@ class CharacterLlamaApi(CountedMixin, APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if "persona" in data:
-            persona = _persona_by_id(data["persona"])
-        else:
-            persona = character_inline(
-                name=data["character_name"], greeting=data.get("greeting", ""), context=data["context"]
-            )
-        return _reply(persona, data)
+        return _reply(persona_from_input(data), data)
 
 
 class PerformanceApi(APIView):
@@ -253,7 +177,7 @@ class PersonaListApi(APIView):
 
 
 class UserQuerySerializer(serializers.Serializer):
-    user_id = _user_id()
+    user_id = user_id_field()
 
 
 class ConversationSerializer(serializers.Serializer):

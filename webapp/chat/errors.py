@@ -1,8 +1,9 @@
 """One error path: typed application errors and the handlers that render them.
 
-Every error response, from DRF views, Django's own 404/500 and (later) consumers, has
-the shape {"error": {"code", "message", "field"}}; `field` is null when no single input
-field is at fault. Validation errors also list every problem under "details".
+Every error response, from DRF views and Django's own 404/500, has the shape
+{"error": {"code", "message", "field"}}; `field` is null when no single input field is
+at fault. Validation errors also list every problem under "details". The WebSocket
+consumer sends the same fields as a frame: {"type": "error", "code", "message", "field"}.
 """
 
 from __future__ import annotations
@@ -69,6 +70,21 @@ def _validation_body(detail: Any) -> dict[str, Any]:
     walk(detail, None)
     first = problems[0] if problems else {"code": "invalid", "message": "invalid input", "field": None}
     return error_body(code=first["code"], message=first["message"], field=first["field"], details=problems)
+
+
+def error_frame(exc: Exception) -> dict[str, Any] | None:
+    """The WebSocket twin of `drf_exception_handler`: the same error as a flat frame.
+
+    {"type": "error", "code", "message", "field"}; None for an unexpected exception,
+    which the consumer logs and reports as a server error.
+    """
+    if isinstance(exc, ApplicationError):
+        body = error_body(code=exc.code, message=exc.message, field=exc.field)
+    elif isinstance(exc, exceptions.ValidationError):
+        body = _validation_body(exc.detail)
+    else:
+        return None
+    return {"type": "error", **body["error"]}
 
 
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -1,18 +1,49 @@
-"""Writes and orchestration: one chat turn, and deleting a conversation."""
+"""Writes and orchestration: chat turns (start, regenerate, finish) and deleting a conversation.
+
+A turn has two halves so that a streaming interface can sit between them:
+`chat_turn_start` checks the prompt, submits it and stores the user's message;
+the caller reads tokens from `PendingTurn.handle`; `chat_turn_finish` stores the reply.
+Both halves block on the store: call them from a worker thread, never from an event loop.
+`chat_turn_run` does all three for the blocking REST endpoint.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from webapp.chat.errors import GenerationFailedError, NotFoundError
+from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError
 from webapp.chat.personas import Persona
 from webapp.chat.selectors import conversation_owned
-from webapp.engine.engine import Completion, Engine, GenerationError, GenerationRequest, SamplingParams
+from webapp.engine.engine import (
+    Completion,
+    Engine,
+    GenerationError,
+    GenerationHandle,
+    GenerationRequest,
+    SamplingParams,
+)
 from webapp.engine.prompt import ChatMessage, PromptTooLongError
 from webapp.engine.registry import SamplingDefaults
 from webapp.store.chat_store import ChatStore, Conversation, Message
 
 TITLE_CHARS = 60
+
+StoppedBy = Literal["user", "disconnect"]
+
+
+@dataclass(frozen=True)
+class PendingTurn:
+    """A submitted turn whose reply is being generated (and is not stored yet)."""
+
+    conversation: Conversation
+    user_message: Message
+    persona: Persona
+    handle: GenerationHandle
+    assistant_message_id: str
+    history: Sequence[Message]  # what the prompt kept, oldest first
+    regenerates: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +66,148 @@ def sampling_params(defaults: SamplingDefaults, *, seed: int | None = None) -> S
     )
 
 
+def messages_visible(messages: Sequence[Message]) -> list[Message]:
+    """The conversation as its user sees it: replies that were regenerated away left out."""
+    replaced = {m.meta["regenerates"] for m in messages if m.meta.get("regenerates")}
+    return [m for m in messages if m.id not in replaced]
+
+
+def prompt_history(messages: Sequence[Message]) -> list[Message]:
+    """The messages a prompt should see: visible ones, without replies stopped before any text."""
+    return [m for m in messages_visible(messages) if m.role != "assistant" or m.content]
+
+
+def _submit(
+    engine: Engine, *, persona: Persona, history: Sequence[Message], text: str, sampling: SamplingParams
+) -> GenerationHandle:
+    request = GenerationRequest(
+        pinned=persona.pinned_messages(),
+        history=[ChatMessage(m.role, m.content) for m in history],  # type: ignore[arg-type]
+        user=ChatMessage("user", text),
+        sampling=sampling,
+    )
+    try:
+        return engine.submit(request)
+    except PromptTooLongError as exc:
+        raise GenerationFailedError(
+            f"input_data and the persona need {exc.needed} tokens; the model's context allows {exc.budget}",
+            field="input_data",
+            code="too_long_for_context",
+        ) from exc
+
+
+def _kept(history: Sequence[Message], handle: GenerationHandle) -> Sequence[Message]:
+    kept = handle.plan.history_kept
+    return history[len(history) - kept :] if kept else []
+
+
+def chat_turn_start(
+    *,
+    store: ChatStore,
+    engine: Engine,
+    db_id: str,
+    user_id: str,
+    text: str,
+    persona: Persona,
+    sampling: SamplingParams,
+) -> PendingTurn:
+    """Submit `text` to conversation `db_id` (created on first use) as `persona`.
+
+    The user's message is stored only once the engine accepted the prompt, so a refused
+    turn leaves no trace.
+    """
+    conversation = store.conversation_get(db_id)
+    if conversation is not None and conversation.user_id != user_id:
+        raise NotFoundError(f"no conversation {db_id} for this user_id", field="db_id")
+    history = prompt_history(store.messages_recent(db_id)) if conversation is not None else []
+    handle = _submit(engine, persona=persona, history=history, text=text, sampling=sampling)
+
+    if conversation is None:
+        conversation = store.conversation_create(
+            db_id=db_id, user_id=user_id, persona=persona.id, title=text[:TITLE_CHARS]
+        )
+    user_message = store.message_append(conversation, role="user", content=text, persona=persona.id)
+    return PendingTurn(
+        conversation=conversation,
+        user_message=user_message,
+        persona=persona,
+        handle=handle,
+        assistant_message_id=store.message_id_new(),
+        history=_kept(history, handle),
+    )
+
+
+def chat_turn_regenerate(
+    *,
+    store: ChatStore,
+    engine: Engine,
+    db_id: str,
+    user_id: str,
+    persona: Persona,
+    sampling: SamplingParams,
+) -> PendingTurn:
+    """Answer the conversation's last user message again.
+
+    The new reply is appended with `regenerates` naming the reply it replaces; the old
+    reply stays stored and drops out of later prompts.
+    """
+    conversation = conversation_owned(store=store, db_id=db_id, user_id=user_id)
+    messages = messages_visible(store.messages_recent(db_id))
+    last_user = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    if last_user is None:
+        raise ApplicationError(
+            "this conversation has no message to answer again", field="db_id", code="nothing_to_regenerate"
+        )
+    replaced = next((m.id for m in messages[last_user + 1 :] if m.role == "assistant"), None)
+    history = prompt_history(messages[:last_user])
+    user_message = messages[last_user]
+    handle = _submit(engine, persona=persona, history=history, text=user_message.content, sampling=sampling)
+    return PendingTurn(
+        conversation=conversation,
+        user_message=user_message,
+        persona=persona,
+        handle=handle,
+        assistant_message_id=store.message_id_new(),
+        history=_kept(history, handle),
+        regenerates=replaced,
+    )
+
+
+def chat_turn_finish(
+    *, store: ChatStore, turn: PendingTurn, completion: Completion, stopped_by: StoppedBy | None = None
+) -> Message:
+    """Store the reply (partial if the turn was stopped) under the id announced at start."""
+    finish_reason = "stopped" if completion.finish_reason == "cancelled" else completion.finish_reason
+    meta = {
+        "tokens": completion.usage.completion_tokens,
+        "model": completion.model,
+        "finish_reason": finish_reason,
+        "timings": {
+            "ttft_ms": round(completion.timings.ttft_ms, 1),
+            "total_ms": round(completion.timings.total_ms, 1),
+            "tokens_per_s": round(completion.timings.tokens_per_s, 1),
+        },
+        "prompt": {
+            "tokens": completion.usage.prompt_tokens,
+            "persona": turn.persona.id,
+            "history_message_ids": [m.id for m in turn.history],
+            "history_dropped": turn.handle.plan.history_dropped,
+        },
+    }
+    if finish_reason == "stopped":
+        meta["stopped_by"] = stopped_by or "user"
+    if turn.regenerates:
+        meta["regenerates"] = turn.regenerates
+    return store.message_append(
+        turn.conversation,
+        role="assistant",
+        content=completion.text,
+        persona=turn.persona.id,
+        meta=meta,
+        message_id=turn.assistant_message_id,
+    )
+
+
 def chat_turn_run(
     *,
     store: ChatStore,
@@ -45,69 +218,18 @@ def chat_turn_run(
     persona: Persona,
     sampling: SamplingParams,
 ) -> ChatTurn:
-    """Answer `text` in conversation `db_id` (created on first use) as `persona`.
-
-    The user's message is stored once the prompt is accepted; the reply is stored
-    before this returns (persist, then publish). Blocks until generation ends: call it
-    from a worker thread, never from an event loop.
-    """
-    conversation = store.conversation_get(db_id)
-    if conversation is not None and conversation.user_id != user_id:
-        raise NotFoundError(f"no conversation {db_id} for this user_id", field="db_id")
-    history = store.messages_recent(db_id) if conversation is not None else []
-
-    request = GenerationRequest(
-        pinned=persona.pinned_messages(),
-        history=[ChatMessage(m.role, m.content) for m in history],  # type: ignore[arg-type]
-        user=ChatMessage("user", text),
-        sampling=sampling,
+    """One whole turn, blocking until the reply is generated and stored (persist, then publish)."""
+    turn = chat_turn_start(
+        store=store, engine=engine, db_id=db_id, user_id=user_id, text=text, persona=persona, sampling=sampling
     )
     try:
-        handle = engine.submit(request)
-    except PromptTooLongError as exc:
-        raise GenerationFailedError(
-            f"input_data and the persona need {exc.needed} tokens; the model's context allows {exc.budget}",
-            field="input_data",
-            code="too_long_for_context",
-        ) from exc
-
-    if conversation is None:
-        conversation = store.conversation_create(
-            db_id=db_id, user_id=user_id, persona=persona.id, title=text[:TITLE_CHARS]
-        )
-    user_message = store.message_append(conversation, role="user", content=text, persona=persona.id)
-
-    try:
-        completion = handle.result()
+        completion = turn.handle.result()
     except GenerationError as exc:
         raise GenerationFailedError(str(exc)) from exc
-
-    kept = history[len(history) - handle.plan.history_kept :] if handle.plan.history_kept else []
-    assistant_message = store.message_append(
-        conversation,
-        role="assistant",
-        content=completion.text,
-        persona=persona.id,
-        meta={
-            "tokens": completion.usage.completion_tokens,
-            "model": completion.model,
-            "finish_reason": completion.finish_reason,
-            "timings": {
-                "ttft_ms": round(completion.timings.ttft_ms, 1),
-                "total_ms": round(completion.timings.total_ms, 1),
-                "tokens_per_s": round(completion.timings.tokens_per_s, 1),
-            },
-            "prompt": {
-                "tokens": completion.usage.prompt_tokens,
-                "persona": persona.id,
-                "history_message_ids": [m.id for m in kept],
-                "history_dropped": handle.plan.history_dropped,
-            },
-        },
-    )
+    assistant_message = chat_turn_finish(store=store, turn=turn, completion=completion)
     return ChatTurn(
-        conversation=store.conversation_get(db_id) or conversation,
-        user_message=user_message,
+        conversation=store.conversation_get(db_id) or turn.conversation,
+        user_message=turn.user_message,
         assistant_message=assistant_message,
         completion=completion,
     )

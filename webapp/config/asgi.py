@@ -21,9 +21,9 @@ except EnvError as exc:
     raise SystemExit(f"error: {exc}") from None
 
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 
 from webapp.chat import runtime
+from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
 from webapp.engine.registry import RegistryError
 
 try:
@@ -34,6 +34,6 @@ except RegistryError as exc:
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter([])),
+        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -4,7 +4,10 @@ Documents:
   conversations  {_id: "<app>:<db_id>", app, db_id, user_id, persona, title,
                   message_count, created_at, updated_at}
   messages       {_id: ObjectId, app, conversation_id: db_id, seq, role, content,
-                  created_at, tokens, model, finish_reason, timings, prompt}
+                  created_at, tokens, model, finish_reason, stopped_by, regenerates,
+                  timings, prompt}
+                 `regenerates` names the assistant message this one replaced; the old one
+                 stays stored (nothing is lost) and is left out of prompts and the UI.
 
 The chat hot path needs only the conversation and its last few messages. montydb has no
 real indexes (every `find` decodes the whole collection), so the store keeps the active
@@ -32,6 +35,17 @@ def _now() -> datetime:
     # BSON stores milliseconds; truncate so the cache and the store agree exactly.
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _object_id_class(embedded: bool) -> type:
+    # montydb has its own ObjectId type and cannot store bson's; MongoDB wants bson's.
+    if embedded:
+        from montydb.types.objectid import ObjectId as MontyObjectId
+
+        return MontyObjectId
+    from bson import ObjectId
+
+    return ObjectId
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class Message:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Message:
-        meta_keys = ("tokens", "model", "finish_reason", "timings", "prompt")
+        meta_keys = ("tokens", "model", "finish_reason", "stopped_by", "regenerates", "timings", "prompt")
         return cls(
             id=str(doc["_id"]),
             conversation_id=doc["conversation_id"],
@@ -96,6 +110,7 @@ class ChatStore:
         self._conversations = db["conversations"]
         self._messages = db["messages"]
         self._app = app
+        self._object_id = _object_id_class(embedded)
         self._window = window
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Active] = OrderedDict()
@@ -166,9 +181,20 @@ class ChatStore:
     # --- messages ---------------------------------------------------------------------
 
     def message_append(
-        self, conversation: Conversation, *, role: str, content: str, persona: str, meta: dict[str, Any] | None = None
+        self,
+        conversation: Conversation,
+        *,
+        role: str,
+        content: str,
+        persona: str,
+        meta: dict[str, Any] | None = None,
+        message_id: str | None = None,
     ) -> Message:
-        """Store one message at the end of the conversation and return it."""
+        """Store one message at the end of the conversation and return it.
+
+        `message_id` (from `self.message_id_new()`) lets a caller announce the id before the
+        message exists, as the WebSocket stream does in its start frame.
+        """
         with self._cache_lock:  # one writer at a time per store keeps `seq` gap-free
             current = self.conversation_get(conversation.db_id) or conversation
             now = _now()
@@ -181,6 +207,8 @@ class ChatStore:
                 "created_at": now,
                 **(meta or {}),
             }
+            if message_id is not None:
+                doc["_id"] = self._object_id(message_id)
             with self._db_lock:
                 self._messages.insert_one(doc)
                 self._conversations.update_one(
@@ -223,6 +251,10 @@ class ChatStore:
         with self._db_lock:
             docs = list(self._messages.find({"app": self._app, "conversation_id": db_id}).sort("seq", 1))
         return [Message.from_doc(d) for d in docs]
+
+    def message_id_new(self) -> str:
+        """A fresh message id, unique without asking the database."""
+        return str(self._object_id())
 
     # --- helpers ----------------------------------------------------------------------
 

@@ -1,0 +1,361 @@
+"""The chat WebSocket consumer, in process, with the real default model and a real store.
+
+Channels' WebsocketCommunicator drives the consumer through the same ASGI stack that
+daphne serves (origin check, URL router). Every test disconnects and checks that no
+stray frame arrived. End-to-end WebSocket tests through nginx live in test_websocket.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from webapp.chat import runtime, services
+from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
+from webapp.engine.llama import LlamaEngine
+from webapp.engine.registry import ModelSpec, SamplingDefaults, registry_load
+from webapp.store.chat_store import ChatStore
+from webapp.store.client import StoreConfig, database_get
+
+pytestmark = pytest.mark.slow
+
+PATH = "/office/ws/chat/"
+STORY = "Write a long story about a dragon who lives in a castle."
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def spec(test_registry: Path) -> ModelSpec:
+    return registry_load(test_registry)["office"]
+
+
+@pytest.fixture(scope="module")
+def engine(spec: ModelSpec) -> Iterator[LlamaEngine]:
+    running = LlamaEngine(spec)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ChatStore:
+    config = StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path)
+    return ChatStore(database_get(config), app="office", embedded=True)
+
+
+@pytest.fixture
+def max_tokens(monkeypatch: pytest.MonkeyPatch, spec: ModelSpec) -> Callable[[int], None]:
+    """Serve replies of at most n tokens (long ones make cancellation measurable)."""
+
+    def use(n: int) -> None:
+        sampling = dataclasses.replace(spec.sampling, max_tokens=n)
+        patched = dataclasses.replace(spec, sampling=sampling)
+        monkeypatch.setattr(runtime, "model_spec_get", lambda: patched)
+
+    return use
+
+
+@pytest.fixture(autouse=True)
+def served(
+    monkeypatch: pytest.MonkeyPatch, engine: LlamaEngine, store: ChatStore, max_tokens: Callable[[int], None]
+) -> Iterator[None]:
+    """The consumer talks to this module's real engine and a store in a temp folder."""
+    max_tokens(32)
+    monkeypatch.setattr(runtime, "chat_store_get", lambda: store)
+    runtime.engine_override(engine)
+    yield
+    runtime.engine_override(None)
+
+
+def application() -> Any:
+    return BrowserOriginValidator(URLRouter(websocket_urlpatterns))
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), timeout=TIMEOUT * 2))
+
+
+async def connected(headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application(), PATH, headers=headers or [])
+    ok, _ = await communicator.connect()
+    assert ok
+    status = await communicator.receive_json_from()
+    assert status == {"type": "status", "state": "ready", "model": runtime.model_spec_get().alias}
+    return communicator
+
+
+async def closed(communicator: WebsocketCommunicator) -> None:
+    assert await communicator.receive_nothing(timeout=0.3), "a stray frame arrived"
+    await communicator.disconnect()
+
+
+async def turn(communicator: WebsocketCommunicator, **frame: Any) -> tuple[dict, list[str], dict]:
+    """Send one message frame; return (start, token texts, done)."""
+    await communicator.send_json_to({"type": "message", **frame})
+    start = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert start["type"] == "start", start
+    texts: list[str] = []
+    while True:
+        frame_in = await communicator.receive_json_from(timeout=TIMEOUT)
+        if frame_in["type"] != "token":
+            assert frame_in["type"] == "done", frame_in
+            return start, texts, frame_in
+        texts.append(frame_in["text"])
+
+
+def message_frame(db_id: str, user_id: str, text: str = "Say hello in one short sentence.") -> dict[str, str]:
+    return {"db_id": db_id, "user_id": user_id, "input_data": text}
+
+
+def test_a_turn_streams_tokens_and_stores_the_reply_before_done(store: ChatStore) -> None:
+    db_id, user_id = str(uuid.uuid4()), "ws-user"
+
+    async def scenario() -> None:
+        communicator = await connected()
+        start, texts, done = await turn(communicator, **message_frame(db_id, user_id))
+        # Persist, then publish: the reply is in the store when "done" arrives.
+        stored = store.messages_all(db_id)
+        await closed(communicator)
+
+        assert start["db_id"] == db_id and start["persona"] == "assistant" and start["regenerates"] is None
+        assert len(texts) >= 2, "tokens should arrive as separate frames"
+        assert [(m.role, m.id) for m in stored] == [
+            ("user", start["user_message_id"]),
+            ("assistant", done["message_id"]),
+        ]
+        assert done["message_id"] == start["message_id"]
+        assert stored[1].content == "".join(texts)
+        assert done["finish_reason"] in ("stop", "length")
+        assert done["usage"]["completion_tokens"] == stored[1].meta["tokens"] > 0
+        assert done["usage"]["prompt_tokens"] > 0
+        assert done["timings"]["ttft_ms"] > 0 and done["timings"]["tokens_per_s"] > 0
+
+    run(scenario)
+
+
+def test_stop_ends_the_turn_and_stores_the_partial_reply(store: ChatStore, max_tokens) -> None:
+    max_tokens(400)
+    db_id, user_id = str(uuid.uuid4()), "ws-user"
+
+    async def scenario() -> None:
+        communicator = await connected()
+        await communicator.send_json_to({"type": "message", **message_frame(db_id, user_id, STORY)})
+        assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "start"
+        first = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert first["type"] == "token"
+        await communicator.send_json_to({"type": "stop"})
+        texts = [first["text"]]
+        while (frame := await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token":
+            texts.append(frame["text"])
+        await closed(communicator)
+
+        assert frame["type"] == "done" and frame["finish_reason"] == "stopped"
+        assert frame["usage"]["completion_tokens"] < 100
+        reply = store.messages_all(db_id)[-1]
+        assert reply.id == frame["message_id"]
+        assert reply.content == "".join(texts)
+        assert reply.meta["finish_reason"] == "stopped" and reply.meta["stopped_by"] == "user"
+
+    run(scenario)
+
+
+def test_disconnect_cancels_generation_at_once(store: ChatStore, engine: LlamaEngine, max_tokens) -> None:
+    max_tokens(400)  # ~5 s of generation if it were not cancelled
+    db_id, user_id = str(uuid.uuid4()), "ws-user"
+
+    async def scenario() -> float:
+        communicator = await connected()
+        await communicator.send_json_to({"type": "message", **message_frame(db_id, user_id, STORY)})
+        assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "start"
+        assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token"
+        await communicator.disconnect()
+        return time.perf_counter()
+
+    left_at = asyncio.run(scenario())
+    while engine.active_requests() or engine.queue_depth():
+        assert time.perf_counter() - left_at < 1.0, "the engine kept generating for a client that left"
+        time.sleep(0.01)
+
+    reply = store.messages_all(db_id)[-1]
+    assert reply.role == "assistant"
+    assert reply.meta["finish_reason"] == "stopped" and reply.meta["stopped_by"] == "disconnect"
+    assert reply.meta["tokens"] < 100
+
+
+BAD_FRAMES = [
+    ("not json", "malformed_json", None),
+    ("[1, 2]", "malformed_json", None),
+    ('{"input_data": "hi"}', "unknown_type", "type"),
+    ('{"type": "shout"}', "unknown_type", "type"),
+    (json.dumps({"type": "message", "db_id": "DB", "user_id": "u"}), "required", "input_data"),
+    (json.dumps({"type": "message", "db_id": "DB", "user_id": "u", "input_data": ""}), "blank", "input_data"),
+    (
+        json.dumps({"type": "message", "db_id": "DB", "user_id": "u", "input_data": "x" * 501}),
+        "max_length",
+        "input_data",
+    ),
+    (json.dumps({"type": "message", "db_id": "DB", "user_id": "u", "input_data": 7}), "invalid", "input_data"),
+    (json.dumps({"type": "message", "db_id": "nope", "user_id": "u", "input_data": "hi"}), "invalid", "db_id"),
+    (json.dumps({"type": "message", "db_id": "DB", "user_id": 5, "input_data": "hi"}), "invalid", "user_id"),
+    (
+        json.dumps({"type": "message", "db_id": "DB", "user_id": "u", "input_data": "hi", "persona": "x"}),
+        "invalid",
+        "persona",
+    ),
+    (
+        json.dumps({"type": "message", "db_id": "DB", "user_id": "u", "input_data": "a" * 17000}),
+        "frame_too_large",
+        None,
+    ),
+    (json.dumps({"type": "regenerate", "db_id": "DB", "user_id": "u"}), "not_found", "db_id"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code", "field"), BAD_FRAMES)
+def test_bad_frames_get_an_error_and_the_socket_stays_usable(store: ChatStore, raw: str, code: str, field: str) -> None:
+    db_id = str(uuid.uuid4())
+
+    async def scenario() -> None:
+        communicator = await connected()
+        await communicator.send_to(text_data=raw.replace("DB", db_id))
+        error = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert error["type"] == "error"
+        assert (error["code"], error["field"]) == (code, field), error
+        assert error["message"]
+        assert store.conversation_get(db_id) is None, "a refused frame must store nothing"
+
+        _, texts, done = await turn(communicator, **message_frame(str(uuid.uuid4()), "u"))
+        assert texts and done["finish_reason"] in ("stop", "length")
+        await closed(communicator)
+
+    run(scenario)
+
+
+def test_one_generation_at_a_time_per_socket() -> None:
+    async def scenario() -> None:
+        communicator = await connected()
+        await communicator.send_json_to({"type": "message", **message_frame(str(uuid.uuid4()), "u")})
+        await communicator.send_json_to({"type": "message", **message_frame(str(uuid.uuid4()), "u")})
+        frames = []
+        while not frames or frames[-1]["type"] != "done":
+            frames.append(await communicator.receive_json_from(timeout=TIMEOUT))
+        await closed(communicator)
+
+        errors = [f for f in frames if f["type"] == "error"]
+        assert [e["code"] for e in errors] == ["generation_in_progress"]
+        assert [f["type"] for f in frames].count("start") == 1
+
+    run(scenario)
+
+
+def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(store: ChatStore) -> None:
+    db_id, user_id = str(uuid.uuid4()), "ws-user"
+
+    async def scenario() -> None:
+        communicator = await connected()
+        first_start, _, _ = await turn(communicator, **message_frame(db_id, user_id, "Hi! Who are you?"))
+        second_start, _, _ = await turn(communicator, **message_frame(db_id, user_id, "Tell me a fun fact."))
+        await communicator.send_json_to({"type": "regenerate", "db_id": db_id, "user_id": user_id})
+        start = await communicator.receive_json_from(timeout=TIMEOUT)
+        while (frame := await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token":
+            pass
+        await closed(communicator)
+
+        assert start["type"] == "start" and frame["type"] == "done"
+        assert start["regenerates"] == second_start["message_id"]
+        assert start["user_message_id"] == second_start["user_message_id"]
+        stored = store.messages_all(db_id)
+        assert [m.role for m in stored] == ["user", "assistant", "user", "assistant", "assistant"]
+        assert stored[3].id == second_start["message_id"], "the replaced reply is kept"
+        assert stored[4].meta["regenerates"] == second_start["message_id"]
+        # The new reply answered the same question with only the first exchange as history.
+        assert stored[4].meta["prompt"]["history_message_ids"] == [stored[0].id, first_start["message_id"]]
+        visible = services.messages_visible(stored)
+        assert [m.id for m in visible] == [stored[0].id, stored[1].id, stored[2].id, stored[4].id]
+
+    run(scenario)
+
+
+def test_history_is_shared_with_the_rest_service(store: ChatStore, engine: LlamaEngine, spec: ModelSpec) -> None:
+    """A conversation started by the REST service (chat_turn_run) continues over WebSocket."""
+    db_id, user_id = str(uuid.uuid4()), "ws-user"
+    persona = runtime.personas_get().default
+    rest_turn = services.chat_turn_run(
+        store=store,
+        engine=engine,
+        db_id=db_id,
+        user_id=user_id,
+        text="My name is Minji.",
+        persona=persona,
+        sampling=services.sampling_params(SamplingDefaults(**{**spec.sampling.__dict__, "max_tokens": 16})),
+    )
+
+    async def scenario() -> None:
+        communicator = await connected()
+        _, _, done = await turn(communicator, **message_frame(db_id, user_id, "What is my name?"))
+        await closed(communicator)
+        reply = store.messages_all(db_id)[-1]
+        assert reply.id == done["message_id"]
+        assert reply.meta["prompt"]["history_message_ids"] == [
+            rest_turn.user_message.id,
+            rest_turn.assistant_message.id,
+        ]
+
+    run(scenario)
+
+
+def test_another_users_conversation_is_not_found(store: ChatStore) -> None:
+    db_id = str(uuid.uuid4())
+
+    async def scenario() -> None:
+        communicator = await connected()
+        await turn(communicator, **message_frame(db_id, "owner"))
+        await communicator.send_json_to({"type": "message", **message_frame(db_id, "intruder")})
+        error = await communicator.receive_json_from(timeout=TIMEOUT)
+        await closed(communicator)
+        assert (error["type"], error["code"], error["field"]) == ("error", "not_found", "db_id")
+        assert len(store.messages_all(db_id)) == 2
+
+    run(scenario)
+
+
+def test_a_message_while_the_model_loads_gets_model_loading() -> None:
+    runtime.engine_override(None)
+
+    async def scenario() -> None:
+        communicator = WebsocketCommunicator(application(), PATH)
+        assert (await communicator.connect())[0]
+        status = await communicator.receive_json_from()
+        await communicator.send_json_to({"type": "message", **message_frame(str(uuid.uuid4()), "u")})
+        error = await communicator.receive_json_from(timeout=TIMEOUT)
+        await closed(communicator)
+        assert status["state"] != "ready"
+        assert error["code"] == "model_loading"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("origin", "accepted"),
+    [(None, True), (b"http://localhost:8080", True), (b"http://127.0.0.1:9", True), (b"https://evil.example", False)],
+)
+def test_cross_site_pages_are_refused(origin: bytes | None, accepted: bool) -> None:
+    async def scenario() -> None:
+        headers = [(b"origin", origin)] if origin else []
+        communicator = WebsocketCommunicator(application(), PATH, headers=headers)
+        ok, _ = await communicator.connect()
+        assert ok is accepted
+        if ok:
+            assert (await communicator.receive_json_from())["type"] == "status"
+            await closed(communicator)
+
+    run(scenario)

@@ -1,0 +1,232 @@
+"""The chat WebSocket: tokens stream to the browser as the model writes them.
+
+Protocol (the README and the OpenAPI description say the same):
+  client → {"type": "message", "db_id", "user_id", "input_data", "persona" | character fields}
+           {"type": "regenerate", "db_id", "user_id", "persona" | character fields}
+           {"type": "stop"}
+  server → {"type": "status", "state", "model"}   on connect, and when the model is ready
+           {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates"}
+           {"type": "token", "text"}               as tokens arrive (several, if the socket lagged)
+           {"type": "done", "message_id", "finish_reason", "usage", "timings"}
+           {"type": "error", "code", "message", "field"}   the socket stays usable
+
+One generation at a time per socket. Frames are validated by the same serializers as the
+REST endpoints. The services block on the store, so they run on a worker thread; tokens
+come from the engine's thread through the handle and are awaited here on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from webapp.chat import inputs, runtime, services
+from webapp.chat.errors import ApplicationError, error_frame
+from webapp.engine.engine import DoneEvent, ErrorEvent, GenerationHandle, TokenEvent
+
+log = logging.getLogger(__name__)
+
+FRAME_MAX_BYTES = 16 * 1024
+MODEL_POLL_S = 0.5
+# How long a closing socket waits for its stopped reply to be stored before it lets go.
+# The turn goes on storing in the background if this passes.
+CLOSE_WAIT_S = 5.0
+
+
+def _worker(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run blocking store work on a worker thread: never on the loop, never on the one
+    thread that thread-sensitive sync_to_async shares with the rest of Django."""
+    return sync_to_async(fn, thread_sensitive=False)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self._closed = False
+        self._turn: asyncio.Task[None] | None = None
+        self._handle: GenerationHandle | None = None
+        self._stopped_by: services.StoppedBy | None = None
+        self._watch: asyncio.Task[None] | None = None
+        await self.accept()
+        if await self._status_send() == "loading":
+            self._watch = asyncio.create_task(self._model_ready_watch())
+
+    async def disconnect(self, code: int) -> None:
+        """The client left: stop its generation now and let the partial reply be stored."""
+        self._closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._turn is not None and not self._turn.done():
+            self._stop("disconnect")
+            await asyncio.wait({self._turn}, timeout=CLOSE_WAIT_S)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            frame = _frame_parse(text_data, bytes_data)
+            kind = frame.get("type")
+            if kind == "stop":
+                self._stop("user")
+                return
+            if kind not in ("message", "regenerate"):
+                raise ApplicationError(
+                    f"type: unknown frame type {kind!r} (expected message, regenerate or stop)",
+                    field="type",
+                    code="unknown_type",
+                )
+            if self._turn is not None and not self._turn.done():
+                raise ApplicationError(
+                    'a reply is still being generated; wait for "done" or send {"type": "stop"}',
+                    code="generation_in_progress",
+                )
+            start = _turn_starter(kind, frame)
+        except Exception as exc:
+            await self._error_send(exc)
+            return
+        self._stopped_by = None
+        self._turn = asyncio.create_task(self._turn_run(start))
+
+    # --- one turn ---------------------------------------------------------------------
+
+    async def _turn_run(self, start: Callable[[], services.PendingTurn]) -> None:
+        stats = runtime.request_stats_get()
+        stats.request_started()
+        began, ok = time.perf_counter(), False
+        try:
+            turn = await _worker(start)()
+            self._handle = turn.handle
+            if self._stopped_by is not None:  # stopped (or gone) while the turn was starting
+                turn.handle.cancel()
+            await self._send(
+                {
+                    "type": "start",
+                    "message_id": turn.assistant_message_id,
+                    "db_id": turn.conversation.db_id,
+                    "user_message_id": turn.user_message.id,
+                    "persona": turn.persona.id,
+                    "regenerates": turn.regenerates,
+                }
+            )
+            last: DoneEvent | ErrorEvent | None = None
+            async for batch in turn.handle.aevent_batches():
+                text = "".join(e.text for e in batch if isinstance(e, TokenEvent))
+                if text:
+                    await self._send({"type": "token", "text": text})
+                if isinstance(batch[-1], DoneEvent | ErrorEvent):
+                    last = batch[-1]
+            if not isinstance(last, DoneEvent):
+                reason = last.message if last is not None else "generation ended without a result"
+                raise ApplicationError(reason, code="generation_failed")
+            completion = last.completion
+            message = await _worker(services.chat_turn_finish)(
+                store=runtime.chat_store_get(), turn=turn, completion=completion, stopped_by=self._stopped_by
+            )
+            ok = True
+            await self._send(
+                {
+                    "type": "done",
+                    "message_id": message.id,
+                    "finish_reason": message.meta["finish_reason"],
+                    "usage": {
+                        "prompt_tokens": completion.usage.prompt_tokens,
+                        "completion_tokens": completion.usage.completion_tokens,
+                    },
+                    "timings": message.meta["timings"],
+                }
+            )
+        except Exception as exc:
+            await self._error_send(exc)
+        finally:
+            self._handle = None
+            stats.request_finished(ok=ok, seconds=time.perf_counter() - began)
+
+    def _stop(self, by: services.StoppedBy) -> None:
+        """Stop the running generation, if any; its partial reply is stored as stopped."""
+        if self._turn is None or self._turn.done():
+            return  # nothing running: a late Stop after "done" is not an error
+        self._stopped_by = self._stopped_by or by
+        if self._handle is not None:
+            self._handle.cancel()
+
+    # --- model status -----------------------------------------------------------------
+
+    async def _status_send(self) -> str:
+        state, _ = runtime.engine_status()
+        await self._send({"type": "status", "state": state, "model": runtime.model_spec_get().alias})
+        return state
+
+    async def _model_ready_watch(self) -> None:
+        while runtime.engine_status()[0] == "loading":
+            await asyncio.sleep(MODEL_POLL_S)
+        await self._status_send()
+
+    # --- sending ----------------------------------------------------------------------
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if not self._closed:
+            await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    async def _error_send(self, exc: Exception) -> None:
+        frame = error_frame(exc)
+        if frame is None:
+            log.error("chat turn failed", exc_info=exc)
+            frame = {
+                "type": "error",
+                "code": "server_error",
+                "message": "internal error; see the server log",
+                "field": None,
+            }
+        await self._send(frame)
+
+
+def _frame_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+    raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", errors="replace")
+    if len(raw.encode("utf-8")) > FRAME_MAX_BYTES:
+        raise ApplicationError(f"frame is larger than {FRAME_MAX_BYTES} bytes", code="frame_too_large")
+    try:
+        frame = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApplicationError(f"frame is not valid JSON: {exc}", code="malformed_json") from exc
+    if not isinstance(frame, dict):
+        raise ApplicationError('frame must be a JSON object like {"type": "message", ...}', code="malformed_json")
+    return frame
+
+
+def _turn_starter(kind: str, frame: dict[str, Any]) -> Callable[[], services.PendingTurn]:
+    """Validate a message or regenerate frame; return the blocking call that starts its turn.
+
+    Validation (pure, in memory) and the model check run here, on the loop, so bad frames
+    are answered at once; the returned call touches the store and must run on a worker.
+    """
+    serializer_class = inputs.turn_serializer_class() if kind == "message" else inputs.regenerate_serializer_class()
+    serializer = serializer_class(data={k: v for k, v in frame.items() if k != "type"})
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    persona = inputs.persona_from_input(data)
+    engine = runtime.engine_get()
+    sampling = services.sampling_params(runtime.model_spec_get().sampling)
+    db_id, user_id = str(data["db_id"]), data["user_id"]
+
+    if kind == "regenerate":
+        return lambda: services.chat_turn_regenerate(
+            store=runtime.chat_store_get(),
+            engine=engine,
+            db_id=db_id,
+            user_id=user_id,
+            persona=persona,
+            sampling=sampling,
+        )
+    return lambda: services.chat_turn_start(
+        store=runtime.chat_store_get(),
+        engine=engine,
+        db_id=db_id,
+        user_id=user_id,
+        text=data["input_data"],
+        persona=persona,
+        sampling=sampling,
+    )

@@ -1,0 +1,124 @@
+"""The input of a chat turn, shared by the REST Llama endpoints and the WebSocket consumer.
+
+Both interfaces validate a turn with the same serializer, so a field that REST refuses is
+refused over WebSocket too, with the same code and message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from webapp.chat import runtime
+from webapp.chat.errors import ApplicationError
+from webapp.chat.personas import Persona, character_inline
+
+INPUT_MAX = 500
+USER_ID_MAX = 128
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of quietly stringifying them."""
+
+    default_error_messages = {"invalid": "must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+def input_data_field() -> StrictCharField:
+    return StrictCharField(
+        min_length=1,
+        max_length=INPUT_MAX,
+        trim_whitespace=False,
+        error_messages={
+            "blank": "must not be empty (1-500 characters).",
+            "min_length": "must not be empty (1-500 characters).",
+            "max_length": "must be at most 500 characters.",
+        },
+    )
+
+
+def user_id_field() -> StrictCharField:
+    return StrictCharField(max_length=USER_ID_MAX, error_messages={"max_length": "must be at most 128 characters."})
+
+
+class OfficeTurnSerializer(serializers.Serializer):
+    input_data = input_data_field()
+    google_access = StrictBooleanField(default=False)
+    db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
+    user_id = user_id_field()
+    persona = StrictCharField(required=False, max_length=64)
+
+
+class CharacterTurnSerializer(serializers.Serializer):
+    input_data = input_data_field()
+    db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
+    user_id = user_id_field()
+    persona = StrictCharField(required=False, max_length=64)
+    character_name = StrictCharField(required=False, max_length=100)
+    greeting = StrictCharField(required=False, allow_blank=True, max_length=1000)
+    context = StrictCharField(required=False, max_length=4000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        inline = [k for k in ("character_name", "greeting", "context") if k in attrs]
+        if "persona" in attrs and inline:
+            raise serializers.ValidationError(
+                {"persona": "give either persona or character_name/greeting/context, not both."}
+            )
+        if "persona" not in attrs:
+            for key in ("character_name", "context"):
+                if key not in attrs:
+                    raise serializers.ValidationError(
+                        {key: "this field is required when no persona is given."}, code="required"
+                    )
+        return attrs
+
+
+class OfficeRegenerateSerializer(OfficeTurnSerializer):
+    """Regenerating answers the conversation's last user message again: no new input."""
+
+    input_data = None
+
+
+class CharacterRegenerateSerializer(CharacterTurnSerializer):
+    input_data = None
+
+
+def turn_serializer_class() -> type[serializers.Serializer]:
+    return {"office": OfficeTurnSerializer, "character": CharacterTurnSerializer}[settings.APP_MODE]
+
+
+def regenerate_serializer_class() -> type[serializers.Serializer]:
+    return {"office": OfficeRegenerateSerializer, "character": CharacterRegenerateSerializer}[settings.APP_MODE]
+
+
+def persona_by_id(persona_id: str) -> Persona:
+    catalog = runtime.personas_get()
+    persona = catalog.get(persona_id)
+    if persona is None:
+        known = ", ".join(sorted(catalog.personas))
+        raise ApplicationError(f"persona: unknown persona '{persona_id}' (known: {known})", field="persona")
+    return persona
+
+
+def persona_from_input(data: dict[str, Any]) -> Persona:
+    """The persona a validated turn asks for: by id, described inline, or the app's default."""
+    if "persona" in data:
+        return persona_by_id(data["persona"])
+    if "character_name" in data:
+        return character_inline(name=data["character_name"], greeting=data.get("greeting", ""), context=data["context"])
+    return runtime.personas_get().default
