@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint system-deps models clean
+.PHONY: setup run test lint system-deps test-deps models clean
 
 setup: system-deps $(STAMP) models
 
@@ -22,6 +22,17 @@ system-deps:
 	  fi; \
 	  echo "installing nginx from Debian's packages ..."; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx; \
+	}
+
+# The browser tests drive Debian's chromium (Playwright never downloads a browser here);
+# Noto CJK fonts let it draw Hangul in screenshots.
+test-deps:
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/opentype/noto ] || { \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "error: the browser tests need Debian's chromium: run 'sudo apt-get install -y chromium chromium-driver fonts-noto-cjk', then retry." >&2; exit 1; \
+	  fi; \
+	  echo "installing chromium from Debian's packages ..."; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-cjk; \
 	}
 
 $(VENV)/bin/python:
@@ -40,7 +51,7 @@ models: $(STAMP)
 run: setup
 	$(PY) -m webapp.launcher run
 
-test: setup
+test: setup test-deps
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -1,15 +1,21 @@
-"""Benchmark: what nginx adds. Start-up time, and request latency through nginx vs direct to daphne.
+"""Benchmark: what nginx adds. Start-up time, and latency through nginx vs direct to daphne.
 
 Starts its own stack (the default model, greedy and capped replies so every request does
 the same work) on free ports, then alternates requests between the two paths so machine
-noise hits both alike. Prints a table and writes it to var/perf/latency.md.
+noise hits both alike. Rows: a health check, a whole REST chat turn, and over WebSocket
+the time to first token (send → first token frame, as the client sees it) and the gap
+between token frames (which shows whether anything on the way buffers them). Prints a
+table and writes it to var/perf/latency.md.
 
-    .venv/bin/python -m perf.latency [--requests 200] [--chat-requests 12]
+    .venv/bin/python -m perf.latency [--requests 200] [--chat-requests 12] [--ws-turns 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
+import json
 import socket
 import statistics
 import tempfile
@@ -18,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import requests
+import websockets
 
 from webapp.config.env import REPO_ROOT
 from webapp.launcher.stack import Stack, StackConfig, registry_derive
@@ -46,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200, help="health requests per path")
     parser.add_argument("--chat-requests", type=int, default=12, help="chat requests per path")
+    parser.add_argument("--ws-turns", type=int, default=20, help="WebSocket turns per path")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,6 +73,7 @@ def main() -> None:
         startup_s = time.perf_counter() - started
         try:
             rows = _measure(config, args.requests, args.chat_requests)
+            rows += asyncio.run(_measure_ws(config, args.ws_turns))
         finally:
             stack.stop()
 
@@ -109,6 +118,48 @@ def _measure(config: StackConfig, n_health: int, n_chat: int) -> list[tuple[str,
                 bucket.append(_timed(session, "POST", f"{base}/office/Llama", json=body))
         rows.append(("POST /office/Llama (32 tokens max, greedy)", direct, gateway))
     return rows
+
+
+async def _ws_turn(ws: websockets.ClientConnection, text: str) -> tuple[float, list[float]]:
+    """One turn in a new conversation: (ms to the first token frame, ms between token frames)."""
+    await ws.send(json.dumps({"type": "message", "db_id": str(uuid.uuid4()), "user_id": "bench", "input_data": text}))
+    sent = time.perf_counter()
+    arrivals: list[float] = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+        if frame["type"] == "token":
+            arrivals.append(time.perf_counter())
+        elif frame["type"] == "done":
+            break
+        elif frame["type"] == "error":
+            raise RuntimeError(f"benchmark turn failed: {frame}")
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(arrivals)]
+    return (arrivals[0] - sent) * 1000, gaps
+
+
+async def _measure_ws(config: StackConfig, n_turns: int) -> list[tuple[str, list[float], list[float]]]:
+    paths = {
+        "direct": f"ws://127.0.0.1:{config.office_port}/office/ws/chat/",
+        "nginx": f"ws://127.0.0.1:{config.gateway_port}/office/ws/chat/",
+    }
+    ttft: dict[str, list[float]] = {name: [] for name in paths}
+    gaps: dict[str, list[float]] = {name: [] for name in paths}
+    async with (
+        websockets.connect(paths["direct"]) as direct,
+        websockets.connect(paths["nginx"]) as gateway,
+    ):
+        sockets = {"direct": direct, "nginx": gateway}
+        for ws in sockets.values():
+            await ws.recv()  # the status frame
+        for _ in range(n_turns):
+            for name, ws in sockets.items():
+                first, between = await _ws_turn(ws, "Name three colors.")
+                ttft[name].append(first)
+                gaps[name].extend(between)
+    return [
+        ("WebSocket time to first token (32 tokens max, greedy)", ttft["direct"], ttft["nginx"]),
+        ("WebSocket gap between token frames", gaps["direct"], gaps["nginx"]),
+    ]
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": f"Persona chat — {APP_MODE}",
     "DESCRIPTION": (
         'REST API of the persona chat service. Errors always have the shape {"error": {"code", "message", "field"}}.'
+        "\n\n" + (REPO_ROOT / "webapp" / "chat" / "websocket_protocol.md").read_text()
     ),
     "VERSION": "0.1.0",
     "SWAGGER_UI_DIST": "SIDECAR",
