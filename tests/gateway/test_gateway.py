@@ -26,6 +26,11 @@ def test_unknown_path_is_html_for_browsers(http, gateway):
     assert "/office/docs" in response.text
 
 
+def test_app_prefix_without_slash_redirects_to_the_chat(http, gateway):
+    response = http.get(f"{gateway}/character", allow_redirects=False, timeout=10)
+    assert response.status_code == 301 and response.headers["Location"].endswith("/character/")
+
+
 def test_unknown_path_inside_an_app_lists_that_apps_endpoints(http, gateway):
     response = http.get(f"{gateway}/character/nope", timeout=10)
     assert response.status_code == 404
@@ -39,10 +44,36 @@ def test_each_prefix_reaches_its_own_app(http, gateway):
     assert http.get(f"{gateway}/character/health", timeout=10).json()["app"] == "character"
 
 
-def test_landing_page(http, gateway):
+def test_landing_page_comes_from_the_office_app(http, gateway):
     response = http.get(f"{gateway}/", timeout=10)
     assert response.status_code == 200
-    assert "/office/" in response.text and "/character/" in response.text
+    assert 'href="/office/"' in response.text and 'href="/character/"' in response.text
+    assert "/office/static/chat/chat.css" in response.text
+
+
+def test_landing_page_falls_back_to_the_gateway_while_office_is_down(http, gateway, stack):
+    stack.app_stop("office")
+    try:
+        response = http.get(f"{gateway}/", timeout=10)
+        assert response.status_code == 200
+        assert "fallback page" in response.text and 'href="/character/"' in response.text
+    finally:
+        stack.app_start("office")
+        stack.wait_app_ready("office")
+    assert "/office/static/chat/chat.css" in http.get(f"{gateway}/", timeout=10).text
+
+
+@pytest.mark.parametrize("app", ["office", "character"])
+def test_chat_page_and_its_assets_are_served_through_nginx(http, gateway, app):
+    page = http.get(f"{gateway}/{app}/", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert f'"ws_path": "/{app}/ws/chat/"' in page.text
+    for asset in ("chat.css", "chat.js", "markdown.js"):
+        assert f"/{app}/static/chat/{asset}" in page.text
+        served = http.get(f"{gateway}/{app}/static/chat/{asset}", timeout=10)
+        assert served.status_code == 200 and len(served.content) > 1000
+    # No third-party host anywhere: every script and style comes from the project.
+    assert "://" not in page.text.split("<body", 1)[0].replace("http-equiv", "")
 
 
 def test_request_id_is_passed_through_and_generated(http, gateway, stack):

@@ -6,11 +6,12 @@ from django.conf import settings
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from webapp.chat import apis
+from webapp.chat import apis, views
 
 LLAMA_API = {"office": apis.OfficeLlamaApi, "character": apis.CharacterLlamaApi}[settings.APP_MODE]
 
 urlpatterns = [
+    path("", views.chat_page, name="chat"),
     path("Llama", LLAMA_API.as_view(), name="llama"),
     path("performance", apis.PerformanceApi.as_view(), name="performance"),
     path("health", apis.HealthApi.as_view(), name="health"),
@@ -26,7 +27,8 @@ urlpatterns = [
 def endpoint_list() -> list[str]:
     """The real endpoints of this app, for 404 bodies."""
     methods = {"llama": "POST", "conversation": "DELETE"}
-    return [
+    routes = [
         f"{methods.get(p.name, 'GET')} /{settings.APP_MODE}/{str(p.pattern).replace('<uuid:db_id>', '{db_id}')}"
         for p in urlpatterns
     ]
+    return [*routes, f"WebSocket /{settings.APP_MODE}/ws/chat/"]

@@ -6,7 +6,11 @@ from django.conf import settings
 from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
 
+from webapp.chat import views
+
 urlpatterns = [
+    # nginx sends "/" to one of the apps; either can serve the landing page.
+    path("", views.landing_page, name="landing"),
     path(f"{settings.APP_MODE}/", include("webapp.chat.urls")),
     # Swagger UI's assets (and, later, the chat UI's). insecure=True serves them with
     # DEBUG off; they are small, versioned files from installed packages.

@@ -1,0 +1,378 @@
+"""The chat UI in a real browser: Debian's chromium driven by Playwright, through real nginx.
+
+This module runs its own stack: replies may be long (so Stop has something to stop), and
+the character catalog has one extra persona whose name and greeting are HTML payloads.
+Screenshots go to var/screenshots/ (git-ignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from webapp.config.env import REPO_ROOT
+from webapp.launcher.stack import Stack, StackConfig, registry_derive
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
+STORY = "Write a long story about a dragon who lives in a castle."
+XSS_IMG = '<img src=x onerror="window.__xss = 1">'
+XSS_SCRIPT = "<script>window.__xss = 2</script>"
+EVIL_PERSONA = f'''
+id = "mallory"
+name = "{XSS_IMG.replace('"', "'")} Mallory"
+language = "en"
+description = "A test character whose text is an HTML payload. {XSS_SCRIPT}"
+context = "Mallory speaks plainly."
+greeting = "Hi {XSS_SCRIPT} {XSS_IMG.replace('"', "'")} [link](javascript:window.__xss=3)"
+'''
+LAST_ASSISTANT = "[data-testid=message][data-role=assistant] >> nth=-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    personas = tmp_path_factory.mktemp("personas")
+    shutil.copytree(REPO_ROOT / "personas", personas, dirs_exist_ok=True)
+    (personas / "character" / "mallory.toml").write_text(EVIL_PERSONA)
+    registry = registry_derive(
+        REPO_ROOT / "models" / "registry.toml", tmp_path_factory.mktemp("ui-models") / "registry.toml", max_tokens=300
+    )
+    running = Stack(
+        StackConfig(
+            gateway_port=_free_port(),
+            office_port=_free_port(),
+            character_port=_free_port(),
+            var_dir=tmp_path_factory.mktemp("ui-var"),
+            registry=registry,
+            personas=personas,
+        )
+    )
+    try:
+        running.start(timeout=120)
+    except Exception:
+        running.stop()
+        raise
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def base(ui_stack: Stack) -> str:
+    return f"http://localhost:{ui_stack.config.gateway_port}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is missing: `make test-deps` installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+def _page(browser, base: str, **context_options):
+    context = browser.new_context(**context_options)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.uncaught = []
+    page.on("pageerror", lambda error: page.uncaught.append(str(error)))
+    return page
+
+
+@pytest.fixture
+def page(browser, base):
+    page = _page(browser, base, viewport={"width": 1280, "height": 800})
+    yield page
+    uncaught = page.uncaught
+    page.context.close()
+    assert uncaught == [], "the page threw"
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
+
+
+def open_app(page, base: str, app: str) -> None:
+    page.goto(f"{base}/{app}/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.wait_for_selector("[data-testid=connection-state][data-state=open]")
+
+
+def send(page, text: str) -> None:
+    box = page.locator("[data-testid=message-input]")
+    box.fill(text)
+    box.press("Enter")
+
+
+def stop_when_streaming(page, how: str = "button") -> str:
+    """Wait until a reply is visibly streaming (text and cursor shown, not done) and stop it
+    in the same instant; return the text seen at that moment."""
+    action = (
+        "document.querySelector('[data-testid=stop-button]').click()"
+        if how == "button"
+        else "document.querySelector('[data-testid=message-input]').dispatchEvent("
+        "new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))"
+    )
+    seen = page.wait_for_function(
+        f"""() => {{
+            const all = document.querySelectorAll('[data-testid=message][data-role=assistant]');
+            const m = all[all.length - 1];
+            if (!m || m.dataset.streaming !== 'true' || !m.querySelector('.cursor')) return false;
+            const text = m.querySelector('[data-testid=message-body]').textContent.trim();
+            if (text.length < 3) return false;
+            {action};
+            return text;
+        }}""",
+        polling="raf",
+    )
+    return seen.json_value()
+
+
+def wait_done(page) -> None:
+    page.wait_for_function(
+        """() => {
+            const all = document.querySelectorAll('[data-testid=message][data-role=assistant]');
+            const m = all[all.length - 1];
+            return m && m.dataset.streaming === 'false' && m.querySelector('[data-testid=reply-stats]');
+        }"""
+    )
+
+
+def stored(base: str, app: str, db_id: str, user_id: str) -> list[dict]:
+    response = requests.get(f"{base}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["messages"]
+
+
+def user_id_of(page) -> str:
+    return page.evaluate("localStorage.getItem('personachat.user_id')")
+
+
+def test_landing_page_leads_to_both_apps(page, base):
+    page.goto(f"{base}/")
+    assert page.locator("a[href='/office/']").count() >= 1
+    assert page.locator("a[href='/character/']").count() >= 1
+    screenshot(page, "landing.png")
+    page.locator("a[href='/character/']").first.click()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.url.endswith("/character/")
+
+
+def test_character_chat_streams_stops_and_is_listed_after_reload(page, base):
+    open_app(page, base, "character")
+    greeting = requests.get(f"{base}/character/personas", timeout=10).json()["personas"]
+    rhea = next(p for p in greeting if p["id"] == "captain-rhea")
+    page.select_option("[data-testid=persona-picker]", "captain-rhea")
+    first = page.locator("[data-testid=message][data-role=assistant]").first
+    assert rhea["greeting"] in first.text_content()
+
+    send(page, STORY)
+    seen = stop_when_streaming(page)
+    wait_done(page)
+    reply = page.locator(LAST_ASSISTANT)
+    assert "stopped" in reply.locator("[data-testid=reply-stats]").text_content().lower()
+    final = reply.locator("[data-testid=message-body]").text_content()
+    screenshot(page, "chat-character-stopped.png")
+
+    item = page.locator("[data-testid=conversation-item]").first
+    db_id = item.get_attribute("data-db-id")
+    messages = stored(base, "character", db_id, user_id_of(page))
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["meta"]["finish_reason"] == "stopped" and messages[1]["meta"]["stopped_by"] == "user"
+    assert 0 < messages[1]["meta"]["tokens"] < 300
+    # Tokens were on screen before the reply was complete, and they are how the reply starts.
+    assert seen.split()[0] in final, (seen, final)
+    assert messages[1]["content"].strip()[:40] in final
+
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.locator(f"[data-testid=conversation-item][data-db-id='{db_id}']").click()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=message][data-role=user]').length === 1")
+    assert STORY in page.locator("[data-testid=message][data-role=user]").first.text_content()
+    assert messages[1]["content"].strip()[:20] in page.locator(LAST_ASSISTANT).text_content()
+    assert page.locator("[data-testid=persona-picker]").input_value() == "captain-rhea"
+    # The greeting is shown again at the top of a reopened character chat.
+    assert rhea["greeting"] in page.locator("[data-testid=message][data-role=assistant]").first.text_content()
+
+
+def test_html_from_personas_users_and_the_model_is_shown_as_text(page, base):
+    open_app(page, base, "character")
+    page.select_option("[data-testid=persona-picker]", "mallory")
+    greeting = page.locator("[data-testid=message][data-role=assistant]").first
+    assert "<script>" in greeting.text_content()
+    send(page, f"Repeat exactly: {XSS_IMG} {XSS_SCRIPT} [click](javascript:window.__xss=4)")
+    wait_done(page)
+    screenshot(page, "chat-xss.png")
+
+    found = page.evaluate(
+        """() => ({
+            xss: window.__xss,
+            scripts: document.querySelectorAll('[data-testid=message-list] script').length,
+            images: document.querySelectorAll('[data-testid=message-list] img, select img, option img').length,
+            jsLinks: document.querySelectorAll('a[href^="javascript:" i]').length,
+            options: [...document.querySelectorAll('[data-testid=persona-picker] option')].map(o => o.textContent),
+        })"""
+    )
+    assert found["xss"] is None
+    assert (found["scripts"], found["images"], found["jsLinks"]) == (0, 0, 0)
+    assert any("<img" in option for option in found["options"]), "the persona's name is shown as literal text"
+
+    rendered = page.evaluate(
+        """(payload) => {
+            const host = document.createElement('div');
+            host.append(window.PersonaMarkdown.render(payload));
+            return {
+                scripts: host.querySelectorAll('script, iframe, object, embed').length,
+                images: host.querySelectorAll('img').length,
+                handlers: [...host.querySelectorAll('*')].filter(
+                    el => [...el.attributes].some(a => a.name.startsWith('on'))).length,
+                jsLinks: host.querySelectorAll('a[href^="javascript:" i], a[href^="data:" i]').length,
+                links: [...host.querySelectorAll('a')].map(a => a.getAttribute('href')),
+                code: host.querySelectorAll('pre code [class^="tok-"]').length,
+                text: host.textContent,
+            };
+        }""",
+        f"# Title\n{XSS_SCRIPT}\n\n{XSS_IMG}\n\n![img](x.png)\n\n[bad](javascript:alert(1)) [data](data:text/html,x)"
+        " [good](https://example.com)\n\n```python\ndef add(a, b):\n    return a + b  # sum\n```\n",
+    )
+    assert page.evaluate("window.__xss") is None
+    assert (rendered["scripts"], rendered["images"], rendered["handlers"], rendered["jsLinks"]) == (0, 0, 0, 0)
+    assert rendered["links"] == ["https://example.com"] or "https://example.com" in rendered["links"]
+    assert rendered["code"] > 0, "the python block is highlighted"
+    assert "<script>" in rendered["text"] and "onerror" in rendered["text"]
+
+
+def test_korean_input_ime_enter_and_keyboard_shortcuts(page, base):
+    open_app(page, base, "office")
+    box = page.locator("[data-testid=message-input]")
+    box.click()
+    page.keyboard.insert_text("안녕하세요")
+    # Enter that confirms a Hangul composition must not send.
+    page.evaluate(
+        """() => document.querySelector('[data-testid=message-input]').dispatchEvent(
+            new KeyboardEvent('keydown',
+                {key: 'Enter', keyCode: 229, isComposing: true, bubbles: true, cancelable: true}))"""
+    )
+    page.wait_for_timeout(300)
+    assert page.locator("[data-testid=message][data-role=user]").count() == 0
+    assert box.input_value() == "안녕하세요"
+
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.insert_text("용을 주인공으로 긴 이야기를 써 주세요. " + STORY)
+    assert "\n" in box.input_value()
+    assert page.locator("[data-testid=message][data-role=user]").count() == 0
+
+    page.keyboard.press("Enter")
+    user = page.locator("[data-testid=message][data-role=user]").first
+    user.wait_for()
+    assert user.text_content().strip().startswith("안녕하세요")
+    assert box.input_value() == ""
+
+    stop_when_streaming(page, how="escape")
+    wait_done(page)
+    assert "stopped" in page.locator(LAST_ASSISTANT).locator("[data-testid=reply-stats]").text_content().lower()
+    screenshot(page, "chat-korean.png")
+
+
+def test_reply_stats_copy_regenerate_and_delete(page, base):
+    open_app(page, base, "office")
+    send(page, "Write a Python function that adds two numbers. Use a code block.")
+    wait_done(page)
+    reply = page.locator(LAST_ASSISTANT)
+    stats = reply.locator("[data-testid=reply-stats]").text_content()
+    assert "TTFT" in stats and "tok/s" in stats
+    screenshot(page, "chat-office.png")
+
+    db_id = page.locator("[data-testid=conversation-item]").first.get_attribute("data-db-id")
+    user_id = user_id_of(page)
+    first_reply = stored(base, "office", db_id, user_id)[1]
+
+    reply.locator("[data-testid=copy-reply]").click()
+    assert page.evaluate("navigator.clipboard.readText()") == first_reply["content"]
+
+    page.locator("[data-testid=regenerate]").click()
+    page.wait_for_function(
+        """(old) => {
+            const all = document.querySelectorAll('[data-testid=message][data-role=assistant]');
+            const m = all[all.length - 1];
+            return m && m.dataset.messageId && m.dataset.messageId !== old && m.dataset.streaming === 'false';
+        }""",
+        arg=first_reply["id"],
+    )
+    assert page.locator("[data-testid=message][data-role=assistant]").count() == 1, "the old reply is replaced"
+    messages = stored(base, "office", db_id, user_id)
+    assert [m["role"] for m in messages] == ["user", "assistant", "assistant"]
+    assert messages[2]["meta"]["regenerates"] == first_reply["id"]
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(f"[data-testid=conversation-item][data-db-id='{db_id}'] [data-testid=delete-conversation]").click()
+    page.wait_for_selector(f"[data-testid=conversation-item][data-db-id='{db_id}']", state="detached")
+    gone = requests.get(f"{base}/office/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+    assert gone.status_code == 404
+
+
+def test_phone_layout_has_a_drawer(browser, base):
+    page = _page(browser, base, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        open_app(page, base, "character")
+        conversations = page.locator("[data-testid=conversation-list]")
+        assert not conversations.is_visible(), "the conversation list hides in a drawer on a phone"
+        composer = page.locator("[data-testid=message-input]")
+        box = composer.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        screenshot(page, "phone-chat.png")
+        page.locator("[data-testid=menu-button]").click()
+        conversations.wait_for(state="visible")
+        screenshot(page, "phone-drawer.png")
+        assert page.uncaught == []
+    finally:
+        page.context.close()
+
+
+def test_connection_lost_shows_reconnecting_and_recovers(page, base, ui_stack):
+    open_app(page, base, "character")
+    ui_stack.app_stop("character")
+    try:
+        banner = page.locator("[data-testid=status-banner]")
+        page.wait_for_function(
+            "() => /reconnect/i.test(document.querySelector('[data-testid=status-banner]').textContent)"
+        )
+        assert banner.is_visible()
+        assert page.locator("[data-testid=connection-state]").get_attribute("data-state") != "open"
+        screenshot(page, "chat-reconnecting.png")
+    finally:
+        ui_stack.app_start("character")
+        ui_stack.wait_app_ready("character")
+    page.wait_for_selector("[data-testid=connection-state][data-state=open]")
+    assert not banner.is_visible() or "reconnect" not in (banner.text_content() or "").lower()
+    send(page, "Hello again!")
+    wait_done(page)

@@ -1,0 +1,1401 @@
+/*
+ * chat.js: the browser chat app of both apps (office and character).
+ *
+ * Reads its settings from <script id="page-config">, talks REST to {api_base}/… for
+ * personas, conversations and history, and streams replies over one WebSocket at
+ * {ws_path}. One generation runs at a time (the server allows one per socket).
+ *
+ * Safety: text from the model, the user or a persona is only ever placed with
+ * textContent or through PersonaMarkdown.render (which builds DOM nodes itself);
+ * this file never assigns innerHTML.
+ *
+ * Debug/test handle: window.personaChat (read-only): ws, state, config.
+ * document.body.dataset.ready = "true" once personas and the conversation list loaded.
+ */
+(function () {
+  'use strict';
+
+  const config = JSON.parse(document.getElementById('page-config').textContent);
+  const API = config.api_base.replace(/\/$/, '');
+  const INPUT_MAX = Number(config.input_max) || 500;
+  const IS_CHARACTER = config.app === 'character';
+  const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const USER_ID_KEY = 'personachat.user_id';
+  const HEALTH_POLL_MS = 2000;
+  const HEALTH_POLL_FAILED_MS = 10000;
+  const RECONNECT_MIN_MS = 500;
+  const RECONNECT_MAX_MS = 5000;
+  const BUSY_MAX_RETRIES = 3;
+  const STOP_GRACE_MS = 10000;
+  // Errors the server gives before it stores anything: the message can simply be retried.
+  const REJECTED_BEFORE_START = new Set([
+    'malformed_json', 'unknown_type', 'invalid', 'blank', 'max_length', 'min_length', 'required', 'null',
+    'not_found', 'model_loading', 'generation_in_progress', 'server_busy', 'frame_too_large',
+  ]);
+  const FIELD_LABELS = {
+    input_data: 'Message',
+    persona: 'Persona',
+    db_id: 'Conversation id',
+    user_id: 'User id',
+    type: 'Frame type',
+  };
+
+  // -------------------------------------------------------------------------
+  // Elements
+
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    layout: $('layout'),
+    sidebar: $('sidebar'),
+    backdrop: $('backdrop'),
+    menuButton: $('menu-button'),
+    sidebarClose: $('sidebar-close'),
+    newChat: document.querySelector('[data-testid="new-chat"]'),
+    convList: $('conversation-list'),
+    convEmpty: $('conversation-empty'),
+    appSwitch: $('app-switch'),
+    appSwitchTitle: $('app-switch-title'),
+    picker: $('persona-picker'),
+    modelName: $('model-name'),
+    conn: $('connection-state'),
+    scroller: $('scroller'),
+    intro: $('intro'),
+    introAvatar: $('intro-avatar'),
+    introName: $('intro-name'),
+    introDescription: $('intro-description'),
+    introHint: $('intro-hint'),
+    messages: $('message-list'),
+    jumpBottom: $('jump-bottom'),
+    banner: $('status-banner'),
+    bannerText: $('status-text'),
+    errorLine: $('error-line'),
+    errorText: $('error-text'),
+    errorDismiss: $('error-dismiss'),
+    composer: $('composer'),
+    input: $('message-input'),
+    counter: $('char-counter'),
+    send: $('send-button'),
+  };
+
+  // -------------------------------------------------------------------------
+  // State
+
+  const state = {
+    userId: userIdGet(),
+    personas: new Map(),
+    defaultPersona: null,
+    persona: null, // persona of the chat on screen
+    dbId: null, // conversation on screen
+    stored: false, // the server has this conversation
+    conversations: [],
+    model: { state: 'unknown', name: config.model || '', error: null },
+    conn: 'connecting',
+    everOpen: false,
+    ws: null,
+    stream: null, // the running generation, see streamBegin
+    busy: null, // { seconds, timer } while waiting to retry after server_busy
+    queuePosition: null,
+    reloadAfterReconnect: null,
+    viewSeq: 0, // bumps on every view change, so late responses for an old view are dropped
+  };
+
+  /** Per-message data kept beside the DOM node: raw text, ids, parts. */
+  const messageData = new WeakMap();
+
+  // -------------------------------------------------------------------------
+  // Small utilities
+
+  function uuid4() {
+    if (window.crypto && typeof crypto.randomUUID === 'function') {
+      try {
+        return crypto.randomUUID();
+      } catch (_) {
+        // not a secure context: fall through
+      }
+    }
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  function userIdGet() {
+    let id = null;
+    try {
+      id = localStorage.getItem(USER_ID_KEY);
+    } catch (_) {
+      id = null;
+    }
+    if (!id || id.length > 128) {
+      id = uuid4();
+      try {
+        localStorage.setItem(USER_ID_KEY, id);
+      } catch (_) {
+        // storage blocked: the id lives as long as the page
+      }
+    }
+    return id;
+  }
+
+  function node(tag, className, text) {
+    const n = document.createElement(tag);
+    if (className) n.className = className;
+    if (text !== undefined && text !== null) n.textContent = text;
+    return n;
+  }
+
+  const ICONS = {
+    copy: ['M9 9h10v10H9z', 'M5 15V5h10'],
+    check: ['M5 12l5 5 9-10'],
+    regenerate: ['M20 11a8 8 0 1 0-2.3 5.7', 'M20 5v6h-6'],
+    trash: ['M4 7h16', 'M10 11v6M14 11v6', 'M6 7l1 13h10l1-13', 'M9 7V4h6v3'],
+  };
+
+  function icon(name) {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    for (const d of ICONS[name]) {
+      const path = document.createElementNS(ns, 'path');
+      path.setAttribute('d', d);
+      svg.append(path);
+    }
+    return svg;
+  }
+
+  function relativeTime(iso) {
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return '';
+    const seconds = Math.max(0, (Date.now() - t) / 1000);
+    if (seconds < 45) return 'just now';
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+    if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+    if (seconds < 172800) return 'yesterday';
+    if (seconds < 7 * 86400) return `${Math.floor(seconds / 86400)} days ago`;
+    const date = new Date(t);
+    const sameYear = date.getFullYear() === new Date().getFullYear();
+    return date.toLocaleDateString(undefined, { month: 'short', day: 'numeric', year: sameYear ? undefined : 'numeric' });
+  }
+
+  function personaName(id) {
+    const p = state.personas.get(id);
+    return p ? p.name : id || 'Assistant';
+  }
+
+  function initialOf(name) {
+    const first = Array.from((name || '?').trim())[0] || '?';
+    return first.toUpperCase();
+  }
+
+  // -------------------------------------------------------------------------
+  // REST
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const err = (body && body.error) || {};
+      super(err.message || `request failed (HTTP ${status})`);
+      this.status = status;
+      this.code = err.code || `http_${status}`;
+      this.field = err.field || null;
+      this.body = body;
+    }
+  }
+
+  async function api(path, options) {
+    const sep = path.includes('?') ? '&' : '?';
+    const url = `${API}${path}${sep}user_id=${encodeURIComponent(state.userId)}`;
+    const response = await fetch(url, {
+      method: (options && options.method) || 'GET',
+      headers: { Accept: 'application/json' },
+      cache: 'no-store',
+    });
+    if (response.status === 204) return null;
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!response.ok) throw new ApiError(response.status, body);
+    return body;
+  }
+
+  // -------------------------------------------------------------------------
+  // Banner (model / connection / queue state) and the error line
+
+  function bannerRender() {
+    let kind = null;
+    let text = '';
+    if (state.conn === 'closed' && state.everOpen) {
+      kind = 'reconnecting';
+      text = 'Connection lost — reconnecting…';
+    } else if (state.conn === 'closed') {
+      kind = 'reconnecting';
+      text = 'Cannot reach the chat server — retrying…';
+    } else if (state.model.state === 'failed') {
+      kind = 'failed';
+      text = `The model failed to load${state.model.error ? `: ${state.model.error}` : '.'} Retrying…`;
+    } else if (state.model.state === 'loading') {
+      kind = 'loading';
+      text = 'Model loading… the chat opens as soon as it is ready.';
+    } else if (state.busy) {
+      kind = 'busy';
+      text = `Server busy — retrying in ${state.busy.seconds} s`;
+    } else if (state.queuePosition !== null) {
+      kind = 'queued';
+      text = `Waiting — position ${state.queuePosition} in the queue`;
+    }
+    if (!kind) {
+      els.banner.hidden = true;
+      delete els.banner.dataset.state;
+      els.bannerText.textContent = '';
+      return;
+    }
+    els.banner.dataset.state = kind;
+    els.bannerText.textContent = text;
+    els.banner.hidden = false;
+  }
+
+  function fieldLabel(field) {
+    return FIELD_LABELS[field] ? `${FIELD_LABELS[field]} (${field})` : field;
+  }
+
+  function errorShow(err) {
+    const code = err.code || 'error';
+    let message = err.message || 'Something went wrong.';
+    // Server messages already start with "field: …"; say the field once, readably.
+    if (err.field && message.startsWith(`${err.field}: `)) message = message.slice(err.field.length + 2);
+    const text = err.field ? `${fieldLabel(err.field)}: ${message}` : message;
+    els.errorText.textContent = text;
+    els.errorLine.dataset.code = code;
+    if (err.field) els.errorLine.dataset.field = err.field;
+    else delete els.errorLine.dataset.field;
+    els.errorLine.hidden = false;
+  }
+
+  function errorClear() {
+    els.errorLine.hidden = true;
+    els.errorText.textContent = '';
+    delete els.errorLine.dataset.code;
+    delete els.errorLine.dataset.field;
+  }
+
+  // -------------------------------------------------------------------------
+  // Connection state and composer
+
+  function connSet(conn) {
+    state.conn = conn;
+    els.conn.dataset.state = conn;
+    const label = { connecting: 'Connecting', open: 'Connected', closed: 'Offline' }[conn];
+    els.conn.title = label;
+    els.conn.querySelector('.connection-label').textContent = label;
+    els.conn.setAttribute('aria-label', `Connection: ${label}`);
+    bannerRender();
+    composerUpdate();
+  }
+
+  function modelSet(modelState, name, error) {
+    const previous = state.model.state;
+    state.model.state = modelState;
+    if (name) {
+      state.model.name = name;
+      els.modelName.textContent = name;
+    }
+    state.model.error = error || null;
+    if (modelState === 'loading' || modelState === 'failed') healthPollStart();
+    bannerRender();
+    composerUpdate();
+    if (previous !== 'ready' && modelState === 'ready' && !isPhone()) els.input.focus();
+  }
+
+  function wsOpen() {
+    return state.ws && state.ws.readyState === WebSocket.OPEN;
+  }
+
+  function composerUpdate() {
+    const ready = state.model.state === 'ready';
+    const streaming = Boolean(state.stream);
+    els.input.disabled = !ready;
+    if (!ready) {
+      els.input.placeholder = state.model.state === 'failed' ? 'The model is unavailable' : 'Model loading…';
+    } else {
+      const name = state.persona ? personaName(state.persona) : '';
+      els.input.placeholder = name ? `Message ${name}…` : 'Message…';
+    }
+    const length = els.input.value.length;
+    if (length >= INPUT_MAX * 0.8) {
+      els.counter.hidden = false;
+      els.counter.textContent = `${length} / ${INPUT_MAX}`;
+      els.counter.classList.toggle('is-over', length > INPUT_MAX);
+    } else {
+      els.counter.hidden = true;
+    }
+    if (streaming) {
+      els.send.classList.add('is-stop');
+      els.send.dataset.testid = 'stop-button';
+      els.send.setAttribute('aria-label', 'Stop generating');
+      els.send.title = 'Stop (Esc)';
+      els.send.disabled = false;
+    } else {
+      els.send.classList.remove('is-stop');
+      els.send.dataset.testid = 'send-button';
+      els.send.setAttribute('aria-label', 'Send message');
+      els.send.title = 'Send (Enter)';
+      const hasText = els.input.value.trim().length > 0;
+      els.send.disabled = !(ready && wsOpen() && hasText && length <= INPUT_MAX) || Boolean(state.busy);
+    }
+  }
+
+  function inputAutogrow() {
+    const ta = els.input;
+    ta.style.height = 'auto';
+    const max = Math.max(120, window.innerHeight * 0.4);
+    ta.style.height = `${Math.min(ta.scrollHeight, max)}px`;
+  }
+
+  // -------------------------------------------------------------------------
+  // Health polling (while the model loads, and after a failure)
+
+  let healthTimer = null;
+
+  let healthInFlight = false;
+
+  /** Polls /health until the model is ready: every 2 s while loading, slower after a failure. */
+  function healthPollStart() {
+    if (healthTimer !== null || healthInFlight) return;
+    const delay = state.model.state === 'failed' ? HEALTH_POLL_FAILED_MS : HEALTH_POLL_MS;
+    healthTimer = setTimeout(healthCheck, delay);
+  }
+
+  async function healthCheck() {
+    healthTimer = null;
+    healthInFlight = true;
+    let status = null;
+    let body = {};
+    try {
+      const response = await fetch(`${API}/health`, { cache: 'no-store', headers: { Accept: 'application/json' } });
+      body = await response.json().catch(() => ({}));
+      status = body.status || (response.ok ? 'ready' : 'loading');
+    } catch (_) {
+      status = null; // network trouble: ask again shortly
+    }
+    healthInFlight = false;
+    if (status) modelSet(status, body.model, body.error);
+    else healthPollStart();
+  }
+
+  // -------------------------------------------------------------------------
+  // WebSocket
+
+  let reconnectDelay = RECONNECT_MIN_MS;
+  let reconnectTimer = null;
+
+  function wsConnect() {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    let ws;
+    try {
+      ws = new WebSocket(`${scheme}://${location.host}${config.ws_path}`);
+    } catch (_) {
+      wsScheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    connSet('connecting');
+    ws.addEventListener('open', () => {
+      if (state.ws !== ws) return;
+      reconnectDelay = RECONNECT_MIN_MS;
+      const wasOpen = state.everOpen;
+      state.everOpen = true;
+      connSet('open');
+      if (wasOpen) afterReconnect();
+    });
+    ws.addEventListener('message', (event) => {
+      if (state.ws !== ws) return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (_) {
+        return;
+      }
+      if (frame && typeof frame === 'object') frameHandle(frame);
+    });
+    ws.addEventListener('close', () => {
+      if (state.ws !== ws) return;
+      connSet('closed');
+      connectionLost();
+      wsScheduleReconnect();
+    });
+  }
+
+  function wsScheduleReconnect() {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(wsConnect, reconnectDelay);
+    reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_MS);
+  }
+
+  function wsSend(frame) {
+    if (!wsOpen()) return false;
+    state.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** The socket dropped: a running stream is cut; reload its conversation once back. */
+  function connectionLost() {
+    busyCancel();
+    state.queuePosition = null;
+    const s = state.stream;
+    if (!s) return;
+    const text = s.text;
+    const visible = s.bubble.isConnected;
+    if (!s.started) {
+      // No "start" yet: as far as we know nothing was stored. Undo; the reload after
+      // reconnecting shows the truth should the server have stored the question.
+      streamTakeBack(s);
+    } else {
+      streamEnd(s);
+      if (visible) {
+        messageData.get(s.bubble).text = text;
+        bubbleFinish(s.bubble, { interrupted: true });
+      }
+    }
+    if (visible && (s.started || state.stored)) {
+      state.reloadAfterReconnect = { dbId: s.dbId, messageId: s.messageId, text };
+    }
+    regenerateButtonsUpdate();
+    bannerRender();
+    composerUpdate();
+  }
+
+  async function afterReconnect() {
+    const pending = state.reloadAfterReconnect;
+    state.reloadAfterReconnect = null;
+    if (!pending || pending.dbId !== state.dbId) return;
+    const seq = state.viewSeq;
+    let data;
+    try {
+      data = await api(`/conversations/${pending.dbId}/messages`);
+    } catch (err) {
+      if (err.status === 404) return; // the chat never reached the store: keep what is shown
+      errorShow(err);
+      return;
+    }
+    if (seq !== state.viewSeq) return;
+    state.stored = true;
+    threadRender(data.messages, { interrupted: pending });
+    conversationsRefresh();
+  }
+
+  // -------------------------------------------------------------------------
+  // Frames from the server
+
+  function frameHandle(frame) {
+    switch (frame.type) {
+      case 'status':
+        modelSet(frame.state, frame.model, frame.error);
+        break;
+      case 'queued':
+        if (state.stream) {
+          state.queuePosition = frame.position;
+          bannerRender();
+        }
+        break;
+      case 'start':
+        onStart(frame);
+        break;
+      case 'token':
+        if (state.stream && typeof frame.text === 'string') {
+          state.stream.text += frame.text;
+          streamScheduleRender(state.stream);
+        }
+        break;
+      case 'done':
+        onDone(frame);
+        break;
+      case 'error':
+        onError(frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onStart(frame) {
+    const s = state.stream;
+    if (!s) return;
+    s.started = true;
+    s.messageId = frame.message_id || null;
+    state.queuePosition = null;
+    busyCancel();
+    bannerRender();
+    if (s.messageId) s.bubble.dataset.messageId = s.messageId;
+    messageData.get(s.bubble).id = s.messageId;
+    if (s.userEl && frame.user_message_id) {
+      s.userEl.dataset.messageId = frame.user_message_id;
+      messageData.get(s.userEl).id = frame.user_message_id;
+    }
+    if (s.dbId === state.dbId && !state.stored) {
+      state.stored = true;
+      hashSet(state.dbId);
+      const now = new Date().toISOString();
+      const title = (s.frame.input_data || 'New chat').trim().replace(/\s+/g, ' ').slice(0, 80);
+      if (!state.conversations.some((c) => c.db_id === s.dbId)) {
+        state.conversations.unshift({
+          db_id: s.dbId,
+          persona: s.persona,
+          title,
+          message_count: 1,
+          created_at: now,
+          updated_at: now,
+        });
+      }
+      conversationsRender();
+    }
+  }
+
+  function onDone(frame) {
+    const s = state.stream;
+    if (!s) return;
+    streamEnd(s);
+    const data = messageData.get(s.bubble);
+    data.text = s.text;
+    if (frame.message_id) {
+      data.id = frame.message_id;
+      s.bubble.dataset.messageId = frame.message_id;
+    }
+    const usage = frame.usage || {};
+    data.meta = {
+      finish_reason: frame.finish_reason,
+      tokens: usage.completion_tokens,
+      timings: frame.timings || null,
+    };
+    const stick = nearBottom();
+    bubbleFinish(s.bubble, {});
+    regenerateButtonsUpdate();
+    if (stick && s.bubble.isConnected) scrollToBottom();
+    composerUpdate();
+    conversationsRefresh();
+    storedTextSync(s.dbId, s.bubble);
+  }
+
+  /**
+   * After "done", take the reply's text from the store: Copy then copies exactly what
+   * was saved, even if the streamed pieces differed from it (whitespace, a lost frame).
+   */
+  async function storedTextSync(dbId, article) {
+    const data = messageData.get(article);
+    if (!data.id) return;
+    let body;
+    try {
+      body = await api(`/conversations/${dbId}/messages`);
+    } catch (_) {
+      return;
+    }
+    const stored = (body.messages || []).find((m) => m.id === data.id);
+    if (!stored || stored.content === data.text || !article.isConnected || article.dataset.streaming === 'true') return;
+    data.text = stored.content;
+    bodyRender(article, data.text, false);
+  }
+
+  function onError(frame) {
+    const s = state.stream;
+    if (frame.code === 'model_loading') modelSet('loading', null, null);
+    if (s && !s.started && frame.code === 'server_busy') {
+      if (s.retries < BUSY_MAX_RETRIES) {
+        s.retries += 1;
+        busyWait(s, Number(frame.retry_after) > 0 ? Number(frame.retry_after) : 2);
+        return;
+      }
+    }
+    if (s && !s.started && REJECTED_BEFORE_START.has(frame.code)) {
+      streamTakeBack(s);
+    } else if (s) {
+      // Failed after it started (or in a way that may have stored the question).
+      streamEnd(s);
+      const data = messageData.get(s.bubble);
+      data.text = s.text;
+      bubbleFinish(s.bubble, { error: frame.message || 'The reply failed.' });
+      if (s.kind === 'message' && s.dbId === state.dbId) state.stored = true;
+      regenerateButtonsUpdate();
+      composerUpdate();
+      if (s.dbId === state.dbId) conversationsRefresh();
+    }
+    errorShow(frame);
+  }
+
+  /** The server refused a turn before storing anything: undo the optimistic bubbles. */
+  function streamTakeBack(s) {
+    streamEnd(s);
+    if (s.kind === 'message') {
+      s.bubble.remove();
+      if (s.userEl) s.userEl.remove();
+      if (s.dbId === state.dbId) restoreInput(s.frame.input_data);
+    } else if (s.replaced && s.bubble.isConnected) {
+      s.bubble.replaceWith(s.replaced);
+    }
+    introUpdate();
+    regenerateButtonsUpdate();
+    composerUpdate();
+  }
+
+  function restoreInput(text) {
+    if (!text || els.input.value.trim()) return;
+    els.input.value = text;
+    inputAutogrow();
+    composerUpdate();
+  }
+
+  // -------------------------------------------------------------------------
+  // server_busy: wait retry_after seconds, then send the same frame again
+
+  function busyWait(s, seconds) {
+    busyCancel();
+    const busy = { seconds: Math.max(1, Math.ceil(seconds)), timer: null, stream: s };
+    state.busy = busy;
+    const tick = () => {
+      if (state.busy !== busy) return;
+      busy.seconds -= 1;
+      if (busy.seconds > 0) {
+        bannerRender();
+        busy.timer = setTimeout(tick, 1000);
+        return;
+      }
+      state.busy = null;
+      bannerRender();
+      if (state.stream !== s) return;
+      if (!wsSend(s.frame)) connectionLost();
+      composerUpdate();
+    };
+    bannerRender();
+    composerUpdate();
+    busy.timer = setTimeout(tick, 1000);
+  }
+
+  function busyCancel() {
+    if (!state.busy) return;
+    clearTimeout(state.busy.timer);
+    state.busy = null;
+    bannerRender();
+  }
+
+  // -------------------------------------------------------------------------
+  // Streaming
+
+  function streamBegin(kind, frame, { userEl, bubble, replaced }) {
+    state.stream = {
+      kind,
+      frame,
+      dbId: frame.db_id,
+      persona: frame.persona,
+      userEl: userEl || null,
+      bubble,
+      replaced: replaced || null,
+      text: '',
+      messageId: null,
+      started: false,
+      stopRequested: false,
+      stopTimer: null,
+      retries: 0,
+      renderQueued: false,
+    };
+    errorClear();
+    const sent = wsSend(frame);
+    composerUpdate();
+    if (!sent) connectionLost();
+  }
+
+  function streamEnd(s) {
+    if (state.stream === s) state.stream = null;
+    clearTimeout(s.stopTimer);
+    if (state.busy && state.busy.stream === s) busyCancel();
+    state.queuePosition = null;
+    bannerRender();
+  }
+
+  function streamScheduleRender(s) {
+    if (s.renderQueued) return;
+    s.renderQueued = true;
+    requestAnimationFrame(() => {
+      s.renderQueued = false;
+      if (state.stream !== s) return;
+      const stick = nearBottom();
+      bodyRender(s.bubble, s.text, true);
+      if (stick) scrollToBottom();
+    });
+  }
+
+  function stopGeneration() {
+    const s = state.stream;
+    if (!s || s.stopRequested) return;
+    s.stopRequested = true;
+    if (state.busy && state.busy.stream === s) {
+      // Not sent again yet (waiting to retry after server_busy): just take it back.
+      streamTakeBack(s);
+      return;
+    }
+    wsSend({ type: 'stop' });
+    // Should "done" never come (an old server, a lost frame), do not stay stuck.
+    s.stopTimer = setTimeout(() => {
+      if (state.stream !== s) return;
+      streamEnd(s);
+      const data = messageData.get(s.bubble);
+      data.text = s.text;
+      data.meta = Object.assign({}, data.meta, { finish_reason: 'stopped' });
+      bubbleFinish(s.bubble, {});
+      regenerateButtonsUpdate();
+      composerUpdate();
+    }, STOP_GRACE_MS);
+  }
+
+  // -------------------------------------------------------------------------
+  // Messages
+
+  /**
+   * Builds one message element. role: "user" | "assistant". Options: id, text,
+   * streaming, meta, persona, greeting.
+   */
+  function messageCreate(role, options) {
+    const o = options || {};
+    const article = node('article', `message message-${role}`);
+    article.dataset.testid = 'message';
+    article.dataset.role = role;
+    article.dataset.streaming = o.streaming ? 'true' : 'false';
+    article.setAttribute('aria-busy', o.streaming ? 'true' : 'false');
+    if (o.id) article.dataset.messageId = o.id;
+    if (o.greeting) {
+      article.dataset.greeting = 'true';
+      article.classList.add('message-greeting');
+    }
+    const persona = state.personas.get(o.persona || state.persona);
+    const main = node('div', 'message-main');
+    const body = node('div', role === 'assistant' ? 'message-body md' : 'message-body');
+    body.dataset.testid = 'message-body';
+    if (role === 'assistant') {
+      const name = personaName(o.persona || state.persona);
+      const avatar = node('div', 'message-avatar', initialOf(name));
+      avatar.setAttribute('aria-hidden', 'true');
+      article.append(avatar);
+      main.append(node('div', 'message-name', name));
+      if (persona && persona.language) body.lang = persona.language;
+    }
+    const footer = node('div', 'message-footer');
+    main.append(body, footer);
+    article.append(main);
+    messageData.set(article, {
+      role,
+      id: o.id || null,
+      text: o.text || '',
+      meta: o.meta || null,
+      greeting: Boolean(o.greeting),
+      body,
+      footer,
+      flags: {},
+    });
+    if (role === 'user') {
+      body.textContent = o.text || '';
+    } else {
+      bodyRender(article, o.text || '', Boolean(o.streaming));
+    }
+    return article;
+  }
+
+  function bodyRender(article, text, streaming) {
+    const data = messageData.get(article);
+    const fragment = window.PersonaMarkdown.render(text);
+    data.body.replaceChildren(fragment);
+    if (streaming) cursorPlace(data.body);
+  }
+
+  /** Puts the cursor at the end of the deepest last block, so it sits after the text. */
+  function cursorPlace(body) {
+    const cursor = node('span', 'cursor');
+    cursor.setAttribute('aria-hidden', 'true');
+    let target = body;
+    for (;;) {
+      const last = target.lastChild;
+      if (!last || last.nodeType !== Node.ELEMENT_NODE) break;
+      const tag = last.tagName;
+      if (['P', 'UL', 'OL', 'LI', 'BLOCKQUOTE', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'PRE'].includes(tag)) {
+        target = last;
+      } else if (tag === 'DIV' && last.classList.contains('md-code')) {
+        target = last.querySelector('code') || last;
+        break;
+      } else {
+        break;
+      }
+    }
+    target.append(cursor);
+  }
+
+  function formatStats(meta) {
+    const parts = [];
+    const t = meta.timings || {};
+    if (typeof t.ttft_ms === 'number') parts.push(`TTFT ${Math.round(t.ttft_ms)} ms`);
+    if (typeof t.tokens_per_s === 'number') parts.push(`${t.tokens_per_s.toFixed(1)} tok/s`);
+    if (typeof meta.tokens === 'number') parts.push(`${meta.tokens} token${meta.tokens === 1 ? '' : 's'}`);
+    return parts.join(' · ');
+  }
+
+  function actionButton(label, iconName, testid, onClick) {
+    const button = node('button', 'action-button');
+    button.type = 'button';
+    button.dataset.testid = testid;
+    button.setAttribute('aria-label', label);
+    button.title = label;
+    button.append(icon(iconName), node('span', null, label.split(' ')[0]));
+    button.addEventListener('click', onClick);
+    return button;
+  }
+
+  /**
+   * A reply is over (done, error, stop or a cut connection): drop the cursor and write
+   * the footer (stats, badges, copy). flags: { interrupted, error }.
+   */
+  function bubbleFinish(article, flags) {
+    const data = messageData.get(article);
+    Object.assign(data.flags, flags);
+    article.dataset.streaming = 'false';
+    article.setAttribute('aria-busy', 'false');
+    bodyRender(article, data.text, false);
+    const meta = data.meta || {};
+    if (!data.text && !data.greeting && !data.flags.error) {
+      let note = 'The reply was empty.';
+      if (data.flags.interrupted) note = 'The connection dropped before any text arrived.';
+      else if (meta.finish_reason === 'stopped') note = 'Stopped before any text arrived.';
+      data.body.append(node('p', 'message-placeholder', note));
+    }
+    const footer = data.footer;
+    footer.replaceChildren();
+    if (!data.greeting) {
+      // The stats line always exists on a finished reply; its badges live inside it,
+      // so "stopped" reads as part of the line: "TTFT 80 ms · 40.2 tok/s · 12 tokens stopped".
+      const stats = node('span', 'reply-stats', formatStats(meta));
+      stats.dataset.testid = 'reply-stats';
+      const badges = [];
+      if (meta.finish_reason === 'stopped') {
+        badges.push(badge('stopped', 'Stopped before the end'));
+      } else if (meta.finish_reason === 'length') {
+        badges.push(badge('length', 'Cut at the maximum reply length'));
+      }
+      if (data.flags.interrupted) {
+        badges.push(badge('interrupted', 'The connection dropped while this reply was streaming'));
+      }
+      if (data.flags.error) badges.push(badge('error', 'The reply failed'));
+      for (const b of badges) {
+        if (stats.firstChild) stats.append(document.createTextNode(' '));
+        stats.append(b);
+      }
+      footer.append(stats);
+      if (data.errorEl) data.errorEl.remove();
+      if (data.flags.error) {
+        const error = node('div', 'message-error', data.flags.error);
+        footer.before(error);
+        data.errorEl = error;
+      }
+    }
+    if (data.text) {
+      const copy = actionButton('Copy reply', 'copy', 'copy-reply', async () => {
+        const ok = await window.PersonaMarkdown.copyText(messageData.get(article).text);
+        copy.classList.toggle('is-done', ok);
+        copy.lastChild.textContent = ok ? 'Copied' : 'Copy failed';
+        setTimeout(() => {
+          copy.classList.remove('is-done');
+          copy.lastChild.textContent = 'Copy';
+        }, 1500);
+      });
+      footer.append(copy);
+    }
+  }
+
+  function badge(kind, title) {
+    const b = node('span', `badge badge-${kind}`, kind);
+    b.title = title;
+    b.dataset.badge = kind;
+    return b;
+  }
+
+  /** Only the last assistant reply of a stored chat can be regenerated. */
+  function regenerateButtonsUpdate() {
+    els.messages.querySelectorAll('[data-testid="regenerate"]').forEach((b) => b.remove());
+    if (state.stream || !state.stored) return;
+    const all = els.messages.querySelectorAll('[data-testid="message"]');
+    const last = all[all.length - 1];
+    if (!last || last.dataset.role !== 'assistant' || last.dataset.greeting) return;
+    const hasUser = els.messages.querySelector('[data-role="user"]');
+    if (!hasUser) return;
+    const data = messageData.get(last);
+    const button = actionButton('Regenerate reply', 'regenerate', 'regenerate', () => regenerate(last));
+    data.footer.append(button);
+  }
+
+  function messageAppend(article) {
+    article.classList.add('is-new'); // only live messages animate in, not a reopened history
+    els.messages.append(article);
+    introUpdate();
+  }
+
+  function greetingAppend(personaId) {
+    const persona = state.personas.get(personaId);
+    if (!IS_CHARACTER || !persona || !persona.greeting) return;
+    const article = messageCreate('assistant', { text: persona.greeting, greeting: true, persona: personaId });
+    bubbleFinish(article, {});
+    els.messages.append(article);
+  }
+
+  function introUpdate() {
+    const hasTurns = Boolean(els.messages.querySelector('[data-testid="message"]:not([data-greeting])'));
+    const persona = state.personas.get(state.persona);
+    if (hasTurns || !persona) {
+      els.intro.hidden = true;
+      return;
+    }
+    els.introAvatar.textContent = initialOf(persona.name);
+    els.introName.textContent = persona.name;
+    els.introDescription.textContent = persona.description || '';
+    els.intro.lang = persona.language || 'en';
+    if (IS_CHARACTER) {
+      els.introHint.textContent = '';
+      els.introHint.hidden = true;
+    } else {
+      els.introHint.textContent = persona.greeting || 'How can I help?';
+      els.introHint.hidden = false;
+    }
+    els.intro.hidden = false;
+  }
+
+  /** Shows a conversation's stored messages (replaced replies hidden). */
+  function threadRender(messages, options) {
+    const o = options || {};
+    els.messages.replaceChildren();
+    const replaced = new Set();
+    for (const m of messages) {
+      if (m.meta && m.meta.regenerates) replaced.add(m.meta.regenerates);
+    }
+    greetingAppend(state.persona);
+    let interruptedShown = false;
+    for (const m of messages) {
+      if (m.role === 'assistant' && replaced.has(m.id)) continue;
+      if (m.role !== 'user' && m.role !== 'assistant') continue;
+      const article = messageCreate(m.role, { id: m.id, text: m.content, meta: m.meta || {} });
+      if (m.role === 'assistant') {
+        const wasCut = o.interrupted && o.interrupted.messageId && o.interrupted.messageId === m.id;
+        if (wasCut) interruptedShown = true;
+        bubbleFinish(article, wasCut ? { interrupted: true } : {});
+      }
+      els.messages.append(article);
+    }
+    if (o.interrupted && !interruptedShown && o.interrupted.text) {
+      // The server kept no part of the cut reply: show what had arrived.
+      const article = messageCreate('assistant', { text: o.interrupted.text });
+      bubbleFinish(article, { interrupted: true });
+      els.messages.append(article);
+    }
+    introUpdate();
+    regenerateButtonsUpdate();
+    scrollToBottom();
+  }
+
+  // -------------------------------------------------------------------------
+  // Scrolling
+
+  function nearBottom() {
+    const s = els.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    els.scroller.scrollTop = els.scroller.scrollHeight;
+    els.jumpBottom.hidden = true;
+  }
+
+  // -------------------------------------------------------------------------
+  // Sending, stopping, regenerating
+
+  function sendMessage() {
+    if (state.stream) return;
+    const text = els.input.value;
+    if (!text.trim()) return;
+    if (text.length > INPUT_MAX) {
+      errorShow({ code: 'max_length', field: 'input_data', message: `must be at most ${INPUT_MAX} characters (now ${text.length}).` });
+      return;
+    }
+    if (state.model.state !== 'ready') {
+      errorShow({ code: 'model_loading', message: 'The model is still loading; try again in a moment.' });
+      return;
+    }
+    if (!wsOpen()) {
+      errorShow({ code: 'not_connected', message: 'Not connected to the chat server yet; reconnecting…' });
+      return;
+    }
+    const frame = {
+      type: 'message',
+      db_id: state.dbId,
+      user_id: state.userId,
+      input_data: text,
+      persona: state.persona,
+    };
+    const userEl = messageCreate('user', { text });
+    const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
+    messageAppend(userEl);
+    messageAppend(bubble);
+    regenerateButtonsUpdate();
+    els.input.value = '';
+    inputAutogrow();
+    scrollToBottom();
+    streamBegin('message', frame, { userEl, bubble });
+  }
+
+  function regenerate(oldArticle) {
+    if (state.stream || !wsOpen() || state.model.state !== 'ready') return;
+    const frame = { type: 'regenerate', db_id: state.dbId, user_id: state.userId, persona: state.persona };
+    const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
+    bubble.classList.add('is-new');
+    oldArticle.replaceWith(bubble);
+    regenerateButtonsUpdate();
+    if (nearBottom()) scrollToBottom();
+    streamBegin('regenerate', frame, { bubble, replaced: oldArticle });
+  }
+
+  // -------------------------------------------------------------------------
+  // Chats: new, open, delete, list
+
+  function hashSet(dbId) {
+    const url = dbId ? `${location.pathname}${location.search}#${dbId}` : `${location.pathname}${location.search}`;
+    history.replaceState(null, '', url);
+  }
+
+  /** Leaving the chat on screen: a running reply is stopped (the server keeps it). */
+  function leaveCurrent() {
+    if (state.stream) stopGeneration();
+    errorClear();
+    state.viewSeq += 1;
+    state.reloadAfterReconnect = null;
+  }
+
+  function newChat(personaId) {
+    leaveCurrent();
+    state.persona = state.personas.has(personaId) ? personaId : state.defaultPersona;
+    state.dbId = uuid4();
+    state.stored = false;
+    pickerSync();
+    els.messages.replaceChildren();
+    greetingAppend(state.persona);
+    introUpdate();
+    hashSet(null);
+    document.title = `${pageTitle()}`;
+    conversationsRender();
+    composerUpdate();
+    drawerClose();
+    if (!isPhone() && !els.input.disabled) els.input.focus();
+  }
+
+  async function openConversation(dbId) {
+    leaveCurrent();
+    const seq = state.viewSeq;
+    const conv = state.conversations.find((c) => c.db_id === dbId);
+    let data;
+    try {
+      data = await api(`/conversations/${dbId}/messages`);
+    } catch (err) {
+      if (seq !== state.viewSeq) return;
+      errorShow(err.status === 404 ? { code: 'not_found', message: 'That chat no longer exists.' } : err);
+      if (err.status === 404) {
+        state.conversations = state.conversations.filter((c) => c.db_id !== dbId);
+        conversationsRender();
+        if (!state.dbId) newChat(state.defaultPersona);
+      }
+      return;
+    }
+    if (seq !== state.viewSeq) return;
+    state.dbId = dbId;
+    state.stored = true;
+    state.persona = conv ? conv.persona : state.defaultPersona;
+    pickerSync();
+    threadRender(data.messages || []);
+    hashSet(dbId);
+    document.title = conv && conv.title ? `${conv.title} · ${pageTitle()}` : pageTitle();
+    conversationsRender();
+    composerUpdate();
+    drawerClose();
+  }
+
+  async function deleteConversation(conv) {
+    const title = conv.title || 'this chat';
+    if (!window.confirm(`Delete “${title}”? This cannot be undone.`)) return;
+    const wasCurrent = conv.db_id === state.dbId;
+    if (wasCurrent && state.stream) stopGeneration();
+    try {
+      await api(`/conversations/${conv.db_id}`, { method: 'DELETE' });
+    } catch (err) {
+      if (err.status !== 404) {
+        errorShow(err);
+        return;
+      }
+    }
+    state.conversations = state.conversations.filter((c) => c.db_id !== conv.db_id);
+    if (wasCurrent) newChat(state.persona);
+    else conversationsRender();
+  }
+
+  async function conversationsLoad() {
+    const data = await api('/conversations');
+    state.conversations = (data && data.conversations) || [];
+    conversationsRender();
+  }
+
+  async function conversationsRefresh() {
+    try {
+      await conversationsLoad();
+    } catch (_) {
+      // The list is a convenience; the next refresh will catch up.
+    }
+  }
+
+  function conversationsRender() {
+    const items = state.conversations.map((conv) => {
+      const li = node('li', 'conversation-item');
+      li.dataset.testid = 'conversation-item';
+      li.dataset.dbId = conv.db_id;
+      if (conv.db_id === state.dbId && state.stored) li.setAttribute('aria-current', 'page');
+      const open = node('button', 'conversation-open');
+      open.type = 'button';
+      const title = conv.title || 'Untitled chat';
+      open.setAttribute('aria-label', `Open chat: ${title}`);
+      open.append(node('span', 'conversation-title', title));
+      const meta = node('span', 'conversation-meta');
+      const time = node('time', null, relativeTime(conv.updated_at));
+      time.dateTime = conv.updated_at || '';
+      time.title = conv.updated_at ? new Date(conv.updated_at).toLocaleString() : '';
+      meta.append(time, document.createTextNode(` · ${personaName(conv.persona)}`));
+      open.append(meta);
+      open.addEventListener('click', () => {
+        if (conv.db_id === state.dbId && state.stored) {
+          drawerClose();
+          return;
+        }
+        openConversation(conv.db_id);
+      });
+      const del = node('button', 'icon-button conversation-delete');
+      del.type = 'button';
+      del.dataset.testid = 'delete-conversation';
+      del.setAttribute('aria-label', `Delete chat: ${title}`);
+      del.title = 'Delete chat';
+      del.append(icon('trash'));
+      del.addEventListener('click', (event) => {
+        event.stopPropagation();
+        deleteConversation(conv);
+      });
+      li.append(open, del);
+      return li;
+    });
+    els.convList.replaceChildren(...items);
+    els.convEmpty.hidden = items.length > 0;
+  }
+
+  // -------------------------------------------------------------------------
+  // Personas
+
+  async function personasLoad() {
+    const data = await api('/personas');
+    state.personas.clear();
+    for (const p of data.personas || []) state.personas.set(p.id, p);
+    state.defaultPersona = state.personas.has(data.default) ? data.default : (data.personas[0] || {}).id || null;
+    pickerBuild();
+  }
+
+  function pickerBuild() {
+    const options = [];
+    for (const p of state.personas.values()) {
+      const option = node('option', null, p.name);
+      option.value = p.id;
+      option.title = p.description || '';
+      if (p.language) option.lang = p.language;
+      options.push(option);
+    }
+    els.picker.replaceChildren(...options);
+    els.picker.disabled = options.length === 0;
+  }
+
+  /** Shows state.persona in the picker, adding an entry for an unknown (inline) one. */
+  function pickerSync() {
+    els.picker.querySelectorAll('option[data-extra]').forEach((o) => o.remove());
+    if (state.persona && !state.personas.has(state.persona)) {
+      const option = node('option', null, `${state.persona} (not in this list)`);
+      option.value = state.persona;
+      option.dataset.extra = 'true';
+      option.disabled = true;
+      els.picker.append(option);
+    }
+    els.picker.value = state.persona || '';
+    els.picker.title = (state.personas.get(state.persona) || {}).description || '';
+  }
+
+  // -------------------------------------------------------------------------
+  // Drawer (phone width)
+
+  const phoneQuery = window.matchMedia('(max-width: 720px)');
+
+  function isPhone() {
+    return phoneQuery.matches;
+  }
+
+  function drawerOpen() {
+    els.layout.classList.add('sidebar-open');
+    els.backdrop.hidden = false;
+    els.menuButton.setAttribute('aria-expanded', 'true');
+    els.newChat.focus();
+  }
+
+  function drawerClose() {
+    if (!els.layout.classList.contains('sidebar-open')) return;
+    els.layout.classList.remove('sidebar-open');
+    els.backdrop.hidden = true;
+    els.menuButton.setAttribute('aria-expanded', 'false');
+  }
+
+  function pageTitle() {
+    return document.querySelector('.brand-text').textContent.trim() + ' · Persona chat';
+  }
+
+  // -------------------------------------------------------------------------
+  // Events
+
+  function bind() {
+    els.composer.addEventListener('submit', (event) => {
+      event.preventDefault();
+      if (state.stream) stopGeneration();
+      else sendMessage();
+    });
+
+    els.input.addEventListener('keydown', (event) => {
+      if (event.key !== 'Enter') return;
+      // IME: Enter that confirms a Hangul (or other) composition must not send.
+      if (event.isComposing || event.keyCode === 229) return;
+      if (event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      if (!state.stream) sendMessage();
+    });
+
+    els.input.addEventListener('input', () => {
+      inputAutogrow();
+      composerUpdate();
+    });
+
+    document.addEventListener('keydown', (event) => {
+      if (event.key !== 'Escape' || event.isComposing) return;
+      if (state.stream) {
+        event.preventDefault();
+        stopGeneration();
+      } else if (els.layout.classList.contains('sidebar-open')) {
+        drawerClose();
+        els.menuButton.focus();
+      }
+    });
+
+    els.newChat.addEventListener('click', () => newChat(state.persona));
+    els.picker.addEventListener('change', () => newChat(els.picker.value));
+
+    els.menuButton.addEventListener('click', drawerOpen);
+    els.sidebarClose.addEventListener('click', () => {
+      drawerClose();
+      els.menuButton.focus();
+    });
+    els.backdrop.addEventListener('click', drawerClose);
+    phoneQuery.addEventListener('change', () => {
+      if (!isPhone()) drawerClose();
+    });
+
+    els.errorDismiss.addEventListener('click', errorClear);
+
+    els.scroller.addEventListener('scroll', () => {
+      els.jumpBottom.hidden = nearBottom();
+    }, { passive: true });
+    els.jumpBottom.addEventListener('click', scrollToBottom);
+
+    window.addEventListener('hashchange', () => {
+      const id = location.hash.slice(1);
+      if (UUID_RE.test(id) && id !== state.dbId) openConversation(id);
+    });
+
+    window.addEventListener('online', () => {
+      if (state.conn === 'closed') wsConnect();
+    });
+
+    // Relative times age; refresh their text now and then (not the whole list, which
+    // would take focus away from a button the user is on).
+    setInterval(() => {
+      els.convList.querySelectorAll('time').forEach((t) => {
+        t.textContent = relativeTime(t.dateTime);
+      });
+    }, 60000);
+  }
+
+  // -------------------------------------------------------------------------
+  // Start
+
+  async function loadInitial() {
+    let delay = 1000;
+    for (;;) {
+      try {
+        await Promise.all([personasLoad(), conversationsLoad()]);
+        errorClear();
+        return;
+      } catch (err) {
+        errorShow({ code: err.code, message: `Could not load this app's personas and chats (${err.message}). Retrying…` });
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        delay = Math.min(delay * 2, 10000);
+      }
+    }
+  }
+
+  async function init() {
+    if (config.other_app) {
+      els.appSwitch.href = config.other_app.href;
+      els.appSwitchTitle.textContent = config.other_app.title;
+    }
+    els.modelName.textContent = state.model.name;
+    bind();
+    bannerRender();
+    composerUpdate();
+    wsConnect();
+    healthCheck();
+    await loadInitial();
+    const hashId = location.hash.slice(1);
+    if (UUID_RE.test(hashId)) {
+      newChat(state.defaultPersona);
+      await openConversation(hashId);
+    } else {
+      newChat(state.defaultPersona);
+    }
+    document.body.dataset.ready = 'true';
+  }
+
+  window.personaChat = Object.freeze({
+    get ws() {
+      return state.ws;
+    },
+    get state() {
+      return Object.freeze({
+        app: config.app,
+        userId: state.userId,
+        conn: state.conn,
+        model: state.model.state,
+        modelName: state.model.name,
+        dbId: state.dbId,
+        stored: state.stored,
+        persona: state.persona,
+        streaming: Boolean(state.stream),
+        queuePosition: state.queuePosition,
+        busy: state.busy ? state.busy.seconds : null,
+        conversations: state.conversations.length,
+      });
+    },
+    config: Object.freeze(Object.assign({}, config)),
+  });
+
+  init();
+})();

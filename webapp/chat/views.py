@@ -1,0 +1,47 @@
+"""HTML pages: the chat UI of this app, and the landing page that leads to both apps.
+
+The pages are static shells; the browser loads personas, conversations and messages
+through the REST API and chats over the WebSocket (static/chat/chat.js).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from webapp.chat import runtime
+from webapp.chat.inputs import INPUT_MAX
+
+APPS = {
+    "office": {
+        "id": "office",
+        "title": "Office assistant",
+        "href": "/office/",
+        "description": "Work help: writing, summaries, plans and answers, in Korean or English.",
+    },
+    "character": {
+        "id": "character",
+        "title": "Characters",
+        "href": "/character/",
+        "description": "Role-play with characters who have a name, a voice and a story.",
+    },
+}
+
+
+def chat_page(request: HttpRequest) -> HttpResponse:
+    app = settings.APP_MODE
+    other = APPS["character" if app == "office" else "office"]
+    page_config = {
+        "app": app,
+        "api_base": f"/{app}",
+        "ws_path": f"/{app}/ws/chat/",
+        "input_max": INPUT_MAX,
+        "model": runtime.model_spec_get().alias,
+        "other_app": {"title": other["title"], "href": other["href"]},
+    }
+    return render(request, "chat/index.html", {"app": app, "app_title": APPS[app]["title"], "page_config": page_config})
+
+
+def landing_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "chat/landing.html", {"apps": list(APPS.values())})
