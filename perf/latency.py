@@ -120,6 +120,15 @@ def _measure(config: StackConfig, n_health: int, n_chat: int) -> list[tuple[str,
     return rows
 
 
+WS_QUESTIONS = [
+    "Name three colors.",
+    "What is a good name for a cat?",
+    "Give me one tip for a job interview.",
+    "회의록을 짧게 요약하는 방법을 알려 주세요.",
+    "How many days are in a leap year?",
+]
+
+
 async def _ws_turn(ws: websockets.ClientConnection, text: str) -> tuple[float, list[float]]:
     """One turn in a new conversation: (ms to the first token frame, ms between token frames)."""
     await ws.send(json.dumps({"type": "message", "db_id": str(uuid.uuid4()), "user_id": "bench", "input_data": text}))
@@ -151,13 +160,18 @@ async def _measure_ws(config: StackConfig, n_turns: int) -> list[tuple[str, list
         sockets = {"direct": direct, "nginx": gateway}
         for ws in sockets.values():
             await ws.recv()  # the status frame
-        for _ in range(n_turns):
-            for name, ws in sockets.items():
-                first, between = await _ws_turn(ws, "Name three colors.")
+        for i in range(n_turns):
+            # Every turn is a new question (the persona prefix stays cached, as for real
+            # users); a ticket number keeps the two paths from reusing each other's prompt.
+            # The order alternates so neither path always runs right after the other.
+            order = list(sockets.items()) if i % 2 == 0 else list(sockets.items())[::-1]
+            for j, (name, ws) in enumerate(order):
+                text = f"{WS_QUESTIONS[i % len(WS_QUESTIONS)]} (ticket {2 * i + j:03d})"
+                first, between = await _ws_turn(ws, text)
                 ttft[name].append(first)
                 gaps[name].extend(between)
     return [
-        ("WebSocket time to first token (32 tokens max, greedy)", ttft["direct"], ttft["nginx"]),
+        ("WebSocket time to first token (new question each turn)", ttft["direct"], ttft["nginx"]),
         ("WebSocket gap between token frames", gaps["direct"], gaps["nginx"]),
     ]
 
