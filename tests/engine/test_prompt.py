@@ -178,7 +178,7 @@ def random_cases() -> Iterator[tuple[int, Callable[[str], int]]]:
 
 @pytest.mark.parametrize(("seed", "count_tokens"), list(random_cases()))
 def test_result_is_the_maximal_history_that_fits(seed: int, count_tokens: Callable[[str], int]) -> None:
-    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
+    rng = random.Random(seed)
     history = random_history(rng)
     low = size_with([], count_tokens=count_tokens)
     high = size_with(history, count_tokens=count_tokens)

@@ -57,7 +57,7 @@ def _validation_body(detail: Any) -> dict[str, Any]:
     def walk(node: Any, path: str | None) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                name = None if key == "non_field_errors" else (f"{path}.{key}" if path else str(key))
+                name = path if key == "non_field_errors" else (f"{path}.{key}" if path else str(key))
                 walk(value, name)
         elif isinstance(node, list):
             for item in node:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from webapp.chat import apis, views
+from webapp.chat import apis, openai_api, views
 
 LLAMA_API = {"office": apis.OfficeLlamaApi, "character": apis.CharacterLlamaApi}[settings.APP_MODE]
 
@@ -19,6 +19,8 @@ urlpatterns = [
     path("conversations", apis.ConversationListApi.as_view(), name="conversations"),
     path("conversations/<uuid:db_id>", apis.ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:db_id>/messages", apis.MessageListApi.as_view(), name="messages"),
+    path("v1/models", openai_api.models_list, name="openai-models"),
+    path("v1/chat/completions", openai_api.chat_completions, name="openai-chat"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
@@ -26,7 +28,7 @@ urlpatterns = [
 
 def endpoint_list() -> list[str]:
     """The real endpoints of this app, for 404 bodies."""
-    methods = {"llama": "POST", "conversation": "DELETE"}
+    methods = {"llama": "POST", "conversation": "DELETE", "openai-chat": "POST"}
     routes = [
         f"{methods.get(p.name, 'GET')} /{settings.APP_MODE}/{str(p.pattern).replace('<uuid:db_id>', '{db_id}')}"
         for p in urlpatterns

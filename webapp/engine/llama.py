@@ -1,18 +1,30 @@
-"""A llama-cpp-python engine that serves one request at a time on a thread of its own.
+"""Continuous batching over one llama.cpp context: N slots, one scheduler thread.
 
-The scheduler thread owns the `Llama` object: it is the only thread that evaluates or
-samples. Callers only render and tokenize prompts (read-only use of the vocabulary,
-safe alongside decoding) and read events from their handle. Consecutive turns of one
-conversation reuse the KV cache for their common prefix (llama-cpp-python's
-`generate(reset=True)` keeps the longest matching prefix).
+Every slot is a llama.cpp sequence with its own stretch of KV cache. The scheduler
+thread owns the context and is the only thread that decodes or samples. Each step it
+builds one `llama_batch` with the next token of every generating sequence plus, within
+a token budget, a chunk of the prompt of each newly admitted one (chunked prefill: a
+long prompt cannot freeze the streams already running), calls `llama_decode` once, and
+samples every sequence that produced logits with its own sampler chain.
+
+Prefix reuse: a slot keeps the tokens of its last request in the KV cache after the
+request ends. A new request goes to the free slot holding the longest common prefix
+with its prompt (the conversation's previous turn, or at least the same persona), and
+only the rest of the prompt is evaluated.
+
+Callers (any thread) render and tokenize prompts (read-only use of the vocabulary, safe
+alongside decoding), queue requests and read events from their handles.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-import queue
+import os
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass, field
 
 from webapp.engine.engine import (
     Completion,
@@ -21,6 +33,7 @@ from webapp.engine.engine import (
     FinishReason,
     GenerationHandle,
     GenerationRequest,
+    SamplingParams,
     Timings,
     TokenEvent,
     Usage,
@@ -31,37 +44,122 @@ from webapp.engine.text import TextStream
 
 log = logging.getLogger(__name__)
 
-_SHUTDOWN = object()
+PENALTY_LAST_N = 64
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters since start; read from any thread."""
+
+    slots: int
+    busy_slots: int
+    queue_depth: int
+    prompt_tokens: int  # prompt tokens of admitted requests
+    prompt_tokens_reused: int  # of those, found in a slot's KV cache and not evaluated
+    prompt_tokens_evaluated: int
+    completion_tokens: int
+    requests_finished: int
+    decode_steps: int
+
+
+@dataclass
+class _Job:
+    """An admitted request. Touched only by the scheduler thread."""
+
+    handle: GenerationHandle
+    prompt: list[int]
+    sampler: int  # llama_sampler pointer
+    stream: TextStream
+    admitted_at: float
+    pending: int | None = None  # sampled, not yet decoded into the KV cache
+    logits_at: int = -1  # row of this job's logits in the current batch, or -1
+    generated: int = 0
+    pieces: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+
+
+@dataclass
+class _Slot:
+    seq: int
+    tokens: list[int] = field(default_factory=list)  # exactly what this sequence's KV cache holds
+    job: _Job | None = None
+    freed_at: float = 0.0
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class LlamaEngine:
-    """Serial scheduler over one llama.cpp context. Implements `engine.Engine`."""
+    """Continuous-batching engine for one GGUF model. Implements `engine.Engine`."""
 
     def __init__(self, spec: ModelSpec) -> None:
         spec.check_file()
         import llama_cpp  # imported here so that the rest of the package loads without it
+        from llama_cpp import _internals
 
-        self._llama_cpp = llama_cpp
+        self._c = llama_cpp
         self.model_alias = spec.alias
-        self.n_ctx = spec.n_ctx
+        self.n_ctx = spec.n_ctx  # per slot: the most one conversation's prompt + reply may use
+        self.n_slots = spec.slots
+        self._n_batch = max(spec.batch_tokens, spec.slots)
+        self._prefill_chunk = spec.prefill_chunk
+        threads = spec.n_threads or os.cpu_count() or 1
+
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = spec.n_gpu_layers
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(spec.path),
-                n_ctx=spec.n_ctx,
-                n_gpu_layers=spec.n_gpu_layers,
-                n_threads=spec.n_threads,
-                verbose=False,
-            )
+            self._model = _internals.LlamaModel(path_model=str(spec.path), params=model_params, verbose=False)
         except ValueError as exc:  # llama-cpp-python reports unloadable files as ValueError
             raise RegistryError(f"cannot load model {spec.path}: {exc}") from exc
+        ctx_params = llama_cpp.llama_context_default_params()
+        ctx_params.n_ctx = spec.n_ctx * spec.slots
+        ctx_params.n_seq_max = spec.slots
+        ctx_params.n_batch = self._n_batch
+        ctx_params.n_ubatch = self._n_batch
+        ctx_params.n_threads = threads
+        ctx_params.n_threads_batch = threads
+        # One KV stream per slot: attention then spans only the slot's own tokens, not
+        # every slot's (measured faster here; see the README's engine notes).
+        ctx_params.kv_unified = False
+        ctx_params.no_perf = True
+        try:
+            self._context = _internals.LlamaContext(model=self._model, params=ctx_params, verbose=False)
+        except ValueError as exc:
+            self._model.close()
+            raise RegistryError(f"cannot create a context for {spec.path}: {exc}") from exc
+        self._ctx = self._context.ctx
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._vocab = self._model.vocab
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._piece_buffer = ctypes.create_string_buffer(256)
 
         self.template = ChatTemplate(
             spec.chat_template or self._metadata_template(spec),
-            bos_token=self._token_text(self._llm.token_bos()),
-            eos_token=self._token_text(self._llm.token_eos()),
+            bos_token=self._token_text(self._model.token_bos()),
+            eos_token=self._token_text(self._model.token_eos()),
         )
-        self._queue: queue.Queue[object] = queue.Queue()
+
+        self._slots = [_Slot(seq=i) for i in range(spec.slots)]
+        self._queue: deque[tuple[GenerationHandle, list[int]]] = deque()
+        self._wakeup = threading.Condition()
+        self._closing = False
         self._busy = 0
+        self._counters = dict.fromkeys(
+            (
+                "prompt_tokens",
+                "prompt_tokens_reused",
+                "prompt_tokens_evaluated",
+                "completion_tokens",
+                "requests_finished",
+                "decode_steps",
+            ),
+            0,
+        )
         self._thread = threading.Thread(target=self._run, name=f"engine-{spec.app}", daemon=True)
         self._thread.start()
 
@@ -71,7 +169,7 @@ class LlamaEngine:
         return len(self._tokenize(text))
 
     def submit(self, request: GenerationRequest) -> GenerationHandle:
-        """Fit the prompt to the context and queue it. Raises PromptTooLongError."""
+        """Fit the prompt to a slot's context and queue it. Raises PromptTooLongError."""
         budget = self.n_ctx - min(request.sampling.max_tokens, self.n_ctx // 2)
         plan = prompt_fit(
             pinned=request.pinned,
@@ -82,24 +180,36 @@ class LlamaEngine:
             budget=budget,
         )
         handle = GenerationHandle(plan=plan, request=request)
-        self._queue.put(handle)
+        tokens = self._tokenize(plan.text)
+        with self._wakeup:
+            if self._closing:
+                raise RuntimeError("the engine is closed")
+            self._queue.append((handle, tokens))
+            self._wakeup.notify()
         return handle
 
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def active_requests(self) -> int:
         return self._busy
 
+    def stats(self) -> EngineStats:
+        return EngineStats(slots=self.n_slots, busy_slots=self._busy, queue_depth=len(self._queue), **self._counters)
+
     def close(self) -> None:
-        self._queue.put(_SHUTDOWN)
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
         self._thread.join(timeout=30)
-        self._llm.close()
+        self._c.llama_batch_free(self._batch)
+        self._context.close()
+        self._model.close()
 
     # --- helpers ----------------------------------------------------------------------
 
     def _metadata_template(self, spec: ModelSpec) -> str:
-        template = self._llm.metadata.get("tokenizer.chat_template")
+        template = self._model.metadata().get("tokenizer.chat_template")
         if not template:
             raise RegistryError(
                 f"model {spec.path} has no chat template in its GGUF metadata; "
@@ -108,98 +218,246 @@ class LlamaEngine:
         return template
 
     def _token_text(self, token: int) -> str:
-        return self._llm._model.token_get_text(token) if token >= 0 else ""
+        return self._model.token_get_text(token) if token >= 0 else ""
 
     def _tokenize(self, text: str) -> list[int]:
         # The template already writes the BOS token where the model wants one.
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     # --- scheduler thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            while self._admit():
+                self._step()
+        except Exception:  # the engine must not die silently: fail everyone, loudly
+            log.exception("the scheduler crashed")
+            with self._wakeup:
+                self._closing = True  # later submits are refused instead of hanging
+                queued, self._queue = list(self._queue), deque()
+            for slot in self._slots:
+                if slot.job is not None:
+                    slot.job.handle._emit(ErrorEvent("the engine failed; see the server log"))
+            for handle, _ in queued:
+                handle._emit(ErrorEvent("the engine failed; see the server log"))
+
+    def _admit(self) -> bool:
+        """Finish cancelled work, move queued requests into free slots; wait while idle.
+
+        Returns False when the engine is closing.
+        """
+        for slot in self._slots:
+            if slot.job is not None and slot.job.handle.cancelled:
+                self._finish(slot, "cancelled")
         while True:
-            item = self._queue.get()
-            if item is _SHUTDOWN:
-                return
-            assert isinstance(item, GenerationHandle)
-            self._busy = 1
+            with self._wakeup:
+                if self._closing:
+                    return False
+                self._drop_cancelled_queued()
+                free = [s for s in self._slots if s.job is None]
+                if self._queue and free:
+                    handle, tokens = self._queue.popleft()
+                elif self._busy:
+                    return True
+                else:
+                    self._wakeup.wait()
+                    continue
             try:
-                self._generate(item)
-            except Exception as exc:  # one broken request must not kill the engine
-                log.exception("generation failed")
-                item._emit(ErrorEvent(f"generation failed: {exc}"))
-            finally:
-                self._busy = 0
+                self._start(handle, tokens, free)
+            except Exception:  # this request can't start; the others go on
+                log.exception("could not start request %d", handle.id)
+                handle._emit(ErrorEvent("generation failed to start; see the server log"))
 
-    def _generate(self, handle: GenerationHandle) -> None:
-        """Run one request to completion. Call only from the scheduler thread."""
-        started = time.perf_counter()
-        params = handle.request.sampling
-        prompt_tokens = self._tokenize(handle.plan.text)
-        stream = TextStream(params.stop)
-        vocab = self._llm._model.vocab
-        is_eog = self._llama_cpp.llama_vocab_is_eog
-        pieces: list[str] = []
-        n_generated = 0
-        first_token_at: float | None = None
-        finish: FinishReason = "length"
+    def _drop_cancelled_queued(self) -> None:
+        """Answer requests cancelled while queued at once. Call with `_wakeup` held."""
+        if not any(handle.cancelled for handle, _ in self._queue):
+            return
+        kept: deque[tuple[GenerationHandle, list[int]]] = deque()
+        for handle, tokens in self._queue:
+            if handle.cancelled:
+                now = time.perf_counter()
+                handle._emit(DoneEvent(self._completion(handle, "", "cancelled", len(tokens), 0, now, now, now)))
+            else:
+                kept.append((handle, tokens))
+        self._queue = kept
 
-        if params.seed is not None:
-            self._llm.set_seed(params.seed)
-        if not handle.cancelled:
-            tokens = self._llm.generate(
-                prompt_tokens,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                min_p=params.min_p,
-                temp=params.temperature,
-                repeat_penalty=params.repeat_penalty,
-            )
-            for token in tokens:
-                if handle.cancelled:
-                    finish = "cancelled"
-                    break
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if is_eog(vocab, token):
-                    finish = "stop"
-                    break
-                n_generated += 1
-                text = stream.push(self._llm.detokenize([token], special=False))
-                if text:
-                    pieces.append(text)
-                    handle._emit(TokenEvent(text))
-                if stream.stopped:
-                    finish = "stop"
-                    break
-                if n_generated >= params.max_tokens:
-                    break
-                if len(prompt_tokens) + n_generated >= self.n_ctx:
-                    break  # context full: finish reason stays "length"
-            tokens.close()
+    def _start(self, handle: GenerationHandle, prompt: list[int], free: list[_Slot]) -> None:
+        """Put a request into the free slot whose KV cache shares the longest prefix with it."""
+        slot = max(free, key=lambda s: (common_prefix_length(s.tokens, prompt), -s.freed_at))
+        # Keep at least the last prompt token to evaluate: its logits give the first token.
+        keep = min(common_prefix_length(slot.tokens, prompt), len(prompt) - 1)
+        if not self._c.llama_memory_seq_rm(self._memory, slot.seq, keep, -1):
+            keep = 0  # this model's cache can't drop a tail: start the sequence afresh
+            self._c.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+        del slot.tokens[keep:]
+        slot.job = _Job(
+            handle=handle,
+            prompt=prompt,
+            sampler=self._sampler_new(handle.request.sampling),
+            stream=TextStream(handle.request.sampling.stop),
+            admitted_at=time.perf_counter(),
+        )
+        self._busy += 1
+        self._counters["prompt_tokens"] += len(prompt)
+        self._counters["prompt_tokens_reused"] += keep
+
+    def _sampler_new(self, params: SamplingParams) -> int:
+        c = self._c
+        chain = c.llama_sampler_chain_init(c.llama_sampler_chain_default_params())
+        if params.repeat_penalty != 1.0:
+            n_vocab = c.llama_vocab_n_tokens(self._vocab)
+            penalties = c.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
+            c.llama_sampler_chain_add(chain, penalties)
+        if params.temperature <= 0:
+            c.llama_sampler_chain_add(chain, c.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            c.llama_sampler_chain_add(chain, c.llama_sampler_init_top_k(params.top_k))
+        c.llama_sampler_chain_add(chain, c.llama_sampler_init_top_p(params.top_p, 1))
+        c.llama_sampler_chain_add(chain, c.llama_sampler_init_min_p(params.min_p, 1))
+        c.llama_sampler_chain_add(chain, c.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed is not None else c.LLAMA_DEFAULT_SEED
+        c.llama_sampler_chain_add(chain, c.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _step(self) -> None:
+        """One llama_decode over every active slot: next tokens first, then prompt chunks."""
+        batch = self._batch
+        n = 0
+        placed: list[tuple[_Slot, list[int]]] = []
+
+        def add(slot: _Slot, tokens: list[int], logits_last: bool) -> None:
+            nonlocal n
+            start = len(slot.tokens)
+            for i, token in enumerate(tokens):
+                batch.token[n] = token
+                batch.pos[n] = start + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = slot.seq
+                batch.logits[n] = 0
+                n += 1
+            if logits_last:
+                batch.logits[n - 1] = 1
+                assert slot.job is not None
+                slot.job.logits_at = n - 1
+            placed.append((slot, tokens))
+
+        active = [s for s in self._slots if s.job is not None]
+        for slot in active:
+            assert slot.job is not None
+            slot.job.logits_at = -1
+            if slot.job.pending is not None:
+                add(slot, [slot.job.pending], True)
+        budget = self._n_batch - n
+        for slot in sorted(active, key=lambda s: s.job.admitted_at if s.job else 0.0):
+            job = slot.job
+            assert job is not None
+            if job.pending is not None or budget <= 0:
+                continue
+            done = len(slot.tokens)
+            chunk = job.prompt[done : done + min(budget, self._prefill_chunk)]
+            add(slot, chunk, done + len(chunk) == len(job.prompt))
+            budget -= len(chunk)
+            self._counters["prompt_tokens_evaluated"] += len(chunk)
+
+        batch.n_tokens = n
+        status = self._c.llama_decode(self._ctx, batch)
+        if status != 0:
+            # 1: no room in the KV cache (can't happen while every slot stays within its
+            # own n_ctx); anything else is llama.cpp failing. Either way these requests end.
+            log.error("llama_decode failed with status %d for %d tokens", status, n)
+            for slot, _ in placed:
+                self._finish(slot, "error", error=f"llama_decode failed (status {status})")
+            return
+        self._counters["decode_steps"] += 1
+        for slot, tokens in placed:
+            slot.tokens.extend(tokens)
+            if slot.job is not None:
+                slot.job.pending = None
+        for slot in active:
+            if slot.job is not None and slot.job.logits_at >= 0:
+                self._sample(slot)
+
+    def _sample(self, slot: _Slot) -> None:
+        job = slot.job
+        assert job is not None
+        token = self._c.llama_sampler_sample(job.sampler, self._ctx, job.logits_at)
+        if job.first_token_at is None:
+            job.first_token_at = time.perf_counter()
+        if self._c.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, "stop")
+            return
+        job.generated += 1
+        text = job.stream.push(self._piece(token))
+        if text:
+            job.pieces.append(text)
+            job.handle._emit(TokenEvent(text))
+        if job.stream.stopped:
+            self._finish(slot, "stop")
+        elif job.generated >= job.handle.request.sampling.max_tokens or len(slot.tokens) + 1 >= self.n_ctx:
+            self._finish(slot, "length")  # max_tokens, or the slot's context is full
         else:
-            finish = "cancelled"
+            job.pending = token
 
-        tail = stream.flush()
+    def _piece(self, token: int) -> bytes:
+        buffer = self._piece_buffer
+        n = self._c.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[: max(n, 0)]
+
+    def _finish(self, slot: _Slot, reason: FinishReason, *, error: str | None = None) -> None:
+        """End the slot's request, report it, and free the slot (its KV stays for reuse)."""
+        job = slot.job
+        assert job is not None
+        slot.job = None
+        slot.freed_at = time.perf_counter()
+        self._busy -= 1
+        self._c.llama_sampler_free(job.sampler)
+        if error is not None:
+            # What the cache holds for this sequence is unknown after a failed decode.
+            self._c.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+            slot.tokens.clear()
+            job.handle._emit(ErrorEvent(error))
+            return
+        tail = job.stream.flush()
         if tail:
-            pieces.append(tail)
-            handle._emit(TokenEvent(tail))
+            job.pieces.append(tail)
+            job.handle._emit(TokenEvent(tail))
+        self._counters["completion_tokens"] += job.generated
+        self._counters["requests_finished"] += 1
         ended = time.perf_counter()
-        first = first_token_at or ended
-        decode_s = ended - first
-        handle._emit(
-            DoneEvent(
-                Completion(
-                    text="".join(pieces),
-                    finish_reason=finish,
-                    usage=Usage(prompt_tokens=len(prompt_tokens), completion_tokens=n_generated),
-                    timings=Timings(
-                        queued_ms=(started - handle.submitted_at) * 1000,
-                        ttft_ms=(first - handle.submitted_at) * 1000,
-                        total_ms=(ended - handle.submitted_at) * 1000,
-                        tokens_per_s=(n_generated - 1) / decode_s if n_generated > 1 and decode_s > 0 else 0.0,
-                    ),
-                    model=self.model_alias,
-                )
-            )
+        completion = self._completion(
+            job.handle,
+            "".join(job.pieces),
+            reason,
+            len(job.prompt),
+            job.generated,
+            job.admitted_at,
+            job.first_token_at or ended,
+            ended,
+        )
+        job.handle._emit(DoneEvent(completion))
+
+    def _completion(
+        self,
+        handle: GenerationHandle,
+        text: str,
+        reason: FinishReason,
+        prompt_tokens: int,
+        generated: int,
+        admitted_at: float,
+        first_at: float,
+        ended: float,
+    ) -> Completion:
+        decode_s = ended - first_at
+        return Completion(
+            text=text,
+            finish_reason=reason,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=generated),
+            timings=Timings(
+                queued_ms=(admitted_at - handle.submitted_at) * 1000,
+                ttft_ms=(first_at - handle.submitted_at) * 1000,
+                total_ms=(ended - handle.submitted_at) * 1000,
+                tokens_per_s=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
+            ),
+            model=self.model_alias,
         )

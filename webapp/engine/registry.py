@@ -40,6 +40,9 @@ class ModelSpec:
     n_gpu_layers: int
     gpu: int
     n_threads: int | None = None
+    slots: int = 8
+    batch_tokens: int = 512
+    prefill_chunk: int = 256
     chat_template: str | None = None
     package: str | None = None
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
@@ -112,10 +115,20 @@ def registry_load(path: Path) -> dict[str, ModelSpec]:
             n_gpu_layers=int(_typed(table, "n_gpu_layers", int, where, 0)),  # type: ignore[arg-type]
             gpu=int(_typed(table, "gpu", int, where, 0)),  # type: ignore[arg-type]
             n_threads=int(n_threads) or None,  # type: ignore[arg-type]
+            slots=int(_typed(table, "slots", int, where, 8)),  # type: ignore[arg-type]
+            batch_tokens=int(_typed(table, "batch_tokens", int, where, 512)),  # type: ignore[arg-type]
+            prefill_chunk=int(_typed(table, "prefill_chunk", int, where, 256)),  # type: ignore[arg-type]
             chat_template=str(template) or None,
             package=str(_typed(table, "package", str, where, "")) or None,
             sampling=_sampling(table.get("sampling", {}), where),
         )
-        if specs[app].n_ctx < 256:
-            raise RegistryError(f"{where}: 'n_ctx' must be at least 256, got {specs[app].n_ctx}")
+        spec = specs[app]
+        if spec.n_ctx < 256:
+            raise RegistryError(f"{where}: 'n_ctx' must be at least 256, got {spec.n_ctx}")
+        if not 1 <= spec.slots <= 64:
+            raise RegistryError(f"{where}: 'slots' must be 1-64, got {spec.slots}")
+        if not spec.slots <= spec.batch_tokens <= 8192:
+            raise RegistryError(f"{where}: 'batch_tokens' must be between slots and 8192, got {spec.batch_tokens}")
+        if not 1 <= spec.prefill_chunk <= spec.batch_tokens:
+            raise RegistryError(f"{where}: 'prefill_chunk' must be 1-batch_tokens, got {spec.prefill_chunk}")
     return specs

@@ -50,7 +50,12 @@ def model_files_prepare(registry: Path) -> dict[str, ModelSpec]:
 
 
 def registry_derive(
-    source: Path, dest: Path, *, max_tokens: int | None = None, temperature: float | None = None
+    source: Path,
+    dest: Path,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    slots: int | None = None,
 ) -> Path:
     """Write a copy of the registry at `source` with absolute model paths and some sampling overridden.
 
@@ -69,6 +74,9 @@ def registry_derive(
             f"n_gpu_layers = {spec.n_gpu_layers}",
             f"gpu = {spec.gpu}",
             f"n_threads = {spec.n_threads or 0}",
+            f"slots = {spec.slots if slots is None else slots}",
+            f"batch_tokens = {spec.batch_tokens}",
+            f"prefill_chunk = {spec.prefill_chunk}",
             f"[{app}.sampling]",
             f"temperature = {s.temperature if temperature is None else temperature}",
             f"top_p = {s.top_p}",

@@ -1,0 +1,279 @@
+"""OpenAI-compatible endpoints: GET /<app>/v1/models and POST /<app>/v1/chat/completions.
+
+So that the official `openai` package, IDEs and other chat front ends can use either
+app. Stateless, like OpenAI: the client sends the whole conversation every time.
+
+Model names: the app's model alias serves the messages as they are; a persona id (see
+/v1/models) puts that persona in front of them. An extra body field `persona` does the
+same whatever the model name.
+
+These are async Django views (not DRF) because they stream Server-Sent Events. Input is
+validated with a DRF serializer (pure, fast); submitting renders and tokenizes the
+prompt, so it runs on a worker thread; tokens are awaited from the engine's thread.
+Errors have the project's shape plus OpenAI's `type` and `param` keys, which its SDK reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import serializers
+
+from webapp.chat import runtime
+from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError, error_frame
+from webapp.chat.inputs import StrictBooleanField, StrictCharField
+from webapp.chat.personas import Persona
+from webapp.engine.engine import (
+    Completion,
+    DoneEvent,
+    ErrorEvent,
+    GenerationHandle,
+    GenerationRequest,
+    SamplingParams,
+    TokenEvent,
+)
+from webapp.engine.prompt import ChatMessage, PromptTooLongError
+
+MESSAGES_MAX = 200
+CONTENT_MAX = 32_000
+STOP_MAX = 4
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"])
+    content = serializers.JSONField()
+
+    def validate_content(self, value: Any) -> str:
+        # OpenAI allows a string or a list of parts; only text parts mean anything here.
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+            text = "".join(str(p.get("text", "")) for p in value)
+        else:
+            raise serializers.ValidationError("must be a string or a list of text parts.")
+        if len(text) > CONTENT_MAX:
+            raise serializers.ValidationError(f"must be at most {CONTENT_MAX} characters.")
+        return text
+
+
+class StreamOptionsSerializer(serializers.Serializer):
+    include_usage = StrictBooleanField(default=False)
+
+
+class ChatCompletionSerializer(serializers.Serializer):
+    model = StrictCharField(max_length=128)
+    messages = MessageSerializer(many=True, allow_empty=False, max_length=MESSAGES_MAX)
+    stream = StrictBooleanField(default=False)
+    stream_options = StreamOptionsSerializer(required=False)
+    stop = serializers.JSONField(required=False, allow_null=True)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    seed = serializers.IntegerField(required=False, allow_null=True)
+    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1)
+    persona = StrictCharField(required=False, max_length=64)
+    user = StrictCharField(required=False, max_length=128)
+
+    def validate_stop(self, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        stops = [value] if isinstance(value, str) else value
+        if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > STOP_MAX:
+            raise serializers.ValidationError(f"must be a non-empty string or a list of at most {STOP_MAX} of them.")
+        return tuple(stops)
+
+    def validate_messages(self, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        if value[-1]["role"] != "user":
+            raise serializers.ValidationError("the last message must have role 'user'.")
+        return value
+
+
+def _error(exc: Exception, status: int) -> JsonResponse:
+    frame = error_frame(exc) or {"code": "server_error", "message": "internal error", "field": None}
+    body = {key: frame[key] for key in ("code", "message", "field")}
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JsonResponse({"error": {**body, "type": kind, "param": body["field"]}}, status=status)
+
+
+def _models() -> list[tuple[str, Persona | None]]:
+    spec = runtime.model_spec_get()
+    return [(spec.alias, None), *((p.id, p) for p in runtime.personas_get().personas.values())]
+
+
+async def models_list(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return _error(ApplicationError("use GET", code="method_not_allowed"), 405)
+    created = int(time.time())
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "personachat"} for name, _ in _models()]
+    return JsonResponse({"object": "list", "data": data})
+
+
+def _persona_for(data: dict[str, Any]) -> Persona | None:
+    wanted = data.get("persona")
+    if wanted is not None:
+        persona = runtime.personas_get().get(wanted)
+        if persona is None:
+            raise ApplicationError(f"persona: unknown persona '{wanted}'", field="persona")
+        return persona
+    for name, persona in _models():
+        if name == data["model"]:
+            return persona
+    known = ", ".join(name for name, _ in _models())
+    raise NotFoundError(
+        f"model: unknown model '{data['model']}' (known: {known})", field="model", code="model_not_found"
+    )
+
+
+def _generation_request(data: dict[str, Any], persona: Persona | None) -> GenerationRequest:
+    defaults = runtime.model_spec_get().sampling
+    messages = [
+        ChatMessage("system" if m["role"] == "developer" else m["role"], m["content"]) for m in data["messages"]
+    ]
+    leading_system = 0
+    while leading_system < len(messages) - 1 and messages[leading_system].role == "system":
+        leading_system += 1
+    pinned = [*(persona.pinned_messages() if persona else []), *messages[:leading_system]]
+    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens") or defaults.max_tokens
+    temperature = data.get("temperature")
+    top_p = data.get("top_p")
+    sampling = SamplingParams(
+        temperature=defaults.temperature if temperature is None else temperature,
+        top_p=defaults.top_p if top_p is None else top_p,
+        top_k=defaults.top_k,
+        min_p=defaults.min_p,
+        repeat_penalty=defaults.repeat_penalty,
+        max_tokens=max_tokens,
+        seed=data.get("seed"),
+        stop=data.get("stop") or (),
+    )
+    return GenerationRequest(pinned=pinned, history=messages[leading_system:-1], user=messages[-1], sampling=sampling)
+
+
+def _submit(request: GenerationRequest) -> GenerationHandle:
+    try:
+        return runtime.engine_get().submit(request)
+    except PromptTooLongError as exc:
+        raise GenerationFailedError(
+            f"messages need {exc.needed} tokens; the model's context allows {exc.budget}",
+            field="messages",
+            code="context_length_exceeded",
+        ) from exc
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _error(ApplicationError("use POST", code="method_not_allowed"), 405)
+    stats = runtime.request_stats_get()
+    try:
+        body = json.loads(request.body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _error(ApplicationError(f"request body is not valid JSON: {exc}", code="malformed_json"), 400)
+    if not isinstance(body, dict):
+        return _error(ApplicationError("request body must be a JSON object", code="malformed_json"), 400)
+    serializer = ChatCompletionSerializer(data=body)
+    try:
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        generation = _generation_request(data, _persona_for(data))
+        handle = await sync_to_async(_submit, thread_sensitive=False)(generation)
+    except serializers.ValidationError as exc:
+        return _error(exc, 400)
+    except ApplicationError as exc:
+        return _error(exc, exc.status_code)
+
+    stats.request_started()
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
+    if data["stream"]:
+        include_usage = data.get("stream_options", {}).get("include_usage", False)
+        response = StreamingHttpResponse(
+            _sse(handle, meta, include_usage=include_usage), content_type="text/event-stream; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+    started = time.perf_counter()
+    completion = await _completion_await(handle)
+    stats.request_finished(ok=completion is not None, seconds=time.perf_counter() - started)
+    if completion is None:
+        return _error(GenerationFailedError("generation failed; see the server log"), 503)
+    return JsonResponse(
+        {
+            **meta,
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": completion.text},
+                    "finish_reason": _finish_reason(completion),
+                }
+            ],
+            "usage": _usage(completion),
+        }
+    )
+
+
+async def _completion_await(handle: GenerationHandle) -> Completion | None:
+    async for event in handle.aevents():
+        if isinstance(event, DoneEvent):
+            return event.completion
+        if isinstance(event, ErrorEvent):
+            return None
+    return None
+
+
+def _finish_reason(completion: Completion) -> str:
+    return "length" if completion.finish_reason == "length" else "stop"
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    usage = completion.usage
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def _chunk(meta: dict[str, Any], delta: dict[str, str], finish_reason: str | None) -> bytes:
+    body = {
+        **meta,
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+
+async def _sse(handle: GenerationHandle, meta: dict[str, Any], *, include_usage: bool) -> AsyncIterator[bytes]:
+    """The SSE stream. If the client goes away, Django cancels this generator, and leaving
+    `aevent_batches` cancels the generation."""
+    started, ok = time.perf_counter(), False
+    try:
+        yield _chunk(meta, {"role": "assistant", "content": ""}, None)
+        async for batch in handle.aevent_batches():
+            text = "".join(e.text for e in batch if isinstance(e, TokenEvent))
+            if text:
+                yield _chunk(meta, {"content": text}, None)
+            last = batch[-1]
+            if isinstance(last, ErrorEvent):
+                failure = {"error": {"code": "generation_failed", "message": last.message, "type": "server_error"}}
+                yield f"data: {json.dumps(failure)}\n\n".encode()
+                return
+            if isinstance(last, DoneEvent):
+                yield _chunk(meta, {}, _finish_reason(last.completion))
+                if include_usage:
+                    usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(last.completion)}
+                    yield f"data: {json.dumps(usage)}\n\n".encode()
+                ok = True
+        yield b"data: [DONE]\n\n"
+    finally:
+        runtime.request_stats_get().request_finished(ok=ok, seconds=time.perf_counter() - started)
