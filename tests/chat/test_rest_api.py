@@ -140,6 +140,8 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
     assert set(after) == {
         "total_requests", "successful_requests", "failed_requests", "active_requests",
         "queue_size", "avg_response_time", "success_rate", "uptime_seconds",
+        "slots", "busy_slots", "tokens_per_second", "ttft_p50_ms", "ttft_p95_ms",
+        "prefix_cache_hit_ratio", "estimated_wait_s", "requests_refused",
     }  # fmt: skip
     assert after["total_requests"] == before["total_requests"] + 2
     assert after["successful_requests"] == before["successful_requests"] + 1
@@ -148,6 +150,32 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
     assert after["avg_response_time"] > 0
     assert 0 < after["success_rate"] < 1
     assert after["uptime_seconds"] >= before["uptime_seconds"]
+    assert after["slots"] == 8 and after["busy_slots"] == 0
+    assert after["tokens_per_second"] > 0 and 0 < after["ttft_p50_ms"] <= after["ttft_p95_ms"]
+    assert 0 < after["prefix_cache_hit_ratio"] < 1, "turns share the persona prefix"
+
+
+def test_metrics_in_prometheus_format(http, gateway, db_id, user_id):
+    assert ask(http, gateway, "office", input_data="Hi", db_id=db_id, user_id=user_id).ok
+    http.get(f"{gateway}/office/nope", timeout=10)
+    response = http.get(f"{gateway}/office/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['personachat_engine_slots{app="office"}'] == 8
+    assert samples['personachat_engine_completion_tokens_total{app="office"}'] > 0
+    assert samples['personachat_engine_prompt_tokens_reused_total{app="office"}'] > 0
+    llama = 'personachat_http_requests_total{app="office",route="office/Llama",method="POST",status="200"}'
+    assert samples[llama] >= 1
+    assert samples['personachat_http_requests_total{app="office",route="unmatched",method="GET",status="404"}'] >= 1
+    count = samples['personachat_http_request_duration_seconds_count{app="office",route="office/Llama"}']
+    assert (
+        samples['personachat_http_request_duration_seconds_bucket{app="office",route="office/Llama",le="+Inf"}']
+        == count
+    )
 
 
 @pytest.mark.parametrize("app", ["office", "character"])

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 import pytest
 
 from webapp.config.env import REPO_ROOT
-from webapp.engine.engine import DoneEvent, GenerationRequest, SamplingParams, TokenEvent
+from webapp.engine.engine import (
+    DoneEvent,
+    EngineBusyError,
+    GenerationRequest,
+    QueuedEvent,
+    SamplingParams,
+    TokenEvent,
+)
 from webapp.engine.llama import LlamaEngine
 from webapp.engine.prompt import ChatMessage
 from webapp.engine.registry import ModelSpec, registry_load
@@ -38,7 +45,7 @@ def spec_make(**changes: object) -> ModelSpec:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaEngine]:
-    running = LlamaEngine(spec_make(slots=8))
+    running = LlamaEngine(spec_make(slots=8, max_wait_s=100_000.0))  # the storm below must not be refused
     yield running
     running.close()
 
@@ -180,3 +187,28 @@ def test_every_request_ends_with_exactly_one_done(engine: LlamaEngine) -> None:
         assert isinstance(events[-1], DoneEvent)
     idle_wait(engine)
     slots_consistent(engine)
+
+
+def test_overload_is_refused_with_retry_after_and_queued_requests_learn_their_place() -> None:
+    engine = LlamaEngine(spec_make(slots=1, max_wait_s=6.0))
+    try:
+        handles, refusals = [], []
+        for i in range(12):
+            try:
+                handles.append(engine.submit(request_make(QUESTIONS[i % len(QUESTIONS)], 64)))
+            except EngineBusyError as exc:
+                refusals.append(exc)
+        first_events = [list(h.events()) for h in handles]
+        stats = engine.stats()
+    finally:
+        engine.close()
+
+    assert len(handles) >= 3 and refusals, "some requests fit the 6 s limit, later ones do not"
+    assert all(r.retry_after_s >= 1 and r.queue_depth >= 1 for r in refusals)
+    assert stats.requests_refused == len(refusals)
+    positions = [[e.position for e in events if isinstance(e, QueuedEvent)] for events in first_events]
+    assert positions[0] == [], "the first request found a free slot"
+    assert positions[1][0] == 1 and positions[2][0] == 2
+    # Every queued request was told when it moved up, and was served in the end.
+    assert all(p == sorted(p, reverse=True) for p in positions)
+    assert all(isinstance(events[-1], DoneEvent) for events in first_events)

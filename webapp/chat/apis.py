@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -28,6 +30,7 @@ from webapp.chat.inputs import (
     persona_from_input,
     user_id_field,
 )
+from webapp.chat.metrics import prometheus_text
 from webapp.chat.personas import Persona
 
 
@@ -134,13 +137,57 @@ class PerformanceApi(APIView):
         avg_response_time = serializers.FloatField(help_text="mean seconds of successful requests")
         success_rate = serializers.FloatField(help_text="successful / finished, 0..1")
         uptime_seconds = serializers.FloatField()
+        slots = serializers.IntegerField(help_text="sequences the engine decodes together")
+        busy_slots = serializers.IntegerField()
+        tokens_per_second = serializers.FloatField(help_text="measured decode rate of the whole batch")
+        ttft_p50_ms = serializers.FloatField(help_text="time to first token, last 1000 requests")
+        ttft_p95_ms = serializers.FloatField()
+        prefix_cache_hit_ratio = serializers.FloatField(help_text="prompt tokens found in the KV cache / all, 0..1")
+        estimated_wait_s = serializers.FloatField(help_text="estimated wait for a slot; over the limit means 429")
+        requests_refused = serializers.IntegerField(help_text="answered 429 (server busy)")
 
-    @extend_schema(responses=OutputSerializer, summary="Request counters measured by this process")
+    @extend_schema(responses=OutputSerializer, summary="What this app measured: requests, engine, time to first token")
     def get(self, request: Request) -> Response:
         snapshot = runtime.request_stats_get().snapshot()
         state, _ = runtime.engine_status()
-        queue_size = runtime.engine_get().queue_depth() if state == "ready" else 0
-        return Response(self.OutputSerializer({**snapshot.__dict__, "queue_size": queue_size}).data)
+        engine = runtime.engine_get().stats() if state == "ready" else None
+        return Response(
+            self.OutputSerializer(
+                {
+                    **snapshot.__dict__,
+                    "queue_size": engine.queue_depth if engine else 0,
+                    "slots": engine.slots if engine else 0,
+                    "busy_slots": engine.busy_slots if engine else 0,
+                    "tokens_per_second": engine.tokens_per_s if engine else 0.0,
+                    "ttft_p50_ms": engine.ttft_p50_ms if engine else 0.0,
+                    "ttft_p95_ms": engine.ttft_p95_ms if engine else 0.0,
+                    "prefix_cache_hit_ratio": (
+                        round(engine.prompt_tokens_reused / engine.prompt_tokens, 4)
+                        if engine and engine.prompt_tokens
+                        else 0.0
+                    ),
+                    "estimated_wait_s": engine.estimated_wait_s if engine else 0.0,
+                    "requests_refused": engine.requests_refused if engine else 0,
+                }
+            ).data
+        )
+
+
+class MetricsApi(APIView):
+    @extend_schema(
+        responses={200: OpenApiResponse(str, description="Prometheus text format 0.0.4")},
+        summary="The same measurements for Prometheus, plus HTTP request counts and durations",
+    )
+    def get(self, request: Request) -> HttpResponse:
+        state, _ = runtime.engine_status()
+        text = prometheus_text(
+            app=settings.APP_MODE,
+            model=runtime.model_spec_get().alias,
+            stats=runtime.request_stats_get().snapshot(),
+            engine=runtime.engine_get() if state == "ready" else None,
+            http=runtime.http_metrics_get(),
+        )
+        return HttpResponse(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 class HealthApi(APIView):

@@ -6,9 +6,11 @@ Protocol (the README and the OpenAPI description say the same):
            {"type": "stop"}
   server → {"type": "status", "state", "model"}   on connect, and when the model is ready
            {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates"}
+           {"type": "queued", "position"}         while waiting for a free slot (1 = next)
            {"type": "token", "text"}               as tokens arrive (several, if the socket lagged)
            {"type": "done", "message_id", "finish_reason", "usage", "timings"}
            {"type": "error", "code", "message", "field"}   the socket stays usable
+             (code "server_busy" adds "retry_after" seconds and "queue_size")
 
 One generation at a time per socket. Frames are validated by the same serializers as the
 REST endpoints. The services block on the store, so they run on a worker thread; tokens
@@ -29,7 +31,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from webapp.chat import inputs, runtime, services
 from webapp.chat.errors import ApplicationError, error_frame
-from webapp.engine.engine import DoneEvent, ErrorEvent, GenerationHandle, TokenEvent
+from webapp.engine.engine import DoneEvent, ErrorEvent, GenerationHandle, QueuedEvent, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             last: DoneEvent | ErrorEvent | None = None
             async for batch in turn.handle.aevent_batches():
+                positions = [e.position for e in batch if isinstance(e, QueuedEvent)]
+                if positions:
+                    await self._send({"type": "queued", "position": positions[-1]})
                 text = "".join(e.text for e in batch if isinstance(e, TokenEvent))
                 if text:
                     await self._send({"type": "token", "text": text})

@@ -24,12 +24,16 @@ class ApplicationError(Exception):
     status_code = status.HTTP_400_BAD_REQUEST
     code = "invalid"
 
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None, **extra: object) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.extra = extra  # more fields for the error body, e.g. retry_after
         if code:
             self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class NotFoundError(ApplicationError):
@@ -42,9 +46,24 @@ class ModelNotReadyError(ApplicationError):
     code = "model_loading"
 
 
+class ServerBusyError(ApplicationError):
+    """Admission refused: the wait for the model is over its limit. Say when to come back."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "server_busy"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.extra["retry_after"])}
+
+
 class GenerationFailedError(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "generation_failed"
+
+
+def busy_error(exc: Any) -> ServerBusyError:
+    """The web layer's form of the engine's EngineBusyError."""
+    return ServerBusyError(str(exc), retry_after=exc.retry_after_s, queue_size=exc.queue_depth)
 
 
 def error_body(*, code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -79,7 +98,7 @@ def error_frame(exc: Exception) -> dict[str, Any] | None:
     which the consumer logs and reports as a server error.
     """
     if isinstance(exc, ApplicationError):
-        body = error_body(code=exc.code, message=exc.message, field=exc.field)
+        body = error_body(code=exc.code, message=exc.message, field=exc.field, **exc.extra)
     elif isinstance(exc, exceptions.ValidationError):
         body = _validation_body(exc.detail)
     else:
@@ -90,7 +109,11 @@ def error_frame(exc: Exception) -> dict[str, Any] | None:
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every handled error becomes the one JSON shape."""
     if isinstance(exc, ApplicationError):
-        return Response(error_body(code=exc.code, message=exc.message, field=exc.field), status=exc.status_code)
+        return Response(
+            error_body(code=exc.code, message=exc.message, field=exc.field, **exc.extra),
+            status=exc.status_code,
+            headers=exc.headers(),
+        )
     if isinstance(exc, exceptions.ValidationError):
         return Response(_validation_body(exc.detail), status=exc.status_code)
     if isinstance(exc, exceptions.ParseError):

@@ -1,20 +1,72 @@
-"""Request ids: take nginx's X-Request-ID (or make one) and echo it on the response."""
+"""Request ids and HTTP metrics, for sync and async views alike.
+
+Both middlewares work in either mode, so Django never has to move an async view (the
+OpenAI streaming endpoint) onto a thread to get through them.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from webapp.chat import runtime
 
-class RequestIdMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+
+class _DualMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        if self.is_async:
+            return self._acall(request)
+        before = self.before(request)
+        return self.after(request, self.get_response(request), before)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        before = self.before(request)
+        return self.after(request, await self.get_response(request), before)
+
+    def before(self, request: HttpRequest) -> Any:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse, before: Any) -> HttpResponse:
+        return response
+
+
+class RequestIdMiddleware(_DualMiddleware):
+    """Take nginx's X-Request-ID (or make one) and echo it on the response."""
+
+    def before(self, request: HttpRequest) -> str:
         request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
-        response = self.get_response(request)
-        response["X-Request-ID"] = request_id
+        return request_id
+
+    def after(self, request: HttpRequest, response: HttpResponse, before: Any) -> HttpResponse:
+        response["X-Request-ID"] = before
+        return response
+
+
+class MetricsMiddleware(_DualMiddleware):
+    """Count every response by route pattern (not by raw path: ids would explode the labels)."""
+
+    def before(self, request: HttpRequest) -> float:
+        return time.perf_counter()
+
+    def after(self, request: HttpRequest, response: HttpResponse, before: Any) -> HttpResponse:
+        match = getattr(request, "resolver_match", None)
+        route = match.route if match is not None else "unmatched"
+        runtime.http_metrics_get().observe(
+            route=route, method=request.method or "", status=response.status_code, seconds=time.perf_counter() - before
+        )
         return response

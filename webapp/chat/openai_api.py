@@ -27,12 +27,20 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
 from webapp.chat import runtime
-from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError, error_frame
+from webapp.chat.errors import (
+    ApplicationError,
+    GenerationFailedError,
+    NotFoundError,
+    ServerBusyError,
+    busy_error,
+    error_frame,
+)
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
 from webapp.chat.personas import Persona
 from webapp.engine.engine import (
     Completion,
     DoneEvent,
+    EngineBusyError,
     ErrorEvent,
     GenerationHandle,
     GenerationRequest,
@@ -98,9 +106,15 @@ class ChatCompletionSerializer(serializers.Serializer):
 
 def _error(exc: Exception, status: int) -> JsonResponse:
     frame = error_frame(exc) or {"code": "server_error", "message": "internal error", "field": None}
-    body = {key: frame[key] for key in ("code", "message", "field")}
+    body = {key: value for key, value in frame.items() if key != "type"}
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JsonResponse({"error": {**body, "type": kind, "param": body["field"]}}, status=status)
+    if isinstance(exc, ServerBusyError):
+        kind = "rate_limit_error"
+    response = JsonResponse({"error": {**body, "type": kind, "param": body["field"]}}, status=status)
+    if isinstance(exc, ApplicationError):
+        for name, value in exc.headers().items():
+            response[name] = value
+    return response
 
 
 def _models() -> list[tuple[str, Persona | None]]:
@@ -160,6 +174,8 @@ def _generation_request(data: dict[str, Any], persona: Persona | None) -> Genera
 def _submit(request: GenerationRequest) -> GenerationHandle:
     try:
         return runtime.engine_get().submit(request)
+    except EngineBusyError as exc:
+        raise busy_error(exc) from exc
     except PromptTooLongError as exc:
         raise GenerationFailedError(
             f"messages need {exc.needed} tokens; the model's context allows {exc.budget}",

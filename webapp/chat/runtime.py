@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 from django.conf import settings
 
 from webapp.chat.errors import ModelNotReadyError
-from webapp.chat.metrics import RequestStats
+from webapp.chat.metrics import HttpMetrics, RequestStats
 from webapp.chat.personas import PersonaCatalog, catalog_load
 from webapp.engine.engine import Engine
 from webapp.engine.registry import ModelSpec, registry_load
@@ -25,23 +26,44 @@ log = logging.getLogger(__name__)
 
 EngineState = Literal["idle", "loading", "ready", "failed"]
 
+T = TypeVar("T")
+
+
+def _built_once(build: Callable[[], T]) -> Callable[[], T]:
+    """Cache `build()`'s result; concurrent first calls wait for one build.
+
+    functools.lru_cache alone lets two threads build at once: two ChatStores would each
+    have their own lock over one SQLite file, which montydb does not survive.
+    """
+    cached = functools.lru_cache(maxsize=1)(build)
+    lock = threading.Lock()
+
+    @functools.wraps(build)
+    def get() -> T:
+        with lock:
+            return cached()
+
+    get.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return get
+
+
 _lock = threading.Lock()
 _engine: Engine | None = None
 _state: EngineState = "idle"
 _failure = ""
 
 
-@functools.lru_cache(maxsize=1)
+@_built_once
 def model_spec_get() -> ModelSpec:
     return registry_load(settings.ENV.model_registry)[settings.APP_MODE]
 
 
-@functools.lru_cache(maxsize=1)
+@_built_once
 def personas_get() -> PersonaCatalog:
     return catalog_load(settings.ENV.personas_dir, settings.APP_MODE)
 
 
-@functools.lru_cache(maxsize=1)
+@_built_once
 def chat_store_get() -> ChatStore:
     config = StoreConfig(
         app=settings.APP_MODE,
@@ -53,9 +75,14 @@ def chat_store_get() -> ChatStore:
     return store
 
 
-@functools.lru_cache(maxsize=1)
+@_built_once
 def request_stats_get() -> RequestStats:
     return RequestStats()
+
+
+@_built_once
+def http_metrics_get() -> HttpMetrics:
+    return HttpMetrics()
 
 
 def engine_start_loading() -> None:
@@ -64,6 +91,7 @@ def engine_start_loading() -> None:
     spec = model_spec_get()
     spec.check_file()
     personas_get()  # a broken persona file should stop start-up too, not the first request
+    chat_store_get()  # open the store (and create its tables) before the first request
     with _lock:
         if _state != "idle":
             return

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError
+from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError, busy_error
 from webapp.chat.personas import Persona
 from webapp.chat.selectors import conversation_owned
 from webapp.engine.engine import (
     Completion,
     Engine,
+    EngineBusyError,
     GenerationError,
     GenerationHandle,
     GenerationRequest,
@@ -88,6 +89,8 @@ def _submit(
     )
     try:
         return engine.submit(request)
+    except EngineBusyError as exc:
+        raise busy_error(exc) from exc
     except PromptTooLongError as exc:
         raise GenerationFailedError(
             f"input_data and the persona need {exc.needed} tokens; the model's context allows {exc.budget}",

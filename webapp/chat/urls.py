@@ -14,6 +14,7 @@ urlpatterns = [
     path("", views.chat_page, name="chat"),
     path("Llama", LLAMA_API.as_view(), name="llama"),
     path("performance", apis.PerformanceApi.as_view(), name="performance"),
+    path("metrics", apis.MetricsApi.as_view(), name="metrics"),
     path("health", apis.HealthApi.as_view(), name="health"),
     path("personas", apis.PersonaListApi.as_view(), name="personas"),
     path("conversations", apis.ConversationListApi.as_view(), name="conversations"),

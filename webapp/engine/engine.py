@@ -81,11 +81,35 @@ class ErrorEvent:
     message: str
 
 
-Event = TokenEvent | DoneEvent | ErrorEvent
+@dataclass(frozen=True)
+class QueuedEvent:
+    """The request waits for a free slot; `position` 1 is next."""
+
+    position: int
+
+
+Event = TokenEvent | DoneEvent | ErrorEvent | QueuedEvent
+
+
+def is_final(event: Event) -> bool:
+    return isinstance(event, DoneEvent | ErrorEvent)
 
 
 class GenerationError(Exception):
     """The model failed while generating (not the caller's fault)."""
+
+
+class EngineBusyError(Exception):
+    """Refused at admission: the estimated wait is over the engine's limit (HTTP 429)."""
+
+    def __init__(self, *, estimated_wait_s: float, retry_after_s: int, queue_depth: int) -> None:
+        super().__init__(
+            f"the server is busy: about {estimated_wait_s:.0f} s of work is queued ({queue_depth} waiting); "
+            f"retry in {retry_after_s} s"
+        )
+        self.estimated_wait_s = estimated_wait_s
+        self.retry_after_s = retry_after_s
+        self.queue_depth = queue_depth
 
 
 _ids = itertools.count(1)
@@ -143,7 +167,7 @@ class GenerationHandle:
                 self._arrived.wait_for(lambda: bool(self._pending))
             for event in self._take():
                 yield event
-                if not isinstance(event, TokenEvent):
+                if is_final(event):
                     return
 
     async def aevent_batches(self) -> AsyncIterator[list[Event]]:
@@ -166,7 +190,7 @@ class GenerationHandle:
                     await wake.wait()
                 batch = self._take()
                 for i, event in enumerate(batch):
-                    if not isinstance(event, TokenEvent):
+                    if is_final(event):
                         yield batch[: i + 1]
                         return
                 if batch:
@@ -204,5 +228,7 @@ class Engine(Protocol):
     def queue_depth(self) -> int: ...
 
     def active_requests(self) -> int: ...
+
+    def stats(self) -> object: ...
 
     def close(self) -> None: ...

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import threading
 import time
@@ -29,10 +30,12 @@ from dataclasses import dataclass, field
 from webapp.engine.engine import (
     Completion,
     DoneEvent,
+    EngineBusyError,
     ErrorEvent,
     FinishReason,
     GenerationHandle,
     GenerationRequest,
+    QueuedEvent,
     SamplingParams,
     Timings,
     TokenEvent,
@@ -45,6 +48,10 @@ from webapp.engine.text import TextStream
 log = logging.getLogger(__name__)
 
 PENALTY_LAST_N = 64
+# Until the engine has measured itself, assume this decode rate and reply length.
+RATE_GUESS_TOKENS_S = 50.0
+REPLY_GUESS_TOKENS = 64.0
+TTFT_WINDOW = 1000
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,12 @@ class EngineStats:
     prompt_tokens_evaluated: int
     completion_tokens: int
     requests_finished: int
+    requests_refused: int
     decode_steps: int
+    tokens_per_s: float  # measured decode rate of the whole batch (moving average)
+    estimated_wait_s: float
+    ttft_p50_ms: float  # over the last TTFT_WINDOW answered requests
+    ttft_p95_ms: float
 
 
 @dataclass
@@ -86,6 +98,10 @@ class _Slot:
     freed_at: float = 0.0
 
 
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+
+
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -100,7 +116,9 @@ class LlamaEngine:
     def __init__(self, spec: ModelSpec) -> None:
         spec.check_file()
         import llama_cpp  # imported here so that the rest of the package loads without it
-        from llama_cpp import _internals
+        from llama_cpp import _internals, _logger
+
+        _logger.set_verbose(False)  # llama.cpp's load and graph chatter; errors still print
 
         self._c = llama_cpp
         self.model_alias = spec.alias
@@ -108,6 +126,10 @@ class LlamaEngine:
         self.n_slots = spec.slots
         self._n_batch = max(spec.batch_tokens, spec.slots)
         self._prefill_chunk = spec.prefill_chunk
+        self._max_wait_s = spec.max_wait_s
+        self._rate = 0.0  # tokens/s of the whole batch, moving average; 0 until measured
+        self._reply_tokens = REPLY_GUESS_TOKENS  # moving average of finished replies
+        self._ttfts: deque[float] = deque(maxlen=TTFT_WINDOW)
         threads = spec.n_threads or os.cpu_count() or 1
 
         model_params = llama_cpp.llama_model_default_params()
@@ -156,6 +178,7 @@ class LlamaEngine:
                 "prompt_tokens_evaluated",
                 "completion_tokens",
                 "requests_finished",
+                "requests_refused",
                 "decode_steps",
             ),
             0,
@@ -169,7 +192,12 @@ class LlamaEngine:
         return len(self._tokenize(text))
 
     def submit(self, request: GenerationRequest) -> GenerationHandle:
-        """Fit the prompt to a slot's context and queue it. Raises PromptTooLongError."""
+        """Fit the prompt to a slot's context and queue it.
+
+        Raises PromptTooLongError, or EngineBusyError when the estimated wait for a slot
+        is over the registry's `max_wait_s` (bounded admission: refuse early, with a
+        useful Retry-After, rather than let requests time out in the queue).
+        """
         budget = self.n_ctx - min(request.sampling.max_tokens, self.n_ctx // 2)
         plan = prompt_fit(
             pinned=request.pinned,
@@ -184,8 +212,19 @@ class LlamaEngine:
         with self._wakeup:
             if self._closing:
                 raise RuntimeError("the engine is closed")
+            wait = self._estimated_wait_s()
+            if wait > self._max_wait_s:
+                self._counters["requests_refused"] += 1
+                raise EngineBusyError(
+                    estimated_wait_s=wait,
+                    retry_after_s=max(1, math.ceil(wait - self._max_wait_s)),
+                    queue_depth=len(self._queue),
+                )
             self._queue.append((handle, tokens))
+            position = len(self._queue) - (self.n_slots - self._busy)
             self._wakeup.notify()
+        if position > 0:
+            handle._emit(QueuedEvent(position))
         return handle
 
     def queue_depth(self) -> int:
@@ -195,7 +234,30 @@ class LlamaEngine:
         return self._busy
 
     def stats(self) -> EngineStats:
-        return EngineStats(slots=self.n_slots, busy_slots=self._busy, queue_depth=len(self._queue), **self._counters)
+        with self._wakeup:
+            wait = self._estimated_wait_s()
+        ttfts = sorted(self._ttfts)
+        return EngineStats(
+            slots=self.n_slots,
+            busy_slots=self._busy,
+            queue_depth=len(self._queue),
+            tokens_per_s=round(self._rate, 1),
+            estimated_wait_s=round(wait, 2),
+            ttft_p50_ms=round(_percentile(ttfts, 0.5), 1),
+            ttft_p95_ms=round(_percentile(ttfts, 0.95), 1),
+            **self._counters,
+        )
+
+    def _estimated_wait_s(self) -> float:
+        """Seconds a new request would wait for a slot: queued work / measured rate.
+
+        An estimate: queued requests count as an average reply each, running ones as half
+        of one. Call with `_wakeup` held.
+        """
+        if len(self._queue) < self.n_slots - self._busy:
+            return 0.0
+        work = (len(self._queue) + 1) * self._reply_tokens + self._busy * self._reply_tokens / 2
+        return work / (self._rate or RATE_GUESS_TOKENS_S)
 
     def close(self) -> None:
         with self._wakeup:
@@ -257,6 +319,8 @@ class LlamaEngine:
                 free = [s for s in self._slots if s.job is None]
                 if self._queue and free:
                     handle, tokens = self._queue.popleft()
+                    # Once the last free slot is taken, everyone left moved up one place.
+                    waiting = list(self._queue) if len(free) == 1 else []
                 elif self._busy:
                     return True
                 else:
@@ -267,6 +331,8 @@ class LlamaEngine:
             except Exception:  # this request can't start; the others go on
                 log.exception("could not start request %d", handle.id)
                 handle._emit(ErrorEvent("generation failed to start; see the server log"))
+            for position, (queued, _) in enumerate(waiting, start=1):
+                queued._emit(QueuedEvent(position))  # everyone behind moved up
 
     def _drop_cancelled_queued(self) -> None:
         """Answer requests cancelled while queued at once. Call with `_wakeup` held."""
@@ -361,6 +427,7 @@ class LlamaEngine:
             self._counters["prompt_tokens_evaluated"] += len(chunk)
 
         batch.n_tokens = n
+        started = time.perf_counter()
         status = self._c.llama_decode(self._ctx, batch)
         if status != 0:
             # 1: no room in the KV cache (can't happen while every slot stays within its
@@ -374,9 +441,11 @@ class LlamaEngine:
             slot.tokens.extend(tokens)
             if slot.job is not None:
                 slot.job.pending = None
-        for slot in active:
-            if slot.job is not None and slot.job.logits_at >= 0:
-                self._sample(slot)
+        sampled = [s for s in active if s.job is not None and s.job.logits_at >= 0]
+        for slot in sampled:
+            self._sample(slot)
+        rate = len(sampled) / max(time.perf_counter() - started, 1e-6)
+        self._rate = rate if not self._rate else 0.9 * self._rate + 0.1 * rate
 
     def _sample(self, slot: _Slot) -> None:
         job = slot.job
@@ -424,6 +493,10 @@ class LlamaEngine:
             job.handle._emit(TokenEvent(tail))
         self._counters["completion_tokens"] += job.generated
         self._counters["requests_finished"] += 1
+        if reason != "cancelled":
+            self._reply_tokens = 0.9 * self._reply_tokens + 0.1 * job.generated
+        if job.first_token_at is not None:
+            self._ttfts.append((job.first_token_at - job.handle.submitted_at) * 1000)
         ended = time.perf_counter()
         completion = self._completion(
             job.handle,

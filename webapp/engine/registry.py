@@ -43,6 +43,7 @@ class ModelSpec:
     slots: int = 8
     batch_tokens: int = 512
     prefill_chunk: int = 256
+    max_wait_s: float = 120.0
     chat_template: str | None = None
     package: str | None = None
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
@@ -118,6 +119,7 @@ def registry_load(path: Path) -> dict[str, ModelSpec]:
             slots=int(_typed(table, "slots", int, where, 8)),  # type: ignore[arg-type]
             batch_tokens=int(_typed(table, "batch_tokens", int, where, 512)),  # type: ignore[arg-type]
             prefill_chunk=int(_typed(table, "prefill_chunk", int, where, 256)),  # type: ignore[arg-type]
+            max_wait_s=float(_typed(table, "max_wait_s", float, where, 120.0)),  # type: ignore[arg-type]
             chat_template=str(template) or None,
             package=str(_typed(table, "package", str, where, "")) or None,
             sampling=_sampling(table.get("sampling", {}), where),
@@ -129,6 +131,8 @@ def registry_load(path: Path) -> dict[str, ModelSpec]:
             raise RegistryError(f"{where}: 'slots' must be 1-64, got {spec.slots}")
         if not spec.slots <= spec.batch_tokens <= 8192:
             raise RegistryError(f"{where}: 'batch_tokens' must be between slots and 8192, got {spec.batch_tokens}")
+        if spec.max_wait_s <= 0:
+            raise RegistryError(f"{where}: 'max_wait_s' must be positive, got {spec.max_wait_s}")
         if not 1 <= spec.prefill_chunk <= spec.batch_tokens:
             raise RegistryError(f"{where}: 'prefill_chunk' must be 1-batch_tokens, got {spec.prefill_chunk}")
     return specs

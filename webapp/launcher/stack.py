@@ -56,6 +56,7 @@ def registry_derive(
     max_tokens: int | None = None,
     temperature: float | None = None,
     slots: int | None = None,
+    max_wait_s: float | None = None,
 ) -> Path:
     """Write a copy of the registry at `source` with absolute model paths and some sampling overridden.
 
@@ -77,6 +78,7 @@ def registry_derive(
             f"slots = {spec.slots if slots is None else slots}",
             f"batch_tokens = {spec.batch_tokens}",
             f"prefill_chunk = {spec.prefill_chunk}",
+            f"max_wait_s = {spec.max_wait_s if max_wait_s is None else max_wait_s}",
             f"[{app}.sampling]",
             f"temperature = {s.temperature if temperature is None else temperature}",
             f"top_p = {s.top_p}",

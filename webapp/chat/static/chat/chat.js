@@ -508,6 +508,11 @@
         onStart(frame);
         break;
       case 'token':
+        if (state.queuePosition !== null) {
+          // Queued frames come between start and the first token: the wait is over.
+          state.queuePosition = null;
+          bannerRender();
+        }
         if (state.stream && typeof frame.text === 'string') {
           state.stream.text += frame.text;
           streamScheduleRender(state.stream);

@@ -1,0 +1,126 @@
+"""Bounded admission through the real stack: 429 + Retry-After in REST, WebSocket and the
+OpenAI API alike, queue positions for waiting WebSocket clients, and recovery after.
+
+This module runs its own stack with one slot and a short wait limit, so overload is
+reached with a handful of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+import requests
+import websockets
+
+from tests.conftest import free_port
+from webapp.config.env import REPO_ROOT
+from webapp.launcher.stack import Stack, StackConfig, registry_derive
+
+pytestmark = pytest.mark.slow
+
+STORY = "Write a long story about a dragon who lives in a castle."
+
+
+@pytest.fixture(scope="module")
+def busy_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    registry = registry_derive(
+        REPO_ROOT / "models" / "registry.toml",
+        tmp_path_factory.mktemp("busy-models") / "registry.toml",
+        max_tokens=200,
+        slots=1,
+        max_wait_s=4.0,
+    )
+    stack = Stack(
+        StackConfig(
+            gateway_port=free_port(),
+            office_port=free_port(),
+            character_port=free_port(),
+            var_dir=tmp_path_factory.mktemp("busy-var"),
+            registry=registry,
+        )
+    )
+    try:
+        stack.start(timeout=120)
+    except Exception:
+        stack.stop()
+        raise
+    yield f"http://127.0.0.1:{stack.config.gateway_port}"
+    stack.stop()
+
+
+async def flood(gateway: str, n: int) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Open n sockets and ask a long question on each; return the first answer frames
+    (queued / start / error) and the open sockets."""
+    url = gateway.replace("http://", "ws://") + "/office/ws/chat/"
+    sockets = [await websockets.connect(url) for _ in range(n)]
+    for ws in sockets:
+        await ws.recv()  # status
+    for ws in sockets:
+        frame = {"type": "message", "db_id": str(uuid.uuid4()), "user_id": "flood", "input_data": STORY}
+        await ws.send(json.dumps(frame))
+    answers = []
+    for ws in sockets:
+        frames = []
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+            frames.append(frame)
+            if frame["type"] in ("error", "token", "done") or (frame["type"] == "queued"):
+                break
+        answers.append(frames)
+    return answers, sockets
+
+
+def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gateway):
+    async def scenario() -> None:
+        answers, sockets = await flood(busy_gateway, 8)
+        kinds = [frames[-1]["type"] for frames in answers]
+        errors = [frames[-1] for frames in answers if frames[-1]["type"] == "error"]
+        queued = [frames[-1] for frames in answers if frames[-1]["type"] == "queued"]
+
+        assert "token" in kinds or "done" in kinds, answers
+        assert queued and min(q["position"] for q in queued) == 1, answers
+        assert errors, "the flood passed the wait limit"
+        for error in errors:
+            assert error["code"] == "server_busy" and error["retry_after"] >= 1 and error["queue_size"] >= 1
+
+        # While the queue is full, REST and the OpenAI API refuse the same way.
+        rest = requests.post(
+            f"{busy_gateway}/office/Llama",
+            json={"input_data": "Hi", "db_id": str(uuid.uuid4()), "user_id": "late"},
+            timeout=30,
+        )
+        assert rest.status_code == 429, rest.text
+        assert int(rest.headers["Retry-After"]) >= 1
+        body = rest.json()["error"]
+        assert body["code"] == "server_busy" and body["retry_after"] == int(rest.headers["Retry-After"])
+
+        client = openai.OpenAI(base_url=f"{busy_gateway}/office/v1", api_key="x", max_retries=0, timeout=30)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "Hi"}])
+        assert int(refused.value.response.headers["Retry-After"]) >= 1
+
+        for ws in sockets:
+            await ws.close()
+
+    asyncio.run(scenario())
+
+    # Closed sockets cancel their turns; the service is free again at once.
+    performance = {}
+    for _ in range(100):
+        performance = requests.get(f"{busy_gateway}/office/performance", timeout=10).json()
+        if performance["active_requests"] == 0 and performance["queue_size"] == 0:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    assert performance["queue_size"] == 0
+    ok = requests.post(
+        f"{busy_gateway}/office/Llama",
+        json={"input_data": "Hi", "db_id": str(uuid.uuid4()), "user_id": "after"},
+        timeout=120,
+    )
+    assert ok.status_code == 200, ok.text
