@@ -14,7 +14,11 @@ Measured: aggregate completion tokens/s (all tokens / wall time), time to first 
 p50/p95, and, in a second phase (8 conversations x 5 turns), the TTFT of turn 1 vs
 turn 5. Prints a table with ratios to llama-server and writes it to var/perf/serving.md.
 
-    .venv/bin/python -m perf.serving [--levels 1,4,8,16] [--turns 3] [--skip-peer]
+Machine noise on a shared 2-core host is several percent from run to run, so every
+configuration runs `--repeat` times, servers alternating; the table shows the median
+tokens/s of the repeats and TTFT percentiles over all their turns.
+
+    .venv/bin/python -m perf.serving [--levels 1,4,8,16] [--turns 3] [--repeat 2] [--skip-peer]
 """
 
 from __future__ import annotations
@@ -249,6 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--levels", default="1,4,8,16", help="concurrent conversations, comma-separated")
     parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each configuration (median reported)")
     parser.add_argument("--skip-peer", action="store_true", help="only this service (no llama-server build)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -258,18 +263,20 @@ def main() -> None:
     turn_phase: list[RunResult] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for c in levels:
-            measure("ours (nginx)", lambda c=c: our_stack(c, work), c, args.turns, results)
-            if binary:
-                measure("llama-server", lambda c=c: peer_server(binary, c, work), c, args.turns, results)
-            if c == 8 or (8 not in levels and c == max(levels)):
-                measure("one-at-a-time", lambda: our_stack(1, work), c, args.turns, results)
+        for _ in range(args.repeat):
+            for c in levels:
+                measure("ours (nginx)", lambda c=c: our_stack(c, work), c, args.turns, results)
+                if binary:
+                    measure("llama-server", lambda c=c: peer_server(binary, c, work), c, args.turns, results)
+                if c == 8 or (8 not in levels and c == max(levels)):
+                    measure("one-at-a-time", lambda: our_stack(1, work), c, args.turns, results)
         print("turn 1 vs turn 5 (8 conversations x 5 turns):", flush=True)
-        measure("ours (nginx)", lambda: our_stack(8, work), 8, 5, turn_phase)
-        if binary:
-            measure("llama-server", lambda: peer_server(binary, 8, work), 8, 5, turn_phase)
+        for _ in range(args.repeat):
+            measure("ours (nginx)", lambda: our_stack(8, work), 8, 5, turn_phase)
+            if binary:
+                measure("llama-server", lambda: peer_server(binary, 8, work), 8, 5, turn_phase)
 
-    table = report(results, turn_phase, args.turns)
+    table = report(merge(results), merge(turn_phase), args.turns, args.repeat)
     print()
     print(table)
     out = REPO_ROOT / "var" / "perf" / "serving.md"
@@ -278,11 +285,39 @@ def main() -> None:
     print(f"\nwritten to {out}")
 
 
-def report(results: list[RunResult], turn_phase: list[RunResult], turns: int) -> str:
+@dataclass(frozen=True)
+class Merged(RunResult):
+    """Repeats of one configuration: median tokens/s, turns pooled."""
+
+    rates: tuple[float, ...] = ()
+
+    @property
+    def tokens_per_s(self) -> float:
+        return statistics.median(self.rates)
+
+
+def merge(results: list[RunResult]) -> list[RunResult]:
+    groups: dict[tuple[str, int], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault((r.server, r.concurrency), []).append(r)
+    return [
+        Merged(
+            server=server,
+            concurrency=c,
+            wall_s=sum(r.wall_s for r in runs),
+            turns=[t for r in runs for t in r.turns],
+            rates=tuple(r.tokens_per_s for r in runs),
+        )
+        for (server, c), runs in groups.items()
+    ]
+
+
+def report(results: list[RunResult], turn_phase: list[RunResult], turns: int, repeat: int) -> str:
     peer = {r.concurrency: r for r in results if r.server == "llama-server"}
     lines = [
         f"Workload: C conversations x {turns} turns, ~40-token system prompt, max_tokens {MAX_TOKENS}, "
-        f"temperature {TEMPERATURE}, streaming, same model and machine.",
+        f"temperature {TEMPERATURE}, streaming, same model and machine; {repeat} runs each, servers alternating "
+        "(median tokens/s; TTFT over all runs' turns).",
         "",
         "| server | C | tokens/s | TTFT p50 s | TTFT p95 s | tokens/s vs llama-server | TTFT p95 vs llama-server |",
         "|---|---|---|---|---|---|---|",

@@ -11,7 +11,9 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -48,24 +50,31 @@ def test_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@contextmanager
+def stack_running(var_dir: Path, registry: Path, **config: Any) -> Iterator[Stack]:
+    """Start nginx + office + character on free ports; stop them all afterwards."""
+    running = Stack(
+        StackConfig(
+            gateway_port=free_port(),
+            office_port=free_port(),
+            character_port=free_port(),
+            var_dir=var_dir,
+            registry=registry,
+            **config,
+        )
+    )
+    try:
+        running.start(timeout=120)
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, test_registry: Path) -> Iterator[Stack]:
     """nginx + office + character, each a real process, with the embedded store in a temp dir."""
-    config = StackConfig(
-        gateway_port=free_port(),
-        office_port=free_port(),
-        character_port=free_port(),
-        var_dir=tmp_path_factory.mktemp("var"),
-        registry=test_registry,
-    )
-    running = Stack(config)
-    try:
-        running.start(timeout=120)
-    except Exception:
-        running.stop()
-        raise
-    yield running
-    running.stop()
+    with stack_running(tmp_path_factory.mktemp("var"), test_registry) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

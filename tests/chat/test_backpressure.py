@@ -18,9 +18,9 @@ import pytest
 import requests
 import websockets
 
-from tests.conftest import free_port
+from tests.conftest import stack_running
 from webapp.config.env import REPO_ROOT
-from webapp.launcher.stack import Stack, StackConfig, registry_derive
+from webapp.launcher.stack import registry_derive
 
 pytestmark = pytest.mark.slow
 
@@ -36,22 +36,13 @@ def busy_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         slots=1,
         max_wait_s=4.0,
     )
-    stack = Stack(
-        StackConfig(
-            gateway_port=free_port(),
-            office_port=free_port(),
-            character_port=free_port(),
-            var_dir=tmp_path_factory.mktemp("busy-var"),
-            registry=registry,
-        )
-    )
-    try:
-        stack.start(timeout=120)
-    except Exception:
-        stack.stop()
-        raise
-    yield f"http://127.0.0.1:{stack.config.gateway_port}"
-    stack.stop()
+    with stack_running(tmp_path_factory.mktemp("busy-var"), registry) as stack:
+        gateway = f"http://127.0.0.1:{stack.config.gateway_port}"
+        # One turn first, so the engine has measured its decode rate: the wait estimate
+        # (and so who is queued and who is refused) then doesn't depend on a cold start.
+        warm = {"input_data": "Hi", "db_id": str(uuid.uuid4()), "user_id": "warm-up"}
+        assert requests.post(f"{gateway}/office/Llama", json=warm, timeout=120).ok
+        yield gateway
 
 
 async def flood(gateway: str, n: int) -> tuple[list[dict[str, Any]], list[Any]]:

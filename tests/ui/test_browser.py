@@ -8,15 +8,15 @@ Screenshots go to var/screenshots/ (git-ignored) for a human to look at.
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import stack_running
 from webapp.config.env import REPO_ROOT
-from webapp.launcher.stack import Stack, StackConfig, registry_derive
+from webapp.launcher.stack import Stack, registry_derive
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,6 @@ greeting = "Hi {XSS_SCRIPT} {XSS_IMG.replace('"', "'")} [link](javascript:window
 LAST_ASSISTANT = "[data-testid=message][data-role=assistant] >> nth=-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     personas = tmp_path_factory.mktemp("personas")
@@ -50,23 +44,8 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     registry = registry_derive(
         REPO_ROOT / "models" / "registry.toml", tmp_path_factory.mktemp("ui-models") / "registry.toml", max_tokens=300
     )
-    running = Stack(
-        StackConfig(
-            gateway_port=_free_port(),
-            office_port=_free_port(),
-            character_port=_free_port(),
-            var_dir=tmp_path_factory.mktemp("ui-var"),
-            registry=registry,
-            personas=personas,
-        )
-    )
-    try:
-        running.start(timeout=120)
-    except Exception:
-        running.stop()
-        raise
-    yield running
-    running.stop()
+    with stack_running(tmp_path_factory.mktemp("ui-var"), registry, personas=personas) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
-from webapp.chat import runtime
+from webapp.chat import runtime, services
 from webapp.chat.errors import (
     ApplicationError,
     GenerationFailedError,
     NotFoundError,
     ServerBusyError,
-    busy_error,
     error_frame,
 )
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
@@ -40,14 +39,13 @@ from webapp.chat.personas import Persona
 from webapp.engine.engine import (
     Completion,
     DoneEvent,
-    EngineBusyError,
     ErrorEvent,
     GenerationHandle,
     GenerationRequest,
     SamplingParams,
     TokenEvent,
 )
-from webapp.engine.prompt import ChatMessage, PromptTooLongError
+from webapp.engine.prompt import ChatMessage
 
 MESSAGES_MAX = 200
 CONTENT_MAX = 32_000
@@ -172,16 +170,9 @@ def _generation_request(data: dict[str, Any], persona: Persona | None) -> Genera
 
 
 def _submit(request: GenerationRequest) -> GenerationHandle:
-    try:
-        return runtime.engine_get().submit(request)
-    except EngineBusyError as exc:
-        raise busy_error(exc) from exc
-    except PromptTooLongError as exc:
-        raise GenerationFailedError(
-            f"messages need {exc.needed} tokens; the model's context allows {exc.budget}",
-            field="messages",
-            code="context_length_exceeded",
-        ) from exc
+    return services.engine_submit(
+        runtime.engine_get(), request, field="messages", what="messages", code="context_length_exceeded"
+    )
 
 
 @csrf_exempt

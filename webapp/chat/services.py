@@ -87,15 +87,20 @@ def _submit(
         user=ChatMessage("user", text),
         sampling=sampling,
     )
+    return engine_submit(engine, request, field="input_data", what="input_data and the persona")
+
+
+def engine_submit(
+    engine: Engine, request: GenerationRequest, *, field: str, what: str, code: str = "too_long_for_context"
+) -> GenerationHandle:
+    """Submit to the engine, turning its refusals into application errors (429, or 503 naming `field`)."""
     try:
         return engine.submit(request)
     except EngineBusyError as exc:
         raise busy_error(exc) from exc
     except PromptTooLongError as exc:
         raise GenerationFailedError(
-            f"input_data and the persona need {exc.needed} tokens; the model's context allows {exc.budget}",
-            field="input_data",
-            code="too_long_for_context",
+            f"{what} need {exc.needed} tokens; the model's context allows {exc.budget}", field=field, code=code
         ) from exc
 
 
