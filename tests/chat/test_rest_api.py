@@ -131,6 +131,7 @@ def test_delete_conversation(http, gateway, db_id, user_id):
 def test_performance_counts_real_requests(http, gateway, db_id, user_id):
     before = http.get(f"{gateway}/character/performance", timeout=10).json()
     assert ask(http, gateway, "character", input_data="Hi", persona="captain-rhea", db_id=db_id, user_id=user_id).ok
+    assert ask(http, gateway, "character", input_data="Again", persona="captain-rhea", db_id=db_id, user_id=user_id).ok
     assert (
         ask(http, gateway, "character", input_data="", persona="captain-rhea", db_id=db_id, user_id=user_id).status_code
         == 400
@@ -143,8 +144,8 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
         "slots", "busy_slots", "tokens_per_second", "ttft_p50_ms", "ttft_p95_ms",
         "prefix_cache_hit_ratio", "estimated_wait_s", "requests_refused",
     }  # fmt: skip
-    assert after["total_requests"] == before["total_requests"] + 2
-    assert after["successful_requests"] == before["successful_requests"] + 1
+    assert after["total_requests"] == before["total_requests"] + 3
+    assert after["successful_requests"] == before["successful_requests"] + 2
     assert after["failed_requests"] == before["failed_requests"] + 1
     assert after["active_requests"] == 0 and after["queue_size"] == 0
     assert after["avg_response_time"] > 0
@@ -152,11 +153,12 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
     assert after["uptime_seconds"] >= before["uptime_seconds"]
     assert after["slots"] == 8 and after["busy_slots"] == 0
     assert after["tokens_per_second"] > 0 and 0 < after["ttft_p50_ms"] <= after["ttft_p95_ms"]
-    assert 0 < after["prefix_cache_hit_ratio"] < 1, "turns share the persona prefix"
+    assert 0 < after["prefix_cache_hit_ratio"] < 1, "the second turn reused the first one's tokens"
 
 
 def test_metrics_in_prometheus_format(http, gateway, db_id, user_id):
     assert ask(http, gateway, "office", input_data="Hi", db_id=db_id, user_id=user_id).ok
+    assert ask(http, gateway, "office", input_data="And then?", db_id=db_id, user_id=user_id).ok
     http.get(f"{gateway}/office/nope", timeout=10)
     response = http.get(f"{gateway}/office/metrics", timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")

@@ -92,6 +92,7 @@ def engine_start_loading() -> None:
     spec.check_file()
     personas_get()  # a broken persona file should stop start-up too, not the first request
     chat_store_get()  # open the store (and create its tables) before the first request
+    request_stats_get()  # uptime counts from start-up, not from the first /performance
     with _lock:
         if _state != "idle":
             return
