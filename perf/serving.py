@@ -162,6 +162,9 @@ def our_stack(slots: int, workdir: Path) -> Iterator[tuple[str, str]]:
         character_port=_free_port(),
         var_dir=workdir / f"var-{slots}",
         registry=registry,
+        # One model serves, as llama-server does: its threads may spin like llama-server's.
+        # (The launcher makes them sleep when both apps share the CPU; see Stack.)
+        extra_env={"OMP_WAIT_POLICY": "ACTIVE"},
     )
     stack = Stack(config)
     stack.start()

@@ -1,8 +1,9 @@
 """Bounded admission through the real stack: 429 + Retry-After in REST, WebSocket and the
-OpenAI API alike, queue positions for waiting WebSocket clients, and recovery after.
+OpenAI API alike, and recovery after.
 
-This module runs its own stack with one slot and a short wait limit, so overload is
-reached with a handful of requests.
+This module runs its own stack with one slot and a wait limit shorter than one reply, so
+while one long reply is generated every other request is refused, whatever the
+machine's speed. (Queue positions are tested in test_consumer.py and the engine tests.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def busy_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         tmp_path_factory.mktemp("busy-models") / "registry.toml",
         max_tokens=200,
         slots=1,
-        max_wait_s=4.0,
+        max_wait_s=0.5,
     )
     with stack_running(tmp_path_factory.mktemp("busy-var"), registry) as stack:
         gateway = f"http://127.0.0.1:{stack.config.gateway_port}"
@@ -69,16 +70,14 @@ async def flood(gateway: str, n: int) -> tuple[list[dict[str, Any]], list[Any]]:
 
 def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gateway):
     async def scenario() -> None:
-        answers, sockets = await flood(busy_gateway, 8)
+        answers, sockets = await flood(busy_gateway, 4)
         kinds = [frames[-1]["type"] for frames in answers]
         errors = [frames[-1] for frames in answers if frames[-1]["type"] == "error"]
-        queued = [frames[-1] for frames in answers if frames[-1]["type"] == "queued"]
 
-        assert "token" in kinds or "done" in kinds, answers
-        assert queued and min(q["position"] for q in queued) == 1, answers
-        assert errors, "the flood passed the wait limit"
+        assert kinds.count("token") + kinds.count("done") == 1, answers
+        assert len(errors) == 3, answers
         for error in errors:
-            assert error["code"] == "server_busy" and error["retry_after"] >= 1 and error["queue_size"] >= 1
+            assert error["code"] == "server_busy" and error["retry_after"] >= 1 and error["queue_size"] in (0, 1)
 
         # While the queue is full, REST and the OpenAI API refuse the same way.
         rest = requests.post(

@@ -359,3 +359,30 @@ def test_cross_site_pages_are_refused(origin: bytes | None, accepted: bool) -> N
             await closed(communicator)
 
     run(scenario)
+
+
+def test_a_waiting_client_learns_its_queue_position(spec: ModelSpec, max_tokens) -> None:
+    max_tokens(300)
+    one_slot = LlamaEngine(dataclasses.replace(spec, slots=1, max_wait_s=1000.0))
+    runtime.engine_override(one_slot)
+
+    async def scenario() -> None:
+        first, second = await connected(), await connected()
+        await first.send_json_to({"type": "message", **message_frame(str(uuid.uuid4()), "u", STORY)})
+        assert (await first.receive_json_from(timeout=TIMEOUT))["type"] == "start"
+        assert (await first.receive_json_from(timeout=TIMEOUT))["type"] == "token"
+        await second.send_json_to({"type": "message", **message_frame(str(uuid.uuid4()), "u")})
+        assert (await second.receive_json_from(timeout=TIMEOUT))["type"] == "start"
+        assert await second.receive_json_from(timeout=TIMEOUT) == {"type": "queued", "position": 1}
+        await first.send_json_to({"type": "stop"})  # frees the slot: the second is served
+        while (frame := await second.receive_json_from(timeout=TIMEOUT))["type"] != "done":
+            assert frame["type"] == "token"
+        while (await first.receive_json_from(timeout=TIMEOUT))["type"] != "done":
+            pass
+        await closed(first)
+        await closed(second)
+
+    try:
+        run(scenario)
+    finally:
+        one_slot.close()

@@ -109,7 +109,9 @@ def test_template_render_refuses_a_missing_variable():
 
 
 def test_rendered_config_passes_nginx_t(tmp_path):
-    conf = nginx_config_write(prefix=tmp_path, gateway_port=18080, office="127.0.0.1:1", character="127.0.0.1:2")
+    conf = nginx_config_write(
+        prefix=tmp_path, gateway_port=18080, office="127.0.0.1:1", character="127.0.0.1:2", perf_pages=tmp_path / "perf"
+    )
     result = subprocess.run(
         [nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True, check=False
     )

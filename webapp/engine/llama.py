@@ -68,7 +68,7 @@ class EngineStats:
     requests_finished: int
     requests_refused: int
     decode_steps: int
-    tokens_per_s: float  # measured decode rate of the whole batch (moving average)
+    tokens_per_s: float  # decode rate of the whole batch, moving average over pure decode steps
     estimated_wait_s: float
     ttft_p50_ms: float  # over the last TTFT_WINDOW answered requests
     ttft_p95_ms: float
@@ -319,6 +319,7 @@ class LlamaEngine:
                 free = [s for s in self._slots if s.job is None]
                 if self._queue and free:
                     handle, tokens = self._queue.popleft()
+                    self._busy += 1  # taken under the lock, so submit() never sees a free slot that isn't
                     # Once the last free slot is taken, everyone left moved up one place.
                     waiting = list(self._queue) if len(free) == 1 else []
                 elif self._busy:
@@ -329,6 +330,7 @@ class LlamaEngine:
             try:
                 self._start(handle, tokens, free)
             except Exception:  # this request can't start; the others go on
+                self._busy -= 1
                 log.exception("could not start request %d", handle.id)
                 handle._emit(ErrorEvent("generation failed to start; see the server log"))
             for position, (queued, _) in enumerate(waiting, start=1):
@@ -363,7 +365,6 @@ class LlamaEngine:
             stream=TextStream(handle.request.sampling.stop),
             admitted_at=time.perf_counter(),
         )
-        self._busy += 1
         self._counters["prompt_tokens"] += len(prompt)
         self._counters["prompt_tokens_reused"] += keep
 
@@ -444,8 +445,9 @@ class LlamaEngine:
         sampled = [s for s in active if s.job is not None and s.job.logits_at >= 0]
         for slot in sampled:
             self._sample(slot)
-        rate = len(sampled) / max(time.perf_counter() - started, 1e-6)
-        self._rate = rate if not self._rate else 0.9 * self._rate + 0.1 * rate
+        if n == len(sampled):  # a pure decode step: it measures the decode rate
+            rate = n / max(time.perf_counter() - started, 1e-6)
+            self._rate = rate if not self._rate else 0.9 * self._rate + 0.1 * rate
 
     def _sample(self, slot: _Slot) -> None:
         job = slot.job

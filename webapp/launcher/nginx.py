@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,8 +29,11 @@ def template_render(text: str, values: Mapping[str, str]) -> str:
     return _VARIABLE.sub(value, text)
 
 
-def nginx_config_write(*, prefix: Path, gateway_port: int, office: str, character: str) -> Path:
-    """Write nginx.conf and default.conf under `prefix`; return the path of nginx.conf."""
+def nginx_config_write(*, prefix: Path, gateway_port: int, office: str, character: str, perf_pages: Path) -> Path:
+    """Write nginx.conf and default.conf under `prefix`; return the path of nginx.conf.
+
+    `perf_pages` is the folder of the load-test dashboard, served at /perf/.
+    """
     prefix.mkdir(parents=True, exist_ok=True)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
@@ -40,11 +44,12 @@ def nginx_config_write(*, prefix: Path, gateway_port: int, office: str, characte
             "OFFICE_UPSTREAM": office,
             "CHARACTER_UPSTREAM": character,
             "GATEWAY_PAGES": str(GATEWAY_DIR / "pages"),
+            "PERF_PAGES": str(perf_pages),
         },
     )
     main = template_render(
         (GATEWAY_DIR / "nginx.conf.template").read_text(),
-        {"PREFIX": str(prefix), "MIME_TYPES": "/etc/nginx/mime.types"},
+        {"PREFIX": str(prefix), "MIME_TYPES": "/etc/nginx/mime.types", "WORKER_USER": getpass.getuser()},
     )
     (prefix / "default.conf").write_text(server)
     (prefix / "nginx.conf").write_text(main)

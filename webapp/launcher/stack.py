@@ -142,9 +142,23 @@ class Stack:
         for name in list(self._processes):
             self._terminate(name)
 
+    def _cpu_sharing_env(self) -> dict[str, str]:
+        """When both models run on the CPU, their OpenMP threads share the same cores.
+
+        llama.cpp's OpenMP threads spin while they wait. Two busy apps then make 4 spinning
+        threads on 2 cores, and throughput collapsed (5-47 tokens/s in all, against 65-82
+        with waiting threads sleeping: OMP_WAIT_POLICY=PASSIVE). Passive costs one app alone
+        about a third of its speed, so it applies only to this shared-CPU case, and the
+        environment (or StackConfig.extra_env) can still set it either way.
+        """
+        if all(spec.n_gpu_layers == 0 for spec in self.specs.values()):
+            return {"OMP_WAIT_POLICY": "PASSIVE"}
+        return {}
+
     def app_start(self, app: str) -> None:
         cfg = self.config
         env = {
+            **self._cpu_sharing_env(),
             **os.environ,
             **cfg.extra_env,
             "APP_MODE": app,
@@ -174,6 +188,7 @@ class Stack:
             gateway_port=cfg.gateway_port,
             office=f"{cfg.host}:{cfg.office_port}",
             character=f"{cfg.host}:{cfg.character_port}",
+            perf_pages=cfg.var_dir / "perf" / "dashboard",
         )
         nginx = nginx_binary()
         check = subprocess.run([nginx, "-t", "-q", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)
