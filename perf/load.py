@@ -32,7 +32,7 @@ from webapp.config.env import REPO_ROOT
 from webapp.launcher.stack import Stack, StackConfig
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-MAX_USERS = 200
+MAX_USERS = 200  # the locustfile enforces the same cap for its web UI
 MAX_DURATION_S = 1800
 
 

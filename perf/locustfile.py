@@ -42,6 +42,7 @@ from locust.env import Environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_USERS = 200  # also in the web UI: a bigger swarm stops the run
 MAX_RETRIES = 3
 RETRY_WAIT_CAP_S = 30.0
 FIELDS = [
@@ -123,6 +124,23 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     limit = float(os.environ.get("LOAD_MAX_SECONDS", "1800"))
     if environment.runner is not None:
         gevent.spawn_later(limit, environment.runner.quit)
+
+
+@events.spawning_complete.add_listener
+def _on_spawning_complete(user_count: int, **_: Any) -> None:
+    runner = _environment.runner if _environment is not None else None
+    if user_count > MAX_USERS and runner is not None:
+        log.error("refusing %d users: load tests are capped at %d", user_count, MAX_USERS)
+        runner.quit()
+
+
+_environment: Environment | None = None
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    global _environment
+    _environment = environment
 
 
 @events.test_stop.add_listener
