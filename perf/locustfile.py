@@ -177,6 +177,12 @@ class ChatUser(HttpUser):
     test_type = ""
     endpoint = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.test_type in WEIGHTS:  # a concrete kind of user: weighted, and left out at weight 0
+            cls.weight = WEIGHTS[cls.test_type]
+            cls.abstract = cls.weight == 0
+
     def on_start(self) -> None:
         self.user_id = f"load-{uuid.uuid4().hex[:8]}"
         self.rng = random.Random()  # noqa: S311 - load-test scenarios, not secrets
@@ -308,14 +314,10 @@ class RestUser(ChatUser):
 
 
 class RestOfficeUser(RestUser):
-    weight = WEIGHTS["rest_office"]
-    abstract = WEIGHTS["rest_office"] == 0  # weight 0 leaves this kind of user out
     app, test_type, endpoint = "office", "rest_office", "POST /office/Llama"
 
 
 class RestCharacterUser(RestUser):
-    weight = WEIGHTS["rest_character"]
-    abstract = WEIGHTS["rest_character"] == 0  # weight 0 leaves this kind of user out
     app, test_type, endpoint = "character", "rest_character", "POST /character/Llama"
 
 
@@ -379,14 +381,10 @@ class WsUser(ChatUser):
 
 
 class WsOfficeUser(WsUser):
-    weight = WEIGHTS["ws_office"]
-    abstract = WEIGHTS["ws_office"] == 0  # weight 0 leaves this kind of user out
     app, test_type, endpoint = "office", "ws_office", "WS /office/ws/chat/"
 
 
 class WsCharacterUser(WsUser):
-    weight = WEIGHTS["ws_character"]
-    abstract = WEIGHTS["ws_character"] == 0  # weight 0 leaves this kind of user out
     app, test_type, endpoint = "character", "ws_character", "WS /character/ws/chat/"
 
 
@@ -396,8 +394,6 @@ class WsCharacterUser(WsUser):
 class OpenAIOfficeUser(ChatUser):
     """A stateless OpenAI client: sends the whole history, streams the reply."""
 
-    weight = WEIGHTS["openai_office"]
-    abstract = WEIGHTS["openai_office"] == 0  # weight 0 leaves this kind of user out
     app, test_type, endpoint = "office", "openai_office", "POST /office/v1/chat/completions"
 
     def send(self, question: str) -> tuple[Outcome, str | None]:
