@@ -199,16 +199,22 @@ class LlamaEngine:
         useful Retry-After, rather than let requests time out in the queue).
         """
         budget = self.n_ctx - min(request.sampling.max_tokens, self.n_ctx // 2)
+        tokenized: dict[str, list[int]] = {}  # prompt_fit counts the chosen prompt: keep its tokens
+
+        def count_tokens(text: str) -> int:
+            tokenized[text] = self._tokenize(text)
+            return len(tokenized[text])
+
         plan = prompt_fit(
             pinned=request.pinned,
             history=request.history,
             user=request.user,
             render=self.template.render,
-            count_tokens=self.count_tokens,
+            count_tokens=count_tokens,
             budget=budget,
         )
         handle = GenerationHandle(plan=plan, request=request)
-        tokens = self._tokenize(plan.text)
+        tokens = tokenized.get(plan.text) or self._tokenize(plan.text)
         with self._wakeup:
             if self._closing:
                 raise RuntimeError("the engine is closed")
