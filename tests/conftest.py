@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 import requests
 
+from tests.searxng_stub import SearxngStub
 from webapp.config.env import REPO_ROOT
 from webapp.launcher.stack import Stack, StackConfig, registry_derive
 
 TEST_MAX_TOKENS = 48
+ADMIN_USER = "admin-of-the-test-stack"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -71,9 +73,20 @@ def stack_running(var_dir: Path, registry: Path, **config: Any) -> Iterator[Stac
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, test_registry: Path) -> Iterator[Stack]:
-    """nginx + office + character, each a real process, with the embedded store in a temp dir."""
-    with stack_running(tmp_path_factory.mktemp("var"), test_registry) as running:
+def searxng() -> Iterator[SearxngStub]:
+    stub = SearxngStub()
+    yield stub
+    stub.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, test_registry: Path, searxng: SearxngStub) -> Iterator[Stack]:
+    """nginx + office + character, each a real process, with the embedded store in a temp dir.
+
+    Web search goes to a local SearxNG stand-in; OFFICE_ADMINS names the one admin user.
+    """
+    extra_env = {"SEARXNG_URL": searxng.url, "OFFICE_ADMINS": ADMIN_USER}
+    with stack_running(tmp_path_factory.mktemp("var"), test_registry, extra_env=extra_env) as running:
         yield running
 
 

@@ -77,6 +77,7 @@ def _reply(persona: Persona, data: dict[str, Any]) -> Response:
         text=data["input_data"],
         persona=persona,
         sampling=services.sampling_params(runtime.model_spec_get().sampling),
+        grounder=runtime.grounder_get(),
     )
     completion = turn.completion
     return Response(
@@ -89,6 +90,9 @@ def _reply(persona: Persona, data: dict[str, Any]) -> Response:
             "X-Completion-Tokens": str(completion.usage.completion_tokens),
             "X-TTFT-Ms": f"{completion.timings.ttft_ms:.1f}",
             "X-Finish-Reason": completion.finish_reason,
+            # How many document sources the reply was grounded on (office); the sources
+            # themselves are in GET conversations/{db_id}/messages under meta.sources.
+            "X-Sources": str(len(turn.assistant_message.meta.get("sources", []))),
         },
     )
 

@@ -8,7 +8,7 @@ Protocol (the README and the OpenAPI description say the same):
            {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates"}
            {"type": "queued", "position"}         while waiting for a free slot (1 = next)
            {"type": "token", "text"}               as tokens arrive (several, if the socket lagged)
-           {"type": "done", "message_id", "finish_reason", "usage", "timings"}
+           {"type": "done", "message_id", "finish_reason", "usage", "timings", "sources"}
            {"type": "error", "code", "message", "field"}   the socket stays usable
              (code "server_busy" adds "retry_after" seconds and "queue_size")
 
@@ -142,6 +142,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                         "completion_tokens": completion.usage.completion_tokens,
                     },
                     "timings": message.meta["timings"],
+                    "sources": message.meta.get("sources", []),
                 }
             )
         except Exception as exc:
@@ -225,6 +226,7 @@ def _turn_starter(kind: str, frame: dict[str, Any]) -> Callable[[], services.Pen
             user_id=user_id,
             persona=persona,
             sampling=sampling,
+            grounder=runtime.grounder_get(),
         )
     return lambda: services.chat_turn_start(
         store=runtime.chat_store_get(),
@@ -234,4 +236,5 @@ def _turn_starter(kind: str, frame: dict[str, Any]) -> Callable[[], services.Pen
         text=data["input_data"],
         persona=persona,
         sampling=sampling,
+        grounder=runtime.grounder_get(),
     )

@@ -10,7 +10,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from django.conf import settings
 
@@ -20,7 +20,7 @@ from webapp.chat.personas import PersonaCatalog, catalog_load
 from webapp.engine.engine import Engine
 from webapp.engine.registry import ModelSpec, registry_load
 from webapp.store.chat_store import ChatStore
-from webapp.store.client import StoreConfig, database_get
+from webapp.store.client import StoreConfig, database_get, database_lock
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def chat_store_get() -> ChatStore:
         mongo_url=settings.ENV.mongo_url,
         embedded_dir=settings.ENV.var_dir / "mongo",
     )
-    store = ChatStore(database_get(config), app=settings.APP_MODE, embedded=config.embedded)
+    store = ChatStore(database_get(config), app=settings.APP_MODE, embedded=config.embedded, lock=database_lock(config))
     store.indexes_ensure()
     return store
 
@@ -137,3 +137,12 @@ def engine_override(engine: Engine | None) -> None:
     with _lock:
         _engine = engine
         _state = "ready" if engine is not None else "idle"
+
+
+def grounder_get() -> Any:
+    """The office app's grounder (sources from the user's documents); None in other apps."""
+    if settings.APP_MODE != "office":
+        return None
+    from webapp.office.runtime import grounder_get as office_grounder_get
+
+    return office_grounder_get()

@@ -9,9 +9,10 @@ Both halves block on the store: call them from a worker thread, never from an ev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError, busy_error
 from webapp.chat.personas import Persona
@@ -29,7 +30,31 @@ from webapp.engine.prompt import ChatMessage, PromptTooLongError
 from webapp.engine.registry import SamplingDefaults
 from webapp.store.chat_store import ChatStore, Conversation, Message
 
+log = logging.getLogger(__name__)
+
 TITLE_CHARS = 60
+# Tokens kept free between the grounded prompt and the reply, for the template's own tokens.
+GROUNDING_MARGIN = 64
+
+
+class GroundingLike(Protocol):
+    sources: Sequence[Any]  # each with .public() -> dict
+    prompt_text: str
+
+
+class Grounder(Protocol):
+    """Finds sources for a turn (the office app's documents); see webapp.office.grounding."""
+
+    def ground(
+        self,
+        *,
+        user_id: str,
+        question: str,
+        earlier_user_turns: Sequence[str],
+        budget_tokens: int,
+        count_tokens: Callable[[str], int],
+    ) -> GroundingLike | None: ...
+
 
 StoppedBy = Literal["user", "disconnect"]
 
@@ -45,6 +70,7 @@ class PendingTurn:
     assistant_message_id: str
     history: Sequence[Message]  # what the prompt kept, oldest first
     regenerates: str | None = None
+    sources: tuple[dict[str, Any], ...] = ()  # what the reply was grounded on (office)
 
 
 @dataclass(frozen=True)
@@ -79,15 +105,60 @@ def prompt_history(messages: Sequence[Message]) -> list[Message]:
 
 
 def _submit(
-    engine: Engine, *, persona: Persona, history: Sequence[Message], text: str, sampling: SamplingParams
+    engine: Engine,
+    *,
+    persona: Persona,
+    history: Sequence[Message],
+    text: str,
+    sampling: SamplingParams,
+    grounding: GroundingLike | None = None,
 ) -> GenerationHandle:
     request = GenerationRequest(
         pinned=persona.pinned_messages(),
         history=[ChatMessage(m.role, m.content) for m in history],  # type: ignore[arg-type]
-        user=ChatMessage("user", text),
+        user=ChatMessage("user", grounding.prompt_text if grounding else text),
         sampling=sampling,
     )
     return engine_submit(engine, request, field="input_data", what="input_data and the persona")
+
+
+def turn_grounding(
+    grounder: Grounder | None,
+    engine: Engine,
+    *,
+    persona_messages: Sequence[ChatMessage],
+    user_id: str,
+    text: str,
+    history: Sequence[Message],
+    max_tokens: int,
+) -> GroundingLike | None:
+    """Sources for this turn within what the context has left after the persona, the
+    question and the reply; None without a grounder, documents or matches.
+
+    A failing search must not take the chat down with it: the turn goes on ungrounded.
+    """
+    if grounder is None:
+        return None
+    count = engine.count_tokens
+    fixed = sum(count(m.content) for m in persona_messages) + count(text)
+    budget = min(engine.n_ctx // 2, engine.n_ctx - max_tokens - fixed - GROUNDING_MARGIN)
+    if budget <= 0:
+        return None
+    try:
+        return grounder.ground(
+            user_id=user_id,
+            question=text,
+            earlier_user_turns=[m.content for m in history if m.role == "user"],
+            budget_tokens=budget,
+            count_tokens=count,
+        )
+    except Exception:
+        log.exception("retrieval failed; answering without sources")
+        return None
+
+
+def _sources(grounding: GroundingLike | None) -> tuple[dict[str, Any], ...]:
+    return tuple(s.public() for s in grounding.sources) if grounding else ()
 
 
 def engine_submit(
@@ -118,9 +189,11 @@ def chat_turn_start(
     text: str,
     persona: Persona,
     sampling: SamplingParams,
+    grounder: Grounder | None = None,
 ) -> PendingTurn:
     """Submit `text` to conversation `db_id` (created on first use) as `persona`.
 
+    With a grounder (office), the prompt carries sources from the user's documents.
     The user's message is stored only once the engine accepted the prompt, so a refused
     turn leaves no trace.
     """
@@ -128,7 +201,16 @@ def chat_turn_start(
     if conversation is not None and conversation.user_id != user_id:
         raise NotFoundError(f"no conversation {db_id} for this user_id", field="db_id")
     history = prompt_history(store.messages_recent(db_id)) if conversation is not None else []
-    handle = _submit(engine, persona=persona, history=history, text=text, sampling=sampling)
+    grounding = turn_grounding(
+        grounder,
+        engine,
+        persona_messages=persona.pinned_messages(),
+        user_id=user_id,
+        text=text,
+        history=history,
+        max_tokens=sampling.max_tokens,
+    )
+    handle = _submit(engine, persona=persona, history=history, text=text, sampling=sampling, grounding=grounding)
 
     if conversation is None:
         conversation = store.conversation_create(
@@ -142,6 +224,7 @@ def chat_turn_start(
         handle=handle,
         assistant_message_id=store.message_id_new(),
         history=_kept(history, handle),
+        sources=_sources(grounding),
     )
 
 
@@ -153,6 +236,7 @@ def chat_turn_regenerate(
     user_id: str,
     persona: Persona,
     sampling: SamplingParams,
+    grounder: Grounder | None = None,
 ) -> PendingTurn:
     """Answer the conversation's last user message again.
 
@@ -169,7 +253,18 @@ def chat_turn_regenerate(
     replaced = next((m.id for m in messages[last_user + 1 :] if m.role == "assistant"), None)
     history = prompt_history(messages[:last_user])
     user_message = messages[last_user]
-    handle = _submit(engine, persona=persona, history=history, text=user_message.content, sampling=sampling)
+    grounding = turn_grounding(
+        grounder,
+        engine,
+        persona_messages=persona.pinned_messages(),
+        user_id=user_id,
+        text=user_message.content,
+        history=history,
+        max_tokens=sampling.max_tokens,
+    )
+    handle = _submit(
+        engine, persona=persona, history=history, text=user_message.content, sampling=sampling, grounding=grounding
+    )
     return PendingTurn(
         conversation=conversation,
         user_message=user_message,
@@ -178,6 +273,7 @@ def chat_turn_regenerate(
         assistant_message_id=store.message_id_new(),
         history=_kept(history, handle),
         regenerates=replaced,
+        sources=_sources(grounding),
     )
 
 
@@ -206,6 +302,8 @@ def chat_turn_finish(
         meta["stopped_by"] = stopped_by or "user"
     if turn.regenerates:
         meta["regenerates"] = turn.regenerates
+    if turn.sources:
+        meta["sources"] = list(turn.sources)
     return store.message_append(
         turn.conversation,
         role="assistant",
@@ -225,10 +323,18 @@ def chat_turn_run(
     text: str,
     persona: Persona,
     sampling: SamplingParams,
+    grounder: Grounder | None = None,
 ) -> ChatTurn:
     """One whole turn, blocking until the reply is generated and stored (persist, then publish)."""
     turn = chat_turn_start(
-        store=store, engine=engine, db_id=db_id, user_id=user_id, text=text, persona=persona, sampling=sampling
+        store=store,
+        engine=engine,
+        db_id=db_id,
+        user_id=user_id,
+        text=text,
+        persona=persona,
+        sampling=sampling,
+        grounder=grounder,
     )
     try:
         completion = turn.handle.result()

@@ -26,12 +26,35 @@ urlpatterns = [
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
 
+if settings.APP_MODE == "office":
+    from webapp.office.urls import urlpatterns as office_urlpatterns
+
+    urlpatterns += office_urlpatterns
+
 
 def endpoint_list() -> list[str]:
     """The real endpoints of this app, for 404 bodies."""
-    methods = {"llama": "POST", "conversation": "DELETE", "openai-chat": "POST"}
-    routes = [
-        f"{methods.get(p.name, 'GET')} /{settings.APP_MODE}/{str(p.pattern).replace('<uuid:db_id>', '{db_id}')}"
-        for p in urlpatterns
-    ]
+    methods = {
+        "llama": "POST",
+        "conversation": "DELETE",
+        "openai-chat": "POST",
+        "documents": "GET|POST",
+        "documents-search": "POST",
+        "document": "GET|DELETE",
+        "tool-call": "POST",
+        "approval": "POST",
+    }
+    placeholders = {
+        "<uuid:db_id>": "{db_id}",
+        "<str:document_id>": "{id}",
+        "<str:name>": "{name}",
+        "<str:approval_id>": "{id}",
+    }
+
+    def shown(pattern: str) -> str:
+        for raw, nice in placeholders.items():
+            pattern = pattern.replace(raw, nice)
+        return pattern
+
+    routes = [f"{methods.get(p.name, 'GET')} /{settings.APP_MODE}/{shown(str(p.pattern))}" for p in urlpatterns]
     return [*routes, f"WebSocket /{settings.APP_MODE}/ws/chat/"]

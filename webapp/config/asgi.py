@@ -21,6 +21,7 @@ except EnvError as exc:
     raise SystemExit(f"error: {exc}") from None
 
 from channels.routing import ProtocolTypeRouter, URLRouter
+from django.conf import settings
 
 from webapp.chat import runtime
 from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
@@ -28,6 +29,10 @@ from webapp.engine.registry import RegistryError
 
 try:
     runtime.engine_start_loading()
+    if settings.APP_MODE == "office":
+        from webapp.office.runtime import retrieval_start_loading
+
+        retrieval_start_loading()
 except RegistryError as exc:
     raise SystemExit(f"error: {exc}") from None
 

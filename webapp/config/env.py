@@ -31,6 +31,10 @@ class Env:
     model_registry: Path
     personas_dir: Path
     log_level: str
+    qdrant_url: str | None = None
+    searxng_url: str | None = None
+    security_mode: str = "development"
+    admin_users: tuple[str, ...] = ()
 
 
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -67,6 +71,17 @@ def env_load(environ: Mapping[str, str] = os.environ) -> Env:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise EnvError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    qdrant_url = environ.get("QDRANT_URL") or None
+    if qdrant_url and not qdrant_url.startswith(("http://", "https://")):
+        raise EnvError(f"QDRANT_URL must start with http:// or https://, got {qdrant_url!r}")
+    searxng_url = environ.get("SEARXNG_URL") or None
+    if searxng_url and not searxng_url.startswith(("http://", "https://")):
+        raise EnvError(f"SEARXNG_URL must start with http:// or https://, got {searxng_url!r}")
+    security_mode = environ.get("SECURITY_MODE", "development")
+    if security_mode not in ("development", "production"):
+        raise EnvError(f"SECURITY_MODE must be development or production, got {security_mode!r}")
+    admins = tuple(u.strip() for u in environ.get("OFFICE_ADMINS", "").split(",") if u.strip())
+
     hosts = tuple(h.strip() for h in environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip())
     var_dir = _path(environ, "VAR_DIR", REPO_ROOT / "var")
     return Env(
@@ -79,4 +94,8 @@ def env_load(environ: Mapping[str, str] = os.environ) -> Env:
         model_registry=_path(environ, "MODEL_REGISTRY", REPO_ROOT / "models" / "registry.toml"),
         personas_dir=_path(environ, "PERSONAS_DIR", REPO_ROOT / "personas"),
         log_level=log_level,
+        qdrant_url=qdrant_url.rstrip("/") if qdrant_url else None,
+        searxng_url=searxng_url.rstrip("/") if searxng_url else None,
+        security_mode=security_mode,
+        admin_users=admins,
     )

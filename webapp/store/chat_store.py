@@ -5,9 +5,10 @@ Documents:
                   message_count, created_at, updated_at}
   messages       {_id: ObjectId, app, conversation_id: db_id, seq, role, content,
                   created_at, tokens, model, finish_reason, stopped_by, regenerates,
-                  timings, prompt}
+                  timings, prompt, sources}
                  `regenerates` names the assistant message this one replaced; the old one
                  stays stored (nothing is lost) and is left out of prompts and the UI.
+                 `sources` (office) lists the document chunks the reply was grounded on.
 
 The chat hot path needs only the conversation and its last few messages. montydb has no
 real indexes (every `find` decodes the whole collection), so the store keeps the active
@@ -85,7 +86,7 @@ class Message:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Message:
-        meta_keys = ("tokens", "model", "finish_reason", "stopped_by", "regenerates", "timings", "prompt")
+        meta_keys = ("tokens", "model", "finish_reason", "stopped_by", "regenerates", "timings", "prompt", "sources")
         return cls(
             id=str(doc["_id"]),
             conversation_id=doc["conversation_id"],
@@ -106,7 +107,16 @@ class _Active:
 class ChatStore:
     """Repository for one app's conversations. Thread-safe."""
 
-    def __init__(self, db: Any, *, app: str, embedded: bool, cache_size: int = 512, window: int = 64) -> None:
+    def __init__(
+        self,
+        db: Any,
+        *,
+        app: str,
+        embedded: bool,
+        cache_size: int = 512,
+        window: int = 64,
+        lock: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> None:
         self._conversations = db["conversations"]
         self._messages = db["messages"]
         self._app = app
@@ -115,8 +125,9 @@ class ChatStore:
         self._cache_size = cache_size
         self._cache: OrderedDict[str, _Active] = OrderedDict()
         self._cache_lock = threading.RLock()
-        # montydb's SQLite storage is not safe to drive from several threads at once.
-        self._db_lock: contextlib.AbstractContextManager[Any] = (
+        # montydb's SQLite storage is not safe to drive from several threads at once;
+        # `lock` is shared with the other repositories on the same database.
+        self._db_lock: contextlib.AbstractContextManager[Any] = lock or (
             threading.RLock() if embedded else contextlib.nullcontext()
         )
 

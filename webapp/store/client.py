@@ -7,7 +7,9 @@ an SQLite file). The repository in `chat_store.py` uses only the API both unders
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,3 +42,13 @@ def database_get(config: StoreConfig) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     set_storage(str(folder), storage="sqlite")
     return MontyClient(str(folder))[config.database]
+
+
+@functools.cache
+def database_lock(config: StoreConfig) -> contextlib.AbstractContextManager[Any]:
+    """The lock every repository on `config`'s database takes around a call into it.
+
+    montydb's SQLite storage is not safe to drive from several threads at once, so all
+    repositories of one embedded database share one lock; pymongo is thread-safe.
+    """
+    return threading.RLock() if config.embedded else contextlib.nullcontext()

@@ -1,0 +1,1 @@
+"""The office app's own features: the user's documents, grounded answers, tools."""

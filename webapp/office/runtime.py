@@ -1,0 +1,101 @@
+"""The office app's long-lived collaborators, each built once: its store, search index and retriever.
+
+Built in one place like `webapp.chat.runtime`; tests clear the caches to rebuild them.
+The retriever loads the embedding model and Kiwi's Korean model (about two seconds), so
+`retrieval_start_loading()` builds it on a thread at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+
+from webapp.chat.runtime import _built_once
+from webapp.engine.registry import embedding_spec_load
+from webapp.office.grounding import Grounder
+from webapp.office.tools import office_registry_build
+from webapp.retrieval.embedding import embedder_load
+from webapp.retrieval.index import ChunkIndex, QdrantChunkIndex, SqliteChunkIndex
+from webapp.retrieval.lexical import TermExtractor
+from webapp.retrieval.search import Retriever
+from webapp.store.client import StoreConfig, database_get, database_lock
+from webapp.store.office_store import OfficeStore
+from webapp.tools import SearxngClient, ToolContext, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+
+def store_config() -> StoreConfig:
+    return StoreConfig(
+        app=settings.APP_MODE, mongo_url=settings.ENV.mongo_url, embedded_dir=settings.ENV.var_dir / "mongo"
+    )
+
+
+@_built_once
+def office_store_get() -> OfficeStore:
+    config = store_config()
+    store = OfficeStore(database_get(config), app=settings.APP_MODE, lock=database_lock(config))
+    store.indexes_ensure()
+    return store
+
+
+def _index_build(dim: int) -> ChunkIndex:
+    if settings.ENV.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=settings.ENV.qdrant_url, timeout=10)
+        return QdrantChunkIndex(client, collection=f"{settings.APP_MODE}_chunks_{dim}", dim=dim)
+    return SqliteChunkIndex(settings.ENV.var_dir / "retrieval" / f"{settings.APP_MODE}.sqlite3", dim=dim)
+
+
+@_built_once
+def retriever_get() -> Retriever:
+    spec = embedding_spec_load(settings.ENV.model_registry)
+    embedder = embedder_load(spec)
+    return Retriever(
+        index=_index_build(embedder.dim), embedder=embedder, terms=TermExtractor(), languages=spec.languages
+    )
+
+
+def retrieval_start_loading() -> None:
+    """Check the embedding model's files now (raises naming them), then load it on a thread."""
+    embedding_spec_load(settings.ENV.model_registry).check_file()
+    office_store_get()
+
+    def load() -> None:
+        try:
+            retriever = retriever_get()
+            retriever.terms.terms("warm up 준비")  # Kiwi builds its model on first use
+        except Exception:
+            log.exception("the retrieval models failed to load")
+
+    threading.Thread(target=load, name="retrieval-loader", daemon=True).start()
+
+
+@_built_once
+def indexer_get() -> ThreadPoolExecutor:
+    """One background thread indexes large uploads, one at a time (embedding is CPU-bound)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="indexer")
+
+
+@_built_once
+def grounder_get() -> Grounder:
+    return Grounder(retriever=retriever_get())
+
+
+@_built_once
+def tool_registry_get() -> ToolRegistry:
+    searxng = SearxngClient(settings.ENV.searxng_url) if settings.ENV.searxng_url else None
+    return office_registry_build(
+        security_mode=settings.ENV.security_mode,  # type: ignore[arg-type]
+        searxng=searxng,
+        store=office_store_get,
+        retriever=retriever_get,
+    )
+
+
+def tool_context(user_id: str) -> ToolContext:
+    return ToolContext(user_id=user_id, is_admin=user_id in settings.ENV.admin_users)

@@ -1,0 +1,194 @@
+"""Calling a tool under the registry's rules, with approvals and an audit log in MongoDB.
+
+One path for every caller (the REST endpoint, a slash command in the UI, the model in the
+chat): check the arguments against the schema → is this user allowed → rate limit →
+ask for approval (HIGH/CRITICAL, or tools marked so) or run it under the concurrency cap.
+Every call and every approval decision is written to the audit log with its outcome and
+duration, including refusals. Blocking: call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from rest_framework import status
+
+from webapp.chat.errors import ApplicationError, NotFoundError
+from webapp.store.office_store import Approval, OfficeStore
+from webapp.tools import ToolContext, ToolError, ToolForbiddenError, ToolRegistry
+
+APPROVAL_TTL = timedelta(minutes=15)
+CallSource = Literal["api", "chat", "slash"]
+
+
+class ToolCallError(ApplicationError):
+    """A ToolError in the one error shape, with the tool's own status and headers."""
+
+    def __init__(self, exc: ToolError) -> None:
+        extra = {"retry_after": getattr(exc, "retry_after_s", None)} if hasattr(exc, "retry_after_s") else {}
+        super().__init__(exc.message, field=exc.field, code=exc.code, **extra)
+        self.status_code = exc.status
+        self._headers = exc.headers()
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+
+class ApprovalClosedError(ApplicationError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "approval_closed"
+
+
+@dataclass(frozen=True)
+class ToolCallOutcome:
+    tool: str
+    status: Literal["ok", "approval_required"]
+    result: dict[str, Any] | None = None
+    approval_id: str | None = None
+    reason: str = ""
+    duration_ms: float = 0.0
+
+
+def tool_call(
+    *,
+    registry: ToolRegistry,
+    store: OfficeStore,
+    ctx: ToolContext,
+    name: str,
+    arguments: object,
+    source: CallSource,
+) -> ToolCallOutcome:
+    started = time.perf_counter()
+    shown = arguments if isinstance(arguments, dict) else {"_raw": repr(arguments)[:200]}
+
+    def audit(outcome: str, *, error: str | None = None, approval_id: str | None = None) -> None:
+        store.audit_append(
+            user_id=ctx.user_id,
+            tool=name,
+            arguments=shown,
+            outcome=outcome,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            source=source,
+            approval_id=approval_id,
+            error=error,
+        )
+
+    try:
+        registry.get(name)
+    except ToolError as exc:
+        raise ToolCallError(exc) from exc  # no audit entry for a tool that does not exist
+    try:
+        checked = registry.arguments_check(name, arguments)
+        decision = registry.decide(name, ctx)
+        if not decision.allowed:
+            raise _forbidden(name, decision.reason)
+        registry.rate_check(name, ctx.user_id)
+    except ToolError as exc:
+        audit(exc.code, error=exc.message)
+        raise ToolCallError(exc) from exc
+
+    if decision.needs_approval:
+        approval = store.approval_create(user_id=ctx.user_id, tool=name, arguments=checked, source=source)
+        audit("approval_requested", approval_id=approval.id)
+        return ToolCallOutcome(tool=name, status="approval_required", approval_id=approval.id, reason=decision.reason)
+    return _execute(registry=registry, ctx=ctx, name=name, arguments=checked, audit=audit, started=started)
+
+
+def _forbidden(name: str, reason: str) -> ToolError:
+    return ToolForbiddenError(f"tool '{name}' is not allowed: {reason}")
+
+
+def _execute(
+    *,
+    registry: ToolRegistry,
+    ctx: ToolContext,
+    name: str,
+    arguments: dict[str, Any],
+    audit: Callable[..., None],
+    started: float,
+    approval_id: str | None = None,
+) -> ToolCallOutcome:
+    try:
+        result = registry.execute(name, ctx, arguments)
+    except ToolError as exc:
+        audit(exc.code, error=exc.message, approval_id=approval_id)
+        raise ToolCallError(exc) from exc
+    audit("ok", approval_id=approval_id)
+    return ToolCallOutcome(
+        tool=name,
+        status="ok",
+        result=result,
+        approval_id=approval_id,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def approval_decide(
+    *,
+    registry: ToolRegistry,
+    store: OfficeStore,
+    ctx: ToolContext,
+    approval_id: str,
+    approve: bool,
+) -> tuple[Approval, ToolCallOutcome | None]:
+    """Run (approve) or drop (deny) a pending call. Only its own user may decide; another
+    user's approval id is a 404, a decided or expired one a 409."""
+    approval = store.approval_get(user_id=ctx.user_id, approval_id=approval_id)
+    if approval is None:
+        raise NotFoundError(f"no approval {approval_id} for this user_id", field="approval_id")
+    if approval.status != "pending":
+        raise ApprovalClosedError(f"approval {approval_id} was already {approval.status}", field="approval_id")
+    started = time.perf_counter()
+
+    def audit(outcome: str, *, error: str | None = None, approval_id: str | None = approval.id) -> None:
+        store.audit_append(
+            user_id=ctx.user_id,
+            tool=approval.tool,
+            arguments=approval.arguments,
+            outcome=outcome,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            source=approval.source,
+            approval_id=approval_id,
+            error=error,
+        )
+
+    if datetime.now(UTC) - approval.created_at > APPROVAL_TTL:
+        store.approval_decide(approval.id, status="expired", result=None, reason="not decided within 15 minutes")
+        audit("approval_expired")
+        raise ApprovalClosedError(f"approval {approval_id} expired after 15 minutes; call the tool again")
+    if not approve:
+        if not store.approval_decide(approval.id, status="denied", result=None, reason="denied by the user"):
+            raise ApprovalClosedError(f"approval {approval_id} was already decided", field="approval_id")
+        audit("denied")
+        return store.approval_get(user_id=ctx.user_id, approval_id=approval.id) or approval, None
+    # Claim it before running, so two concurrent approvals can't run the call twice.
+    if not store.approval_decide(approval.id, status="approved", result=None, reason=None):
+        raise ApprovalClosedError(f"approval {approval_id} was already decided", field="approval_id")
+    outcome = _execute(
+        registry=registry,
+        ctx=ctx,
+        name=approval.tool,
+        arguments=approval.arguments,
+        audit=audit,
+        started=started,
+        approval_id=approval.id,
+    )
+    return store.approval_get(user_id=ctx.user_id, approval_id=approval.id) or approval, outcome
+
+
+def tool_spec_public(*, registry: ToolRegistry, name: str) -> dict[str, Any]:
+    try:
+        return registry.get(name).public()
+    except ToolError as exc:
+        raise ToolCallError(exc) from exc
+
+
+def tool_rate_status(*, registry: ToolRegistry, name: str, user_id: str) -> dict[str, Any]:
+    try:
+        return {"tool": name, "user_id": user_id, **registry.rate_status(name, user_id)}
+    except ToolError as exc:
+        raise ToolCallError(exc) from exc
