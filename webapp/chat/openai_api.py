@@ -35,6 +35,14 @@ from webapp.chat.errors import (
     error_frame,
 )
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
+from webapp.chat.openai_tools import (
+    TOOLS_MAX,
+    ToolPlan,
+    ToolSerializer,
+    messages_with_tools,
+    tool_calls_parse,
+    tool_plan,
+)
 from webapp.chat.personas import Persona
 from webapp.engine.engine import (
     Completion,
@@ -45,7 +53,6 @@ from webapp.engine.engine import (
     SamplingParams,
     TokenEvent,
 )
-from webapp.engine.prompt import ChatMessage
 
 MESSAGES_MAX = 200
 CONTENT_MAX = 32_000
@@ -53,11 +60,16 @@ STOP_MAX = 4
 
 
 class MessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant"])
-    content = serializers.JSONField()
+    role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant", "tool"])
+    content = serializers.JSONField(allow_null=True, required=False, default=None)
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False, max_length=16)
+    tool_call_id = StrictCharField(required=False, max_length=128)
 
-    def validate_content(self, value: Any) -> str:
+    def validate_content(self, value: Any) -> str | None:
         # OpenAI allows a string or a list of parts; only text parts mean anything here.
+        # null is allowed where OpenAI allows it: an assistant message that only calls tools.
+        if value is None:
+            return None
         if isinstance(value, str):
             text = value
         elif isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
@@ -67,6 +79,13 @@ class MessageSerializer(serializers.Serializer):
         if len(text) > CONTENT_MAX:
             raise serializers.ValidationError(f"must be at most {CONTENT_MAX} characters.")
         return text
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("content") is None and not (attrs["role"] == "assistant" and attrs.get("tool_calls")):
+            raise serializers.ValidationError({"content": "is required (null only for an assistant's tool_calls)."})
+        if attrs["role"] == "tool" and not attrs.get("tool_call_id"):
+            raise serializers.ValidationError({"tool_call_id": "is required for a tool message."})
+        return attrs
 
 
 class StreamOptionsSerializer(serializers.Serializer):
@@ -87,6 +106,8 @@ class ChatCompletionSerializer(serializers.Serializer):
     n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1)
     persona = StrictCharField(required=False, max_length=64)
     user = StrictCharField(required=False, max_length=128)
+    tools = ToolSerializer(many=True, required=False, max_length=TOOLS_MAX)
+    tool_choice = serializers.JSONField(required=False, allow_null=True)
 
     def validate_stop(self, value: Any) -> tuple[str, ...]:
         if value is None:
@@ -97,9 +118,18 @@ class ChatCompletionSerializer(serializers.Serializer):
         return tuple(stops)
 
     def validate_messages(self, value: list[dict[str, str]]) -> list[dict[str, str]]:
-        if value[-1]["role"] != "user":
-            raise serializers.ValidationError("the last message must have role 'user'.")
+        if value[-1]["role"] not in ("user", "tool"):
+            raise serializers.ValidationError("the last message must have role 'user' (or 'tool').")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        plan = tool_plan(attrs.get("tools"), attrs.get("tool_choice"))
+        try:
+            attrs["grammar"] = plan.grammar()
+        except Exception as exc:  # the converter raises plain exceptions for schemas it can't express
+            raise serializers.ValidationError({"tools": f"a parameters schema can't be enforced: {exc}"}) from exc
+        attrs["tool_plan"] = plan
+        return attrs
 
 
 def _error(exc: Exception, status: int) -> JsonResponse:
@@ -146,13 +176,17 @@ def _persona_for(data: dict[str, Any]) -> Persona | None:
 
 def _generation_request(data: dict[str, Any], persona: Persona | None) -> GenerationRequest:
     defaults = runtime.model_spec_get().sampling
-    messages = [
-        ChatMessage("system" if m["role"] == "developer" else m["role"], m["content"]) for m in data["messages"]
-    ]
+    plan: ToolPlan = data["tool_plan"]
+    messages = messages_with_tools(data["messages"])
     leading_system = 0
     while leading_system < len(messages) - 1 and messages[leading_system].role == "system":
         leading_system += 1
-    pinned = [*(persona.pinned_messages() if persona else []), *messages[:leading_system]]
+    tools_message = plan.system_message()
+    pinned = [
+        *(persona.pinned_messages() if persona else []),
+        *messages[:leading_system],
+        *([tools_message] if tools_message else []),
+    ]
     max_tokens = data.get("max_completion_tokens") or data.get("max_tokens") or defaults.max_tokens
     temperature = data.get("temperature")
     top_p = data.get("top_p")
@@ -166,7 +200,13 @@ def _generation_request(data: dict[str, Any], persona: Persona | None) -> Genera
         seed=data.get("seed"),
         stop=data.get("stop") or (),
     )
-    return GenerationRequest(pinned=pinned, history=messages[leading_system:-1], user=messages[-1], sampling=sampling)
+    return GenerationRequest(
+        pinned=pinned,
+        history=messages[leading_system:-1],
+        user=messages[-1],
+        sampling=sampling,
+        grammar=data["grammar"],
+    )
 
 
 def _submit(request: GenerationRequest) -> GenerationHandle:
@@ -199,6 +239,16 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
     stats.request_started()
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
+    plan: ToolPlan = data["tool_plan"]
+    if data["stream"] and plan.active:
+        # A call can't be told from an answer until it is complete: generate, then stream it.
+        include_usage = data.get("stream_options", {}).get("include_usage", False)
+        response = StreamingHttpResponse(
+            _sse_whole(handle, meta, plan, include_usage=include_usage), content_type="text/event-stream; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
     if data["stream"]:
         include_usage = data.get("stream_options", {}).get("include_usage", False)
         response = StreamingHttpResponse(
@@ -213,20 +263,48 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     stats.request_finished(ok=completion is not None, seconds=time.perf_counter() - started)
     if completion is None:
         return _error(GenerationFailedError("generation failed; see the server log"), 503)
+    message, finish_reason = _reply_message(completion, plan)
     return JsonResponse(
         {
             **meta,
             "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": completion.text},
-                    "finish_reason": _finish_reason(completion),
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": _usage(completion),
         }
     )
+
+
+def _reply_message(completion: Completion, plan: ToolPlan) -> tuple[dict[str, Any], str]:
+    calls = tool_calls_parse(completion.text, plan)
+    if calls is not None:
+        return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+    return {"role": "assistant", "content": completion.text}, _finish_reason(completion)
+
+
+async def _sse_whole(
+    handle: GenerationHandle, meta: dict[str, Any], plan: ToolPlan, *, include_usage: bool
+) -> AsyncIterator[bytes]:
+    """The SSE stream of a reply that may be a tool call: sent once it is complete."""
+    started, ok = time.perf_counter(), False
+    try:
+        completion = await _completion_await(handle)
+        if completion is None:
+            failure = {"error": {"code": "generation_failed", "message": "generation failed", "type": "server_error"}}
+            yield f"data: {json.dumps(failure)}\n\n".encode()
+            return
+        message, finish_reason = _reply_message(completion, plan)
+        delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
+        if "tool_calls" in message:
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        yield _chunk(meta, delta, None)
+        yield _chunk(meta, {}, finish_reason)
+        if include_usage:
+            usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(completion)}
+            yield f"data: {json.dumps(usage)}\n\n".encode()
+        ok = True
+        yield b"data: [DONE]\n\n"
+    finally:
+        runtime.request_stats_get().request_finished(ok=ok, seconds=time.perf_counter() - started)
 
 
 async def _completion_await(handle: GenerationHandle) -> Completion | None:
@@ -251,7 +329,7 @@ def _usage(completion: Completion) -> dict[str, int]:
     }
 
 
-def _chunk(meta: dict[str, Any], delta: dict[str, str], finish_reason: str | None) -> bytes:
+def _chunk(meta: dict[str, Any], delta: dict[str, Any], finish_reason: str | None) -> bytes:
     body = {
         **meta,
         "object": "chat.completion.chunk",

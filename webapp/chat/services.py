@@ -24,6 +24,7 @@ from webapp.engine.engine import (
     GenerationError,
     GenerationHandle,
     GenerationRequest,
+    GrammarError,
     SamplingParams,
 )
 from webapp.engine.prompt import ChatMessage, PromptTooLongError
@@ -169,6 +170,8 @@ def engine_submit(
         return engine.submit(request)
     except EngineBusyError as exc:
         raise busy_error(exc) from exc
+    except GrammarError as exc:
+        raise ApplicationError(str(exc), field=field, code="invalid_grammar") from exc
     except PromptTooLongError as exc:
         raise GenerationFailedError(
             f"{what} need {exc.needed} tokens; the model's context allows {exc.budget}", field=field, code=code

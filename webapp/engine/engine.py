@@ -41,6 +41,8 @@ class GenerationRequest:
     history: Sequence[ChatMessage]
     user: ChatMessage
     sampling: SamplingParams
+    # A llama.cpp GBNF grammar every reply must match (see webapp.engine.grammar); None = free text.
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ def is_final(event: Event) -> bool:
 
 class GenerationError(Exception):
     """The model failed while generating (not the caller's fault)."""
+
+
+class GrammarError(ValueError):
+    """The request's grammar does not parse."""
 
 
 class EngineBusyError(Exception):

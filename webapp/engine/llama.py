@@ -35,6 +35,7 @@ from webapp.engine.engine import (
     FinishReason,
     GenerationHandle,
     GenerationRequest,
+    GrammarError,
     QueuedEvent,
     SamplingParams,
     Timings,
@@ -194,10 +195,12 @@ class LlamaEngine:
     def submit(self, request: GenerationRequest) -> GenerationHandle:
         """Fit the prompt to a slot's context and queue it.
 
-        Raises PromptTooLongError, or EngineBusyError when the estimated wait for a slot
-        is over the registry's `max_wait_s` (bounded admission: refuse early, with a
-        useful Retry-After, rather than let requests time out in the queue).
+        Raises PromptTooLongError, GrammarError, or EngineBusyError when the estimated
+        wait for a slot is over the registry's `max_wait_s` (bounded admission: refuse
+        early, with a useful Retry-After, rather than let requests time out in the queue).
         """
+        if request.grammar is not None:
+            self._c.llama_sampler_free(self._grammar_sampler(request.grammar))  # parse it here, not on the scheduler
         budget = self.n_ctx - min(request.sampling.max_tokens, self.n_ctx // 2)
         tokenized: dict[str, list[int]] = {}  # prompt_fit counts the chosen prompt: keep its tokens
 
@@ -367,16 +370,26 @@ class LlamaEngine:
         slot.job = _Job(
             handle=handle,
             prompt=prompt,
-            sampler=self._sampler_new(handle.request.sampling),
+            sampler=self._sampler_new(handle.request.sampling, handle.request.grammar),
             stream=TextStream(handle.request.sampling.stop),
             admitted_at=time.perf_counter(),
         )
         self._counters["prompt_tokens"] += len(prompt)
         self._counters["prompt_tokens_reused"] += keep
 
-    def _sampler_new(self, params: SamplingParams) -> int:
+    def _grammar_sampler(self, grammar: str) -> int:
+        sampler = self._c.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise GrammarError("the grammar does not parse (llama.cpp GBNF with a 'root' rule)")
+        return sampler
+
+    def _sampler_new(self, params: SamplingParams, grammar: str | None = None) -> int:
         c = self._c
         chain = c.llama_sampler_chain_init(c.llama_sampler_chain_default_params())
+        if grammar is not None:
+            # First in the chain: it masks every token that would leave the grammar, so the
+            # samplers after it only ever choose among valid continuations.
+            c.llama_sampler_chain_add(chain, self._grammar_sampler(grammar))
         if params.repeat_penalty != 1.0:
             n_vocab = c.llama_vocab_n_tokens(self._vocab)
             penalties = c.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)

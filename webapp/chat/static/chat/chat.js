@@ -9,6 +9,10 @@
  * textContent or through PersonaMarkdown.render (which builds DOM nodes itself);
  * this file never assigns innerHTML.
  *
+ * The office app adds a documents panel (upload with progress, drag-and-drop, indexing
+ * status, delete), a "Sources" row under grounded replies, and slash commands that call
+ * the office tools (/calc, /search, …) and show local, unsaved result cards.
+ *
  * Debug/test handle: window.personaChat (read-only): ws, state, config.
  * document.body.dataset.ready = "true" once personas and the conversation list loaded.
  */
@@ -19,6 +23,7 @@
   const API = config.api_base.replace(/\/$/, '');
   const INPUT_MAX = Number(config.input_max) || 500;
   const IS_CHARACTER = config.app === 'character';
+  const IS_OFFICE = config.app === 'office';
   const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   const USER_ID_KEY = 'personachat.user_id';
   const HEALTH_POLL_MS = 2000;
@@ -75,6 +80,17 @@
     input: $('message-input'),
     counter: $('char-counter'),
     send: $('send-button'),
+    hint: $('composer-hint'),
+    main: $('main'),
+    // Office only (absent from the character page):
+    docUpload: $('document-upload'),
+    docFile: $('document-file'),
+    docList: $('document-list'),
+    docEmpty: $('documents-empty'),
+    docError: $('documents-error'),
+    docErrorList: $('documents-error-list'),
+    docErrorDismiss: $('documents-error-dismiss'),
+    dropOverlay: $('drop-overlay'),
   };
 
   // -------------------------------------------------------------------------
@@ -149,6 +165,12 @@
   const ICONS = {
     copy: ['M9 9h10v10H9z', 'M5 15V5h10'],
     check: ['M5 12l5 5 9-10'],
+    close: ['M6 6l12 12M18 6L6 18'],
+    file: ['M6 3h8l4 4v14H6z', 'M14 3v4h4', 'M9 12h6M9 16h6'],
+    tool: ['M14.7 6.3a4 4 0 0 0-5.4 5.4L3 18l3 3 6.3-6.3a4 4 0 0 0 5.4-5.4l-2.5 2.5-2.5-.5-.5-2.5z'],
+    shield: ['M12 3l8 3v6c0 5-3.5 8-8 9-4.5-1-8-4-8-9V6z', 'M12 8v4M12 15.5v.5'],
+    alert: ['M12 8v5M12 16.5v.5M12 3l10 18H2z'],
+    info: ['M12 11v6M12 7.5v.5', 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18z'],
     regenerate: ['M20 11a8 8 0 1 0-2.3 5.7', 'M20 5v6h-6'],
     trash: ['M4 7h16', 'M10 11v6M14 11v6', 'M6 7l1 13h10l1-13', 'M9 7V4h6v3'],
   };
@@ -201,6 +223,7 @@
       this.code = err.code || `http_${status}`;
       this.field = err.field || null;
       this.body = body;
+      this.retryAfter = null;
     }
   }
 
@@ -221,6 +244,29 @@
     }
     if (!response.ok) throw new ApiError(response.status, body);
     return body;
+  }
+
+  /** POSTs JSON (user_id added to the body); resolves to { status, body }, throws ApiError. */
+  async function apiPost(path, payload) {
+    const response = await fetch(`${API}${path}`, {
+      method: 'POST',
+      headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+      cache: 'no-store',
+      body: JSON.stringify(Object.assign({ user_id: state.userId }, payload)),
+    });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!response.ok) {
+      const err = new ApiError(response.status, body);
+      const retry = Number(response.headers.get('Retry-After'));
+      if (retry > 0) err.retryAfter = retry;
+      throw err;
+    }
+    return { status: response.status, body };
   }
 
   // -------------------------------------------------------------------------
@@ -324,9 +370,13 @@
     } else {
       const name = state.persona ? personaName(state.persona) : '';
       els.input.placeholder = name ? `Message ${name}…` : 'Message…';
+      if (IS_OFFICE) els.input.placeholder += ' (/help for commands)';
     }
     const length = els.input.value.length;
-    if (length >= INPUT_MAX * 0.8) {
+    const slash = IS_OFFICE && slashParse(els.input.value);
+    const command = Boolean(slash && slash.kind === 'command');
+    if (IS_OFFICE) slashHintUpdate(els.input.value);
+    if (length >= INPUT_MAX * 0.8 && !command) {
       els.counter.hidden = false;
       els.counter.textContent = `${length} / ${INPUT_MAX}`;
       els.counter.classList.toggle('is-over', length > INPUT_MAX);
@@ -345,7 +395,9 @@
       els.send.setAttribute('aria-label', 'Send message');
       els.send.title = 'Send (Enter)';
       const hasText = els.input.value.trim().length > 0;
-      els.send.disabled = !(ready && wsOpen() && hasText && length <= INPUT_MAX) || Boolean(state.busy);
+      els.send.disabled = command
+        ? !hasText
+        : !(ready && wsOpen() && hasText && length <= INPUT_MAX) || Boolean(state.busy);
     }
   }
 
@@ -577,6 +629,7 @@
       finish_reason: frame.finish_reason,
       tokens: usage.completion_tokens,
       timings: frame.timings || null,
+      sources: Array.isArray(frame.sources) ? frame.sources : [],
     };
     const stick = nearBottom();
     bubbleFinish(s.bubble, {});
@@ -901,6 +954,13 @@
         footer.before(error);
         data.errorEl = error;
       }
+      if (data.sourcesEl) data.sourcesEl.remove();
+      data.sourcesEl = null;
+      const sources = Array.isArray(meta.sources) ? meta.sources.filter((x) => x && typeof x === 'object') : [];
+      if (sources.length) {
+        data.sourcesEl = sourcesBuild(sources);
+        footer.before(data.sourcesEl);
+      }
     }
     if (data.text) {
       const copy = actionButton('Copy reply', 'copy', 'copy-reply', async () => {
@@ -952,7 +1012,7 @@
   }
 
   function introUpdate() {
-    const hasTurns = Boolean(els.messages.querySelector('[data-testid="message"]:not([data-greeting])'));
+    const hasTurns = Boolean(els.messages.querySelector('[data-testid="message"]:not([data-greeting]), .tool-card'));
     const persona = state.personas.get(state.persona);
     if (hasTurns || !persona) {
       els.intro.hidden = true;
@@ -1020,9 +1080,25 @@
   // -------------------------------------------------------------------------
   // Sending, stopping, regenerating
 
-  function sendMessage() {
-    if (state.stream) return;
+  /** Enter or the send button: a slash command (office) runs locally, anything else goes to the model. */
+  function submitInput() {
     const text = els.input.value;
+    if (IS_OFFICE) {
+      const parsed = slashParse(text);
+      if (parsed && parsed.kind === 'command') {
+        slashRun(parsed, text);
+        return;
+      }
+      if (parsed && parsed.kind === 'text') {
+        if (!state.stream) sendMessage(parsed.text);
+        return;
+      }
+    }
+    if (!state.stream) sendMessage(text);
+  }
+
+  function sendMessage(text) {
+    if (state.stream) return;
     if (!text.trim()) return;
     if (text.length > INPUT_MAX) {
       errorShow({ code: 'max_length', field: 'input_data', message: `must be at most ${INPUT_MAX} characters (now ${text.length}).` });
@@ -1267,13 +1343,806 @@
   }
 
   // -------------------------------------------------------------------------
+  // Office: sources under a grounded reply
+
+  let sourcesSeq = 0;
+
+  function sourceLabel(source) {
+    const title = source.title || 'Untitled document';
+    return source.heading ? `${title} — ${source.heading}` : title;
+  }
+
+  /**
+   * The "Sources" row: one chip per source ("[n] Title — heading"); a chip toggles its
+   * excerpt below the row (one open at a time). Text only.
+   */
+  function sourcesBuild(sources) {
+    sourcesSeq += 1;
+    const wrap = node('div', 'sources');
+    wrap.dataset.testid = 'sources';
+    const row = node('div', 'sources-row');
+    const label = node('span', 'sources-label', 'Sources');
+    label.id = `sources-label-${sourcesSeq}`;
+    const chips = node('div', 'sources-chips');
+    chips.setAttribute('role', 'group');
+    chips.setAttribute('aria-labelledby', label.id);
+    row.append(label, chips);
+    const panel = node('div', 'source-excerpt');
+    panel.id = `source-excerpt-${sourcesSeq}`;
+    panel.dataset.testid = 'source-excerpt';
+    panel.hidden = true;
+    const buttons = [];
+    sources.forEach((source, index) => {
+      const n = Number.isFinite(Number(source.n)) ? Number(source.n) : index + 1;
+      const chip = node('button', 'source-chip');
+      chip.type = 'button';
+      chip.dataset.testid = 'source-chip';
+      chip.dataset.n = String(n);
+      if (source.document_id) chip.dataset.documentId = String(source.document_id);
+      chip.setAttribute('aria-expanded', 'false');
+      chip.setAttribute('aria-controls', panel.id);
+      chip.title = `[${n}] ${sourceLabel(source)} — show the passage`;
+      chip.append(node('span', 'source-n', `[${n}]`), document.createTextNode(' '));
+      chip.append(node('span', 'source-title', source.title || 'Untitled document'));
+      if (source.heading) chip.append(node('span', 'source-heading', ` — ${source.heading}`));
+      chip.addEventListener('click', () => {
+        const open = chip.getAttribute('aria-expanded') === 'true';
+        for (const b of buttons) b.setAttribute('aria-expanded', 'false');
+        if (open) {
+          panel.hidden = true;
+          panel.replaceChildren();
+          return;
+        }
+        chip.setAttribute('aria-expanded', 'true');
+        const head = node('div', 'source-excerpt-head', `[${n}] ${sourceLabel(source)}`);
+        const text = node('p', 'source-excerpt-text', source.excerpt || '(no excerpt stored)');
+        panel.replaceChildren(head, text);
+        panel.dataset.n = String(n);
+        panel.hidden = false;
+        if (nearBottom()) scrollToBottom();
+      });
+      buttons.push(chip);
+      chips.append(chip);
+    });
+    wrap.append(row, panel);
+    return wrap;
+  }
+
+  // -------------------------------------------------------------------------
+  // Office: the documents panel (upload with progress, drag-and-drop, status, delete)
+
+  const DOC_MAX_BYTES = 10 * 1024 * 1024;
+  const DOC_POLL_MS = 1500;
+  const DOC_ERRORS_SHOWN = 3;
+
+  const docs = {
+    list: [], // as the server lists them, newest first
+    rows: new Map(), // document id -> <li>
+    uploads: new Set(), // upload rows in flight
+    polls: new Map(), // document id -> timeout id
+    errors: [], // { label, message }, newest last
+    loaded: false,
+  };
+
+  function sizeFormat(bytes) {
+    const n = Number(bytes) || 0;
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10 * 1024 ? 1 : 0)} KB`;
+    return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+  }
+
+  function spinner() {
+    const s = node('span', 'spinner');
+    s.setAttribute('aria-hidden', 'true');
+    return s;
+  }
+
+  function docErrorAdd(label, message) {
+    docs.errors.push({ label, message });
+    docs.errors = docs.errors.slice(-DOC_ERRORS_SHOWN);
+    docErrorsRender();
+  }
+
+  function docErrorsClear() {
+    docs.errors = [];
+    docErrorsRender();
+  }
+
+  function docErrorsRender() {
+    const items = docs.errors.map((e) => {
+      const li = node('li', 'documents-error-item');
+      li.dataset.testid = 'documents-error-item';
+      if (e.label) li.append(node('strong', null, `${e.label}: `));
+      li.append(document.createTextNode(e.message));
+      return li;
+    });
+    els.docErrorList.replaceChildren(...items);
+    els.docError.hidden = items.length === 0;
+  }
+
+  /** The message of a failed API call, readably ("file: …" prefixes are the field, said once). */
+  function apiMessage(err) {
+    let message = err.message || 'something went wrong';
+    if (err.field && message.startsWith(`${err.field}: `)) message = message.slice(err.field.length + 2);
+    return message;
+  }
+
+  function docRowUpdate(li, doc) {
+    li.dataset.documentId = doc.id;
+    li.dataset.status = doc.status;
+    li.classList.toggle('is-failed', doc.status === 'failed');
+    const title = node('span', 'document-title', doc.title || doc.filename || 'Untitled document');
+    title.title = doc.filename ? `${doc.title} (${doc.filename})` : doc.title;
+    const meta = node('span', 'document-meta');
+    const parts = [String(doc.kind || '').toUpperCase(), sizeFormat(doc.size)];
+    if (doc.status === 'ready') parts.push(`${doc.chunks} chunk${doc.chunks === 1 ? '' : 's'}`);
+    meta.append(node('span', 'document-facts', parts.filter(Boolean).join(' · ')));
+    const status = node('span', `document-status status-${doc.status}`);
+    status.dataset.testid = 'document-status';
+    if (doc.status === 'indexing') {
+      status.append(spinner(), document.createTextNode('Indexing…'));
+    } else if (doc.status === 'failed') {
+      status.textContent = 'Failed';
+    } else {
+      status.textContent = doc.status === 'ready' ? 'Ready' : doc.status;
+    }
+    meta.append(status);
+    const info = node('div', 'document-info');
+    info.append(title, meta);
+    if (doc.status === 'failed') {
+      const why = node('p', 'document-error', doc.error || 'indexing failed');
+      why.dataset.testid = 'document-error';
+      info.append(why);
+    }
+    const del = node('button', 'icon-button document-delete');
+    del.type = 'button';
+    del.dataset.testid = 'document-delete';
+    del.setAttribute('aria-label', `Delete document: ${doc.title}`);
+    del.title = 'Delete document';
+    del.append(icon('trash'));
+    del.addEventListener('click', () => documentDelete(doc.id));
+    const kind = node('span', 'document-icon');
+    kind.setAttribute('aria-hidden', 'true');
+    kind.append(icon('file'));
+    const hadFocus = li.contains(document.activeElement);
+    li.replaceChildren(kind, info, del);
+    if (hadFocus) del.focus();
+  }
+
+  function documentsRender() {
+    const rows = [];
+    for (const doc of docs.list) {
+      let li = docs.rows.get(doc.id);
+      if (!li) {
+        li = node('li', 'document-item');
+        li.dataset.testid = 'document-item';
+        docs.rows.set(doc.id, li);
+      }
+      docRowUpdate(li, doc);
+      rows.push(li);
+    }
+    for (const [id, li] of docs.rows) {
+      if (docs.list.some((d) => d.id === id)) continue;
+      docs.rows.delete(id);
+      li.remove();
+    }
+    els.docList.replaceChildren(...docs.uploads, ...rows);
+    els.docEmpty.hidden = !docs.loaded || rows.length > 0 || docs.uploads.size > 0;
+  }
+
+  function docUpsert(doc) {
+    const i = docs.list.findIndex((d) => d.id === doc.id);
+    if (i >= 0) docs.list[i] = doc;
+    else docs.list.unshift(doc);
+    documentsRender();
+    if (doc.status === 'indexing') docPollSchedule(doc.id);
+  }
+
+  function docForget(id) {
+    docs.list = docs.list.filter((d) => d.id !== id);
+    clearTimeout(docs.polls.get(id));
+    docs.polls.delete(id);
+    documentsRender();
+  }
+
+  async function documentsLoad() {
+    let data;
+    try {
+      data = await api('/documents');
+    } catch (err) {
+      docErrorAdd('Documents', `could not load the list (${apiMessage(err)})`);
+      return;
+    }
+    docs.list = (data && data.documents) || [];
+    docs.loaded = true;
+    documentsRender();
+    for (const doc of docs.list) if (doc.status === 'indexing') docPollSchedule(doc.id);
+  }
+
+  function docPollSchedule(id) {
+    if (docs.polls.has(id)) return;
+    docs.polls.set(id, setTimeout(() => docPoll(id), DOC_POLL_MS));
+  }
+
+  /** An indexing document: ask again every 1.5 s until it is ready or failed. */
+  async function docPoll(id) {
+    let doc;
+    try {
+      doc = await api(`/documents/${encodeURIComponent(id)}`);
+    } catch (err) {
+      docs.polls.delete(id);
+      if (err.status === 404) docForget(id);
+      else docPollSchedule(id); // network trouble: keep asking
+      return;
+    }
+    docs.polls.delete(id);
+    if (!docs.list.some((d) => d.id === id)) return; // deleted meanwhile
+    docUpsert(doc);
+  }
+
+  function documentUpload(file) {
+    const name = file.name || 'file';
+    if (file.size > DOC_MAX_BYTES) {
+      // Same wording as the server; saves sending megabytes only to be refused.
+      const size = file.size.toLocaleString('en-US');
+      docErrorAdd(name, `file is ${size} bytes; the limit is ${DOC_MAX_BYTES.toLocaleString('en-US')} bytes (10 MiB)`);
+      return;
+    }
+    const li = node('li', 'document-item is-uploading');
+    li.dataset.testid = 'document-upload-row';
+    const kind = node('span', 'document-icon');
+    kind.setAttribute('aria-hidden', 'true');
+    kind.append(icon('file'));
+    const info = node('div', 'document-info');
+    const title = node('span', 'document-title', name);
+    const meta = node('span', 'document-meta');
+    const facts = node('span', 'document-facts', `${sizeFormat(file.size)} · uploading`);
+    const percent = node('span', 'document-percent', '0%');
+    percent.dataset.testid = 'upload-percent';
+    meta.append(facts, percent);
+    const bar = node('div', 'progress');
+    bar.setAttribute('role', 'progressbar');
+    bar.setAttribute('aria-label', `Uploading ${name}`);
+    bar.setAttribute('aria-valuemin', '0');
+    bar.setAttribute('aria-valuemax', '100');
+    bar.setAttribute('aria-valuenow', '0');
+    const fill = node('span', 'progress-fill');
+    bar.append(fill);
+    info.append(title, meta, bar);
+    const cancel = node('button', 'icon-button document-delete');
+    cancel.type = 'button';
+    cancel.setAttribute('aria-label', `Cancel the upload of ${name}`);
+    cancel.title = 'Cancel upload';
+    cancel.append(icon('close'));
+    li.append(kind, info, cancel);
+
+    const xhr = new XMLHttpRequest();
+    const finish = () => {
+      docs.uploads.delete(li);
+      li.remove();
+      documentsRender();
+    };
+    const progress = (fraction) => {
+      const pct = Math.max(0, Math.min(100, Math.round(fraction * 100)));
+      fill.style.width = `${pct}%`;
+      bar.setAttribute('aria-valuenow', String(pct));
+      percent.textContent = `${pct}%`;
+    };
+    xhr.upload.addEventListener('progress', (event) => {
+      if (event.lengthComputable && event.total > 0) progress(event.loaded / event.total);
+    });
+    xhr.upload.addEventListener('load', () => {
+      // Every byte is sent; the server now extracts, chunks and embeds it.
+      progress(1);
+      facts.textContent = `${sizeFormat(file.size)} · processing`;
+      percent.replaceChildren(spinner());
+      li.classList.add('is-processing');
+    });
+    xhr.addEventListener('load', () => {
+      finish();
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch (_) {
+        body = null;
+      }
+      if ((xhr.status === 201 || xhr.status === 202) && body && body.id) {
+        docUpsert(body);
+        return;
+      }
+      docErrorAdd(name, apiMessage(new ApiError(xhr.status, body)));
+    });
+    xhr.addEventListener('error', () => {
+      finish();
+      docErrorAdd(name, 'the upload failed: the server could not be reached');
+    });
+    xhr.addEventListener('abort', finish);
+    cancel.addEventListener('click', () => xhr.abort());
+
+    docs.uploads.add(li);
+    documentsRender();
+    const form = new FormData();
+    form.append('user_id', state.userId);
+    form.append('file', file, name);
+    xhr.open('POST', `${API}/documents`);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.send(form);
+  }
+
+  function documentsUpload(files) {
+    for (const file of Array.from(files || [])) documentUpload(file);
+  }
+
+  async function documentDelete(id) {
+    const doc = docs.list.find((d) => d.id === id);
+    if (!doc) return;
+    if (!window.confirm(`Delete “${doc.title}”? Its passages leave the search index. This cannot be undone.`)) return;
+    const li = docs.rows.get(id);
+    if (li) li.classList.add('is-deleting');
+    try {
+      await api(`/documents/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    } catch (err) {
+      if (err.status !== 404) {
+        if (li) li.classList.remove('is-deleting');
+        docErrorAdd(doc.title, apiMessage(err));
+        return;
+      }
+    }
+    docForget(id);
+  }
+
+  /** Files dragged over the page: the overlay on the chat says where they go. */
+  function dropBind() {
+    let depth = 0;
+    const hasFiles = (event) => Boolean(event.dataTransfer) && Array.from(event.dataTransfer.types || []).includes('Files');
+    const hide = () => {
+      depth = 0;
+      els.dropOverlay.hidden = true;
+    };
+    document.addEventListener('dragenter', (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      depth += 1;
+      els.dropOverlay.hidden = false;
+    });
+    document.addEventListener('dragover', (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault(); // without this the browser opens the file instead
+      event.dataTransfer.dropEffect = 'copy';
+    });
+    document.addEventListener('dragleave', (event) => {
+      if (!hasFiles(event)) return;
+      depth = Math.max(0, depth - 1);
+      if (depth === 0) els.dropOverlay.hidden = true;
+    });
+    document.addEventListener('drop', (event) => {
+      if (!hasFiles(event)) return;
+      event.preventDefault();
+      hide();
+      documentsUpload(event.dataTransfer.files);
+    });
+    window.addEventListener('blur', hide);
+  }
+
+  // -------------------------------------------------------------------------
+  // Office: slash commands → tool calls, shown as local result cards (never stored)
+
+  /**
+   * Rules: a command is "/" + a word at the very start, then a space or the end ("/calc 1+1",
+   * "/notes"). Anything else is a message for the model: "/ hello", "/usr/bin?" and " /calc"
+   * are sent as typed, and "//text" sends "/text".
+   */
+  const SLASH_RE = /^\/([A-Za-z][\w-]*)(?:\s+([\s\S]*))?$/;
+
+  const SLASH_COMMANDS = [
+    { name: 'search', tool: 'search_documents', usage: '/search <query>', args: (a) => (a ? { query: a } : null) },
+    { name: 'web', tool: 'web_search', usage: '/web <query>', args: (a) => (a ? { query: a } : null) },
+    { name: 'calc', tool: 'calculator', usage: '/calc <expression>', args: (a) => (a ? { expression: a } : null) },
+    { name: 'time', tool: 'current_time', usage: '/time [zone]', args: (a) => (a ? { timezone: a } : {}) },
+    { name: 'note', tool: 'save_note', usage: '/note <title>: <text>', args: noteArgs },
+    { name: 'notes', tool: 'list_notes', usage: '/notes [how many]', args: notesArgs },
+    { name: 'delete', tool: 'delete_document', usage: '/delete <document title or id>', args: null },
+    { name: 'help', tool: null, usage: '/help', args: null },
+  ];
+  const SLASH_ABOUT = {
+    help: 'List these commands.',
+    delete: 'Delete one of your documents (asks you to approve first).',
+  };
+
+  function noteArgs(a) {
+    const at = a.indexOf(':');
+    if (at < 1) return null;
+    const title = a.slice(0, at).trim();
+    const text = a.slice(at + 1).trim();
+    return title && text ? { title, text } : null;
+  }
+
+  function notesArgs(a) {
+    if (!a) return {};
+    return /^\d{1,2}$/.test(a) ? { limit: Number(a) } : null;
+  }
+
+  /** null: not a command, send as it is. {kind: 'text', text}: send this text. {kind: 'command', …}. */
+  function slashParse(raw) {
+    if (!raw.startsWith('/')) return null;
+    if (raw.startsWith('//')) return { kind: 'text', text: raw.slice(1) };
+    const match = SLASH_RE.exec(raw.trimEnd());
+    if (!match) return null;
+    return { kind: 'command', name: match[1].toLowerCase(), arg: (match[2] || '').trim() };
+  }
+
+  let hintDefault = null;
+
+  /** While a command is typed, the hint line under the composer shows the matching usages. */
+  function slashHintUpdate(value) {
+    if (!els.hint) return;
+    if (hintDefault === null) hintDefault = els.hint.textContent;
+    const match = /^\/([A-Za-z]*)$/.exec(value.split(/\s/)[0] || '');
+    if (!match || value.startsWith('//')) {
+      if (els.hint.textContent !== hintDefault) els.hint.textContent = hintDefault;
+      els.hint.classList.remove('is-commands');
+      return;
+    }
+    const word = match[1].toLowerCase();
+    const typedArgs = /\s/.test(value);
+    const found = SLASH_COMMANDS.filter((c) => (typedArgs ? c.name === word : c.name.startsWith(word)));
+    const text = found.length
+      ? found.map((c) => c.usage).join(' · ')
+      : `No command /${word}: try /help`;
+    els.hint.textContent = text;
+    els.hint.classList.add('is-commands');
+  }
+
+  let toolsCache = null;
+
+  async function toolsGet() {
+    if (toolsCache) return toolsCache;
+    const data = await api('/tools');
+    toolsCache = new Map(((data && data.tools) || []).map((t) => [t.name, t]));
+    return toolsCache;
+  }
+
+  /** An unsaved card in the conversation: header (tool, command) and a body filled later. */
+  function toolCardCreate(tool, commandText, status) {
+    const card = node('article', 'tool-card');
+    card.dataset.testid = 'tool-card';
+    card.dataset.tool = tool || 'help';
+    card.dataset.status = status;
+    card.setAttribute('aria-label', tool ? `Tool result: ${tool}` : 'Commands');
+    const head = node('header', 'tool-card-head');
+    const badgeIcon = node('span', 'tool-card-icon');
+    badgeIcon.append(icon('tool'));
+    const name = node('span', 'tool-card-name', tool || 'commands');
+    name.dataset.testid = 'tool-name';
+    const command = node('code', 'tool-card-command', commandText.length > 80 ? `${commandText.slice(0, 79)}…` : commandText);
+    command.title = commandText;
+    const note = node('span', 'tool-card-note', 'only you · not saved');
+    const close = node('button', 'icon-button tool-card-close');
+    close.type = 'button';
+    close.setAttribute('aria-label', 'Dismiss this card');
+    close.title = 'Dismiss';
+    close.append(icon('close'));
+    close.addEventListener('click', () => {
+      card.remove();
+      introUpdate();
+      els.input.focus();
+    });
+    head.append(badgeIcon, name, command, note, close);
+    const body = node('div', 'tool-card-body');
+    body.dataset.testid = 'tool-result';
+    card.append(head, body);
+    card.classList.add('is-new');
+    els.messages.append(card);
+    introUpdate();
+    scrollToBottom();
+    return { card, body, head, note };
+  }
+
+  function cardSet(view, status, ...children) {
+    const stick = nearBottom();
+    view.card.dataset.status = status;
+    view.card.setAttribute('aria-busy', status === 'pending' ? 'true' : 'false');
+    view.body.replaceChildren(...children);
+    if (stick) scrollToBottom();
+  }
+
+  function cardError(view, err) {
+    const line = node('p', 'tool-error');
+    line.dataset.testid = 'tool-error';
+    line.append(icon('alert'), node('span', null, apiMessage(err)));
+    const extra = [];
+    if (err.retryAfter && !/retry/i.test(err.message || '')) {
+      extra.push(node('p', 'tool-muted', `Try again in ${Math.ceil(err.retryAfter)} s.`));
+    }
+    cardSet(view, 'error', line, ...extra);
+  }
+
+  function slashUsageHint(commandText, message) {
+    const view = toolCardCreate(null, commandText, 'hint');
+    const p = node('p', 'tool-hint');
+    p.dataset.testid = 'slash-hint';
+    p.append(icon('info'), node('span', null, message));
+    const list = node('p', 'tool-muted', `Commands: ${SLASH_COMMANDS.map((c) => c.usage).join(' · ')}`);
+    cardSet(view, 'hint', p, list);
+  }
+
+  /** Runs a parsed command. Usage mistakes keep the text in the composer to fix it. */
+  async function slashRun(parsed, commandText) {
+    const spec = SLASH_COMMANDS.find((c) => c.name === parsed.name);
+    if (!spec) {
+      slashUsageHint(commandText, `Unknown command /${parsed.name}.`);
+      return;
+    }
+    if (spec.name === 'help') {
+      inputClear();
+      helpShow(commandText);
+      return;
+    }
+    let args;
+    if (spec.name === 'delete') {
+      if (!parsed.arg) {
+        slashUsageHint(commandText, `Usage: ${spec.usage}`);
+        return;
+      }
+      args = await deleteArgs(parsed.arg, commandText);
+      if (!args) return;
+    } else {
+      args = spec.args(parsed.arg);
+      if (!args) {
+        slashUsageHint(commandText, `Usage: ${spec.usage}`);
+        return;
+      }
+    }
+    inputClear();
+    const view = toolCardCreate(spec.tool, commandText, 'pending');
+    cardSet(view, 'pending', node('p', 'tool-muted', 'Running…'));
+    view.body.firstChild.prepend(spinner());
+    let response;
+    try {
+      response = await apiPost(`/tools/${encodeURIComponent(spec.tool)}/call`, { arguments: args, source: 'slash' });
+    } catch (err) {
+      cardError(view, err);
+      return;
+    }
+    const body = response.body || {};
+    if (response.status === 202 || body.status === 'approval_required') {
+      approvalShow(view, spec.tool, args, body);
+      return;
+    }
+    if (typeof body.duration_ms === 'number') view.note.textContent = `${Math.round(body.duration_ms)} ms · only you · not saved`;
+    cardSet(view, 'ok', resultRender(spec.tool, body.result || {}));
+    toolSideEffects(spec.tool);
+  }
+
+  function inputClear() {
+    els.input.value = '';
+    inputAutogrow();
+    composerUpdate();
+  }
+
+  function toolSideEffects(tool) {
+    if (tool === 'delete_document') documentsLoad();
+  }
+
+  /** "/delete x": x is a document id, its exact title, or a unique part of one title. */
+  async function deleteArgs(wanted, commandText) {
+    await documentsLoad();
+    const lower = wanted.toLowerCase();
+    let matches = docs.list.filter((d) => d.id === wanted);
+    if (!matches.length) matches = docs.list.filter((d) => (d.title || '').toLowerCase() === lower);
+    if (!matches.length) {
+      matches = docs.list.filter(
+        (d) => (d.title || '').toLowerCase().includes(lower) || (d.filename || '').toLowerCase().includes(lower),
+      );
+    }
+    if (matches.length === 1) return { document_id: matches[0].id };
+    const message = matches.length
+      ? `“${wanted}” matches ${matches.length} documents (${matches.map((d) => d.title).join(', ')}); use more of the title.`
+      : `No document matches “${wanted}”.`;
+    slashUsageHint(commandText, message);
+    return null;
+  }
+
+  async function helpShow(commandText) {
+    const view = toolCardCreate(null, commandText, 'pending');
+    let tools = new Map();
+    let note = null;
+    try {
+      tools = await toolsGet();
+    } catch (err) {
+      note = node('p', 'tool-muted', `Tool descriptions are unavailable (${apiMessage(err)}).`);
+    }
+    const list = node('dl', 'help-list');
+    for (const c of SLASH_COMMANDS) {
+      const tool = c.tool ? tools.get(c.tool) : null;
+      const dt = node('dt');
+      dt.append(node('code', null, c.usage));
+      if (tool && tool.needs_approval) dt.append(node('span', 'badge badge-approval', 'asks approval'));
+      const dd = node('dd', null, (tool && tool.description) || SLASH_ABOUT[c.name] || (c.tool ? `Calls ${c.tool}.` : ''));
+      list.append(dt, dd);
+    }
+    const rules = node(
+      'p',
+      'tool-muted',
+      'A command is “/word” at the very start of the message. Anything else goes to the model as typed: ' +
+        '“/ hello” (slash, space) is an ordinary message, and “//text” sends “/text”. ' +
+        'Results show only here and are not saved in the chat.',
+    );
+    cardSet(view, 'help', list, rules, ...(note ? [note] : []));
+  }
+
+  /** A 202 from a tool: show what would run, with Approve / Deny. */
+  function approvalShow(view, tool, args, body) {
+    view.card.classList.add('is-approval');
+    view.card.setAttribute('aria-label', `Approval needed: ${tool}`);
+    view.head.querySelector('.tool-card-icon').replaceChildren(icon('shield'));
+    view.note.textContent = 'needs your approval';
+    const title = node('p', 'approval-title', `Run ${tool}?`);
+    const reason = node('p', 'tool-muted', body.reason || 'This tool asks before it runs.');
+    const argList = node('dl', 'approval-args');
+    argList.dataset.testid = 'approval-args';
+    for (const [key, value] of Object.entries(args)) {
+      const shown = typeof value === 'string' ? value : JSON.stringify(value);
+      const dd = node('dd', null, shown);
+      if (key === 'document_id') {
+        const doc = docs.list.find((d) => d.id === value);
+        if (doc) dd.append(node('span', 'approval-doc', ` — “${doc.title}”`));
+      }
+      argList.append(node('dt', null, key), dd);
+    }
+    const actions = node('div', 'approval-actions');
+    const approve = node('button', 'approval-button approve', 'Approve');
+    approve.type = 'button';
+    approve.dataset.testid = 'approve-button';
+    approve.setAttribute('aria-label', `Approve ${tool}`);
+    const deny = node('button', 'approval-button deny', 'Deny');
+    deny.type = 'button';
+    deny.dataset.testid = 'deny-button';
+    deny.setAttribute('aria-label', `Deny ${tool}`);
+    actions.append(approve, deny);
+    const outcome = node('div', 'approval-outcome');
+    outcome.dataset.testid = 'approval-outcome';
+    outcome.setAttribute('role', 'status');
+    const decide = async (decision) => {
+      approve.disabled = true;
+      deny.disabled = true;
+      view.card.setAttribute('aria-busy', 'true');
+      outcome.replaceChildren(spinner(), document.createTextNode(decision === 'approve' ? ' Running…' : ' Denying…'));
+      let response;
+      try {
+        response = await apiPost(`/approvals/${encodeURIComponent(body.approval_id)}`, { decision });
+      } catch (err) {
+        view.card.setAttribute('aria-busy', 'false');
+        const closed = err.status === 404 || err.status === 409;
+        approve.disabled = closed;
+        deny.disabled = closed;
+        const line = node('p', 'tool-error');
+        line.dataset.testid = 'tool-error';
+        line.append(icon('alert'), node('span', null, apiMessage(err)));
+        outcome.replaceChildren(line);
+        view.card.dataset.status = closed ? 'error' : 'approval';
+        return;
+      }
+      view.card.setAttribute('aria-busy', 'false');
+      const result = response.body || {};
+      actions.remove();
+      view.card.dataset.status = result.status || decision;
+      if (result.status === 'approved') {
+        view.note.textContent = 'approved · not saved';
+        outcome.replaceChildren(node('p', 'approval-verdict is-approved', 'Approved.'), resultRender(tool, result.result || {}));
+        toolSideEffects(tool);
+      } else {
+        view.note.textContent = `${result.status || 'denied'} · not saved`;
+        outcome.replaceChildren(node('p', 'approval-verdict is-denied', 'Denied — nothing was run.'));
+      }
+      if (nearBottom()) scrollToBottom();
+    };
+    approve.addEventListener('click', () => decide('approve'));
+    deny.addEventListener('click', () => decide('deny'));
+    cardSet(view, 'approval', title, reason, argList, actions, outcome);
+  }
+
+  /** A tool's result as DOM nodes (text only; links only for http(s) addresses). */
+  function resultRender(tool, result) {
+    switch (tool) {
+      case 'calculator': {
+        const p = node('p', 'calc-result');
+        p.append(node('span', 'calc-expression', String(result.expression ?? '')), node('span', 'calc-equals', ' = '));
+        p.append(node('strong', 'calc-value', String(result.result ?? '')));
+        return p;
+      }
+      case 'current_time': {
+        const p = node('p', 'time-result');
+        const iso = String(result.iso || '');
+        p.append(node('strong', null, iso.replace('T', ' ')));
+        p.append(node('span', 'tool-muted', ` ${result.weekday || ''} · ${result.timezone || ''}`));
+        return p;
+      }
+      case 'search_documents': {
+        const hits = Array.isArray(result.results) ? result.results : [];
+        if (!hits.length) return node('p', 'tool-muted', 'No passage in your documents matches.');
+        const ol = node('ol', 'result-list');
+        for (const hit of hits) {
+          const li = node('li', 'result-item');
+          li.dataset.documentId = hit.document_id || '';
+          li.append(node('div', 'result-title', hit.title || 'Untitled document'));
+          li.append(node('p', 'result-text', hit.excerpt || ''));
+          ol.append(li);
+        }
+        return ol;
+      }
+      case 'web_search': {
+        const hits = Array.isArray(result.results) ? result.results : [];
+        if (!hits.length) return node('p', 'tool-muted', 'No web results.');
+        const ol = node('ol', 'result-list');
+        for (const hit of hits) {
+          const li = node('li', 'result-item');
+          const href = window.PersonaMarkdown.safeHref(hit.url || '');
+          let title;
+          if (href && /^https?:/i.test(href)) {
+            title = node('a', 'result-title', hit.title || href);
+            title.href = href;
+            title.target = '_blank';
+            title.rel = 'noopener noreferrer nofollow';
+          } else {
+            title = node('div', 'result-title', hit.title || '');
+          }
+          li.append(title);
+          if (hit.url) li.append(node('div', 'result-url', String(hit.url)));
+          if (hit.snippet) li.append(node('p', 'result-text', hit.snippet));
+          ol.append(li);
+        }
+        return ol;
+      }
+      case 'save_note': {
+        const note = result.note || {};
+        const wrap = node('div', 'note-result');
+        wrap.append(node('p', null, `Saved note “${note.title || ''}”.`));
+        if (note.text) wrap.append(node('p', 'result-text', note.text));
+        return wrap;
+      }
+      case 'list_notes': {
+        const notes = Array.isArray(result.notes) ? result.notes : [];
+        if (!notes.length) return node('p', 'tool-muted', 'No notes yet. Save one with /note <title>: <text>.');
+        const ol = node('ol', 'result-list');
+        for (const note of notes) {
+          const li = node('li', 'result-item');
+          const head = node('div', 'result-title', note.title || '');
+          if (note.created_at) head.append(node('span', 'result-when', ` · ${relativeTime(note.created_at)}`));
+          li.append(head, node('p', 'result-text', note.text || ''));
+          ol.append(li);
+        }
+        return ol;
+      }
+      case 'delete_document': {
+        const deleted = result.deleted || {};
+        return node('p', null, `Deleted “${deleted.title || deleted.id || 'the document'}”.`);
+      }
+      default: {
+        const pre = node('pre', 'result-json', JSON.stringify(result, null, 2));
+        return pre;
+      }
+    }
+  }
+
+  function officeBind() {
+    els.docUpload.addEventListener('click', () => els.docFile.click());
+    els.docFile.addEventListener('change', () => {
+      documentsUpload(els.docFile.files);
+      els.docFile.value = ''; // the same file can be picked again
+    });
+    els.docErrorDismiss.addEventListener('click', docErrorsClear);
+    dropBind();
+  }
+
+  // -------------------------------------------------------------------------
   // Events
 
   function bind() {
     els.composer.addEventListener('submit', (event) => {
       event.preventDefault();
       if (state.stream) stopGeneration();
-      else sendMessage();
+      else submitInput();
     });
 
     els.input.addEventListener('keydown', (event) => {
@@ -1282,7 +2151,7 @@
       if (event.isComposing || event.keyCode === 229) return;
       if (event.shiftKey || event.altKey) return;
       event.preventDefault();
-      if (!state.stream) sendMessage();
+      submitInput();
     });
 
     els.input.addEventListener('input', () => {
@@ -1330,6 +2199,8 @@
       if (state.conn === 'closed') wsConnect();
     });
 
+    if (IS_OFFICE) officeBind();
+
     // Relative times age; refresh their text now and then (not the whole list, which
     // would take focus away from a button the user is on).
     setInterval(() => {
@@ -1369,6 +2240,7 @@
     wsConnect();
     healthCheck();
     await loadInitial();
+    if (IS_OFFICE) documentsLoad();
     const hashId = location.hash.slice(1);
     if (UUID_RE.test(hashId)) {
       newChat(state.defaultPersona);

@@ -1,0 +1,169 @@
+"""OpenAI function calling for /v1/chat/completions: `tools`, `tool_choice`, and `tool_calls` replies.
+
+The client describes its functions with JSON Schemas. We tell the model about them in a
+system message and constrain its reply with a grammar built from those schemas (see
+webapp.engine.grammar), so a call's `arguments` always parse and match the schema of the
+function it names. tool_choice "required" or a named function allows only calls;
+"auto" allows a call or plain text; "none" offers no tools. As with OpenAI, the client
+runs the functions and sends the results back as `tool` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from rest_framework import serializers
+
+from webapp.engine.grammar import tool_call_grammar
+from webapp.engine.prompt import ChatMessage
+
+TOOLS_MAX = 32
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+class FunctionSerializer(serializers.Serializer):
+    name = serializers.RegexField(NAME_PATTERN, error_messages={"invalid": "must be 1-64 of a-z, A-Z, 0-9, _ and -."})
+    description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    parameters = serializers.DictField(required=False)
+
+    def validate_parameters(self, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Draft202012Validator.check_schema(value)
+        except SchemaError as exc:
+            raise serializers.ValidationError(f"is not a valid JSON Schema: {exc.message}") from exc
+        if value.get("type", "object") != "object":
+            raise serializers.ValidationError('must describe an object ({"type": "object", ...}).')
+        return value
+
+
+class ToolSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["function"])
+    function = FunctionSerializer()
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+ChoiceMode = Literal["none", "auto", "required"]
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """What the request's tools and tool_choice mean for one generation."""
+
+    offered: tuple[Function, ...]  # the functions the model may call
+    mode: ChoiceMode
+
+    @property
+    def active(self) -> bool:
+        return bool(self.offered) and self.mode != "none"
+
+    def grammar(self) -> str | None:
+        if not self.active:
+            return None
+        pairs = [(f.name, f.parameters) for f in self.offered]
+        return tool_call_grammar(pairs, allow_text=self.mode == "auto")
+
+    def system_message(self) -> ChatMessage | None:
+        if not self.active:
+            return None
+        listed = "\n".join(
+            f"- {f.name}: {f.description or 'no description'}; arguments schema: {json.dumps(f.parameters)}"
+            for f in self.offered
+        )
+        ask = (
+            "Answer with exactly one function call."
+            if self.mode == "required"
+            else "If a function is needed, answer with only the call; otherwise answer normally."
+        )
+        return ChatMessage(
+            "system",
+            f"You can call these functions:\n{listed}\n"
+            'To call one, answer with JSON: {"name": "<function>", "arguments": {...}}. ' + ask,
+        )
+
+
+def tool_plan(tools: list[dict[str, Any]] | None, tool_choice: Any) -> ToolPlan:
+    """Read `tools` (validated by ToolSerializer) and `tool_choice`; raise ValidationError naming the field."""
+    functions = tuple(
+        Function(
+            name=t["function"]["name"],
+            description=t["function"].get("description", ""),
+            parameters=t["function"].get("parameters") or EMPTY_PARAMETERS,
+        )
+        for t in tools or []
+    )
+    names = [f.name for f in functions]
+    if len(set(names)) != len(names):
+        raise serializers.ValidationError({"tools": "function names must be unique."})
+    if tool_choice is None:
+        return ToolPlan(functions, "auto" if functions else "none")
+    if tool_choice in ("none", "auto", "required"):
+        if tool_choice != "none" and not functions:
+            raise serializers.ValidationError({"tool_choice": f"'{tool_choice}' needs a non-empty `tools` list."})
+        return ToolPlan(functions, tool_choice)
+    if isinstance(tool_choice, dict) and tool_choice.get("type") == "function":
+        wanted = (tool_choice.get("function") or {}).get("name")
+        chosen = tuple(f for f in functions if f.name == wanted)
+        if not chosen:
+            raise serializers.ValidationError({"tool_choice": f"names function {wanted!r}, which is not in `tools`."})
+        return ToolPlan(chosen, "required")
+    raise serializers.ValidationError(
+        {"tool_choice": 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}.'}
+    )
+
+
+def messages_with_tools(messages: list[dict[str, Any]]) -> list[ChatMessage]:
+    """The request's messages as chat-template turns: an assistant's tool_calls become the
+    JSON it would have written, and a tool result becomes a user turn naming its function."""
+    names: dict[str, str] = {}
+    out: list[ChatMessage] = []
+    for m in messages:
+        role = m["role"]
+        if role == "assistant" and m.get("tool_calls"):
+            calls = []
+            for call in m["tool_calls"]:
+                function = call.get("function", {})
+                names[call.get("id", "")] = function.get("name", "")
+                try:
+                    arguments = json.loads(function.get("arguments") or "{}")
+                except json.JSONDecodeError:
+                    arguments = function.get("arguments")
+                calls.append(json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False))
+            out.append(ChatMessage("assistant", "\n".join(calls)))
+        elif role == "tool":
+            name = names.get(m.get("tool_call_id", ""), "the function")
+            out.append(ChatMessage("user", f"Result of {name}: {m['content']}"))
+        else:
+            out.append(ChatMessage("system" if role == "developer" else role, m["content"] or ""))
+    return out
+
+
+def tool_calls_parse(text: str, plan: ToolPlan) -> list[dict[str, Any]] | None:
+    """The reply as OpenAI tool_calls, or None when it is a plain answer."""
+    if not plan.active or not text.lstrip().startswith("{"):
+        return None
+    try:
+        call = json.loads(text)
+    except json.JSONDecodeError:
+        return None  # cut off by max_tokens: the client gets the text and finish_reason "length"
+    offered = {f.name for f in plan.offered}
+    if not isinstance(call, dict) or call.get("name") not in offered:
+        return None
+    return [
+        {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call.get("arguments", {}), ensure_ascii=False)},
+        }
+    ]
