@@ -79,3 +79,34 @@ def test_a_long_question_is_never_cut_for_sources(http, gateway, user_id, db_id)
     user_message, reply = stored_messages(gateway, "office", db_id, user_id)
     assert user_message["content"] == question
     assert reply["meta"]["finish_reason"] in ("stop", "length")
+
+
+def test_google_access_grounds_on_web_search_results(http, gateway, user_id, db_id, searxng):
+    body = {"input_data": "Who won the Seoul marathon?", "google_access": True, "db_id": db_id, "user_id": user_id}
+    response = http.post(f"{gateway}/office/Llama", json=body, timeout=300)
+    assert response.status_code == 200, response.text
+    assert searxng.queries[-1]["q"] == ["Who won the Seoul marathon?"]
+    sources = stored_messages(gateway, "office", db_id, user_id)[-1]["meta"]["sources"]
+    assert [s["kind"] for s in sources] == ["web"] * 3
+    assert sources[0]["title"] == "Result 1 for Who won the Seoul marathon?"
+    assert sources[0]["url"].startswith("https://example.org/1")
+    audit = http.get(f"{gateway}/office/audit", params={"user_id": user_id}, timeout=30).json()["entries"]
+    assert (audit[0]["tool"], audit[0]["outcome"], audit[0]["source"]) == ("web_search", "ok", "chat")
+
+
+def test_when_web_search_cannot_run_the_reply_says_why(http, gateway, user_id, db_id):
+    burst = http.get(f"{gateway}/office/tools/web_search", timeout=30).json()["rate_limit"]["burst"]
+    for _ in range(burst):  # use up the user's web searches
+        assert http.post(
+            f"{gateway}/office/tools/web_search/call",
+            json={"user_id": user_id, "arguments": {"query": "x"}},
+            timeout=30,
+        ).ok
+    body = {"input_data": "Any news today?", "google_access": True, "db_id": db_id, "user_id": user_id}
+    response = http.post(f"{gateway}/office/Llama", json=body, timeout=300)
+    assert response.status_code == 200, response.text
+    assert response.json().startswith("Web search was not used: ")
+    assert "rate limit" in response.json().split("\n\n")[0]
+    reply = stored_messages(gateway, "office", db_id, user_id)[-1]
+    assert reply["content"] == response.json()
+    assert "sources" not in reply["meta"]

@@ -78,10 +78,11 @@ def _reply(persona: Persona, data: dict[str, Any]) -> Response:
         persona=persona,
         sampling=services.sampling_params(runtime.model_spec_get().sampling),
         grounder=runtime.grounder_get(),
+        web_search=bool(data.get("google_access")),
     )
     completion = turn.completion
     return Response(
-        completion.text,
+        turn.assistant_message.content,
         headers={
             "X-Conversation-Id": turn.conversation.db_id,
             "X-Message-Id": turn.assistant_message.id,
@@ -105,8 +106,10 @@ class OfficeLlamaApi(CountedMixin, APIView):
         responses={200: OpenApiResponse(str, description="the assistant's reply text"), **ERRORS},
         summary="Ask the office assistant (one turn of conversation db_id)",
         description=(
-            "google_access is accepted for compatibility with the seed API; web search "
-            "arrives with the retrieval and tools feature."
+            "When the user has documents, the reply is grounded on them (their sources are in "
+            "GET conversations/{db_id}/messages, meta.sources; X-Sources counts them). "
+            "google_access: true also runs the web_search tool (SearxNG, when SEARXNG_URL is set); "
+            "when it can't run, the reply starts with a note saying why."
         ),
     )
     def post(self, request: Request) -> Response:

@@ -114,6 +114,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     "regenerates": turn.regenerates,
                 }
             )
+            if turn.notice:  # part of the reply text, as stored: e.g. "Web search was not used: …"
+                await self._send({"type": "token", "text": services.reply_text(turn, "")})
             last: DoneEvent | ErrorEvent | None = None
             async for batch in turn.handle.aevent_batches():
                 positions = [e.position for e in batch if isinstance(e, QueuedEvent)]
@@ -237,4 +239,5 @@ def _turn_starter(kind: str, frame: dict[str, Any]) -> Callable[[], services.Pen
         persona=persona,
         sampling=sampling,
         grounder=runtime.grounder_get(),
+        web_search=bool(data.get("google_access")),
     )

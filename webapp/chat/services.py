@@ -41,6 +41,7 @@ GROUNDING_MARGIN = 64
 class GroundingLike(Protocol):
     sources: Sequence[Any]  # each with .public() -> dict
     prompt_text: str
+    notice: str | None  # said to the user before the reply (e.g. web search unavailable)
 
 
 class Grounder(Protocol):
@@ -54,6 +55,7 @@ class Grounder(Protocol):
         earlier_user_turns: Sequence[str],
         budget_tokens: int,
         count_tokens: Callable[[str], int],
+        web: bool = False,
     ) -> GroundingLike | None: ...
 
 
@@ -72,6 +74,7 @@ class PendingTurn:
     history: Sequence[Message]  # what the prompt kept, oldest first
     regenerates: str | None = None
     sources: tuple[dict[str, Any], ...] = ()  # what the reply was grounded on (office)
+    notice: str | None = None  # shown (and stored) before the reply text
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def turn_grounding(
     text: str,
     history: Sequence[Message],
     max_tokens: int,
+    web: bool = False,
 ) -> GroundingLike | None:
     """Sources for this turn within what the context has left after the persona, the
     question and the reply; None without a grounder, documents or matches.
@@ -152,6 +156,7 @@ def turn_grounding(
             earlier_user_turns=[m.content for m in history if m.role == "user"],
             budget_tokens=budget,
             count_tokens=count,
+            web=web,
         )
     except Exception:
         log.exception("retrieval failed; answering without sources")
@@ -160,6 +165,15 @@ def turn_grounding(
 
 def _sources(grounding: GroundingLike | None) -> tuple[dict[str, Any], ...]:
     return tuple(s.public() for s in grounding.sources) if grounding else ()
+
+
+def _notice(grounding: GroundingLike | None) -> str | None:
+    return grounding.notice if grounding else None
+
+
+def reply_text(turn: PendingTurn, generated: str) -> str:
+    """The reply as the user sees and the store keeps it: any notice, then the model's text."""
+    return f"{turn.notice}\n\n{generated}" if turn.notice else generated
 
 
 def engine_submit(
@@ -193,10 +207,12 @@ def chat_turn_start(
     persona: Persona,
     sampling: SamplingParams,
     grounder: Grounder | None = None,
+    web_search: bool = False,
 ) -> PendingTurn:
     """Submit `text` to conversation `db_id` (created on first use) as `persona`.
 
-    With a grounder (office), the prompt carries sources from the user's documents.
+    With a grounder (office), the prompt carries sources from the user's documents, and
+    from a web search when `web_search` (google_access) is on.
     The user's message is stored only once the engine accepted the prompt, so a refused
     turn leaves no trace.
     """
@@ -212,6 +228,7 @@ def chat_turn_start(
         text=text,
         history=history,
         max_tokens=sampling.max_tokens,
+        web=web_search,
     )
     handle = _submit(engine, persona=persona, history=history, text=text, sampling=sampling, grounding=grounding)
 
@@ -228,6 +245,7 @@ def chat_turn_start(
         assistant_message_id=store.message_id_new(),
         history=_kept(history, handle),
         sources=_sources(grounding),
+        notice=_notice(grounding),
     )
 
 
@@ -277,6 +295,7 @@ def chat_turn_regenerate(
         history=_kept(history, handle),
         regenerates=replaced,
         sources=_sources(grounding),
+        notice=_notice(grounding),
     )
 
 
@@ -310,7 +329,7 @@ def chat_turn_finish(
     return store.message_append(
         turn.conversation,
         role="assistant",
-        content=completion.text,
+        content=reply_text(turn, completion.text),
         persona=turn.persona.id,
         meta=meta,
         message_id=turn.assistant_message_id,
@@ -327,6 +346,7 @@ def chat_turn_run(
     persona: Persona,
     sampling: SamplingParams,
     grounder: Grounder | None = None,
+    web_search: bool = False,
 ) -> ChatTurn:
     """One whole turn, blocking until the reply is generated and stored (persist, then publish)."""
     turn = chat_turn_start(
@@ -338,6 +358,7 @@ def chat_turn_run(
         persona=persona,
         sampling=sampling,
         grounder=grounder,
+        web_search=web_search,
     )
     try:
         completion = turn.handle.result()

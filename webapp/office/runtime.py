@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
+from webapp.chat.errors import ApplicationError
 from webapp.chat.runtime import _built_once
 from webapp.engine.registry import embedding_spec_load
-from webapp.office.grounding import Grounder
+from webapp.office import tool_calls
+from webapp.office.grounding import Grounder, WebHit, WebSearchUnavailable
 from webapp.office.tools import office_registry_build
 from webapp.retrieval.embedding import embedder_load
 from webapp.retrieval.index import ChunkIndex, QdrantChunkIndex, SqliteChunkIndex
@@ -26,6 +28,9 @@ from webapp.store.office_store import OfficeStore
 from webapp.tools import SearxngClient, ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
+
+WEB_QUERY_MAX = 300
+WEB_RESULTS = 3
 
 
 def store_config() -> StoreConfig:
@@ -81,9 +86,27 @@ def indexer_get() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="indexer")
 
 
+def _web_search_for_chat(user_id: str, query: str) -> list[WebHit]:
+    """web_search as a tool call of the chat (rate-limited and audited like any other)."""
+    try:
+        outcome = tool_calls.tool_call(
+            registry=tool_registry_get(),
+            store=office_store_get(),
+            ctx=tool_context(user_id),
+            name="web_search",
+            arguments={"query": query[:WEB_QUERY_MAX], "k": WEB_RESULTS},
+            source="chat",
+        )
+    except ApplicationError as exc:
+        raise WebSearchUnavailable(exc.message) from exc
+    if outcome.status != "ok" or outcome.result is None:
+        raise WebSearchUnavailable("web search needs your approval in this security mode")
+    return [WebHit(r["title"], r["url"], r["snippet"]) for r in outcome.result["results"]]
+
+
 @_built_once
 def grounder_get() -> Grounder:
-    return Grounder(retriever=retriever_get())
+    return Grounder(retriever=retriever_get(), web_search=_web_search_for_chat)
 
 
 @_built_once

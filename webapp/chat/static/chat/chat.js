@@ -370,7 +370,6 @@
     } else {
       const name = state.persona ? personaName(state.persona) : '';
       els.input.placeholder = name ? `Message ${name}…` : 'Message…';
-      if (IS_OFFICE) els.input.placeholder += ' (/help for commands)';
     }
     const length = els.input.value.length;
     const slash = IS_OFFICE && slashParse(els.input.value);
@@ -1473,9 +1472,9 @@
     li.classList.toggle('is-failed', doc.status === 'failed');
     const title = node('span', 'document-title', doc.title || doc.filename || 'Untitled document');
     title.title = doc.filename ? `${doc.title} (${doc.filename})` : doc.title;
-    const meta = node('span', 'document-meta');
     const parts = [String(doc.kind || '').toUpperCase(), sizeFormat(doc.size)];
     if (doc.status === 'ready') parts.push(`${doc.chunks} chunk${doc.chunks === 1 ? '' : 's'}`);
+    const meta = node('span', 'document-meta');
     meta.append(node('span', 'document-facts', parts.filter(Boolean).join(' · ')));
     const status = node('span', `document-status status-${doc.status}`);
     status.dataset.testid = 'document-status';
@@ -1486,9 +1485,10 @@
     } else {
       status.textContent = doc.status === 'ready' ? 'Ready' : doc.status;
     }
-    meta.append(status);
+    const top = node('span', 'document-top');
+    top.append(title, status);
     const info = node('div', 'document-info');
-    info.append(title, meta);
+    info.append(top, meta);
     if (doc.status === 'failed') {
       const why = node('p', 'document-error', doc.error || 'indexing failed');
       why.dataset.testid = 'document-error';
@@ -1957,15 +1957,15 @@
       const tool = c.tool ? tools.get(c.tool) : null;
       const dt = node('dt');
       dt.append(node('code', null, c.usage));
-      if (tool && tool.needs_approval) dt.append(node('span', 'badge badge-approval', 'asks approval'));
       const dd = node('dd', null, (tool && tool.description) || SLASH_ABOUT[c.name] || (c.tool ? `Calls ${c.tool}.` : ''));
+      if (tool && tool.needs_approval) dd.prepend(node('span', 'badge badge-approval', 'asks approval'), ' ');
       list.append(dt, dd);
     }
     const rules = node(
       'p',
       'tool-muted',
-      'A command is “/word” at the very start of the message. Anything else goes to the model as typed: ' +
-        '“/ hello” (slash, space) is an ordinary message, and “//text” sends “/text”. ' +
+      'A command is /word at the very start of the message. Anything else goes to the model as typed, ' +
+        'so a slash followed by a space is an ordinary message, and //text sends /text. ' +
         'Results show only here and are not saved in the chat.',
     );
     cardSet(view, 'help', list, rules, ...(note ? [note] : []));
@@ -2133,6 +2133,13 @@
     });
     els.docErrorDismiss.addEventListener('click', docErrorsClear);
     dropBind();
+    // Documents may change elsewhere (another tab, the API): catch up when the page is back in view.
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && docs.loaded) documentsLoad();
+    });
+    window.addEventListener('focus', () => {
+      if (docs.loaded) documentsLoad();
+    });
   }
 
   // -------------------------------------------------------------------------
