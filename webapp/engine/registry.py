@@ -7,6 +7,7 @@ field and names the offending key; `ModelSpec.check_file()` names the missing pa
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -118,13 +119,22 @@ def embedding_spec_load(path: Path) -> EmbeddingSpec:
     if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
         raise RegistryError(f"{where}: 'languages' must be a non-empty list of language codes, got {languages!r}")
     raw_path = Path(str(_typed(table, "path", str, where)))
+    resolved = raw_path if raw_path.is_absolute() else (path.parent / raw_path)
+    package = str(_typed(table, "package", str, where, "")) or None
+    package_path = str(_typed(table, "package_path", str, where, ""))
+    if not resolved.exists() and package:
+        # Not linked into models/ (a container mounts models/ over the image's): read it
+        # straight from the installed package.
+        found = importlib.util.find_spec(package)
+        if found is not None and found.submodule_search_locations:
+            resolved = Path(next(iter(found.submodule_search_locations))) / (package_path or raw_path.name)
     return EmbeddingSpec(
         alias=str(_typed(table, "alias", str, where)),
         kind=kind,
-        path=raw_path if raw_path.is_absolute() else (path.parent / raw_path),
+        path=resolved,
         languages=tuple(languages),
-        package=str(_typed(table, "package", str, where, "")) or None,
-        package_path=str(_typed(table, "package_path", str, where, "")),
+        package=package,
+        package_path=package_path,
         max_tokens=int(_typed(table, "max_tokens", int, where, 256)),  # type: ignore[arg-type]
         n_gpu_layers=int(_typed(table, "n_gpu_layers", int, where, 0)),  # type: ignore[arg-type]
     )

@@ -45,16 +45,13 @@ def _package_link(path: Path, *, package: str, inside: str) -> None:
 
 
 def model_files_prepare(registry: Path) -> dict[str, ModelSpec]:
-    """Link packaged default models (chat and embedding) into models/ where missing, then check every file."""
+    """Link packaged default chat models into models/ where missing, then check every model file."""
     specs = registry_load(registry)
     for spec in specs.values():
         if not spec.path.exists() and spec.package:
             _package_link(spec.path, package=spec.package, inside=spec.path.name)
         spec.check_file()
-    embedding = embedding_spec_load(registry)
-    if not embedding.path.exists() and embedding.package:
-        _package_link(embedding.path, package=embedding.package, inside=embedding.package_path or embedding.path.name)
-    embedding.check_file()
+    embedding_spec_load(registry).check_file()  # a packaged embedding model is read in place
     return specs
 
 
