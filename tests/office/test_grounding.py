@@ -110,3 +110,19 @@ def test_when_web_search_cannot_run_the_reply_says_why(http, gateway, user_id, d
     reply = stored_messages(gateway, "office", db_id, user_id)[-1]
     assert reply["content"] == response.json()
     assert "sources" not in reply["meta"]
+
+
+def test_the_openai_endpoint_grounds_on_the_documents_of_its_user(http, gateway, user_id):
+    policy = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
+    body = {
+        "model": "assistant",
+        "messages": [{"role": "user", "content": "How many days do I have to submit hotel receipts?"}],
+        "user": user_id,
+        "max_tokens": 16,
+    }
+    grounded = http.post(f"{gateway}/office/v1/chat/completions", json=body, timeout=300)
+    assert grounded.status_code == 200, grounded.text
+    assert grounded.json()["sources"][0]["document_id"] == policy["id"]
+    plain = http.post(f"{gateway}/office/v1/chat/completions", json={**body, "user": "nobody-here"}, timeout=300)
+    assert "sources" not in plain.json()
+    assert grounded.json()["usage"]["prompt_tokens"] > plain.json()["usage"]["prompt_tokens"] + 40

@@ -19,6 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -53,6 +54,7 @@ from webapp.engine.engine import (
     SamplingParams,
     TokenEvent,
 )
+from webapp.engine.prompt import ChatMessage
 
 MESSAGES_MAX = 200
 CONTENT_MAX = 32_000
@@ -209,10 +211,28 @@ def _generation_request(data: dict[str, Any], persona: Persona | None) -> Genera
     )
 
 
-def _submit(request: GenerationRequest) -> GenerationHandle:
-    return services.engine_submit(
-        runtime.engine_get(), request, field="messages", what="messages", code="context_length_exceeded"
-    )
+def _submit(request: GenerationRequest, user_id: str | None) -> tuple[GenerationHandle, list[dict[str, Any]]]:
+    """Ground the last user message on the user's documents (office, with `user`), then submit.
+
+    Blocking (search, tokenizing): runs on a worker thread.
+    """
+    engine = runtime.engine_get()
+    sources: list[dict[str, Any]] = []
+    if user_id and request.user.role == "user" and request.grammar is None:
+        grounding = services.turn_grounding(
+            runtime.grounder_get(),
+            engine,
+            persona_messages=request.pinned,
+            user_id=user_id,
+            text=request.user.content,
+            history=[],
+            max_tokens=request.sampling.max_tokens,
+        )
+        if grounding is not None and grounding.sources:
+            request = replace(request, user=ChatMessage("user", grounding.prompt_text))
+            sources = [source.public() for source in grounding.sources]
+    handle = services.engine_submit(engine, request, field="messages", what="messages", code="context_length_exceeded")
+    return handle, sources
 
 
 @csrf_exempt
@@ -231,7 +251,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         generation = _generation_request(data, _persona_for(data))
-        handle = await sync_to_async(_submit, thread_sensitive=False)(generation)
+        handle, sources = await sync_to_async(_submit, thread_sensitive=False)(generation, data.get("user"))
     except serializers.ValidationError as exc:
         return _error(exc, 400)
     except ApplicationError as exc:
@@ -239,6 +259,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
     stats.request_started()
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
+    if sources:  # an extension field: the document chunks the reply was grounded on (office)
+        meta["sources"] = sources
     plan: ToolPlan = data["tool_plan"]
     if data["stream"] and plan.active:
         # A call can't be told from an answer until it is complete: generate, then stream it.
