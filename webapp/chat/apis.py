@@ -79,6 +79,9 @@ def _reply(persona: Persona, data: dict[str, Any]) -> Response:
         sampling=services.sampling_params(runtime.model_spec_get().sampling),
         grounder=runtime.grounder_get(),
         web_search=bool(data.get("google_access")),
+        tools=runtime.tool_runner_get(),
+        tool_mode=data.get("tools"),
+        tool_names=data.get("tool_names"),
     )
     completion = turn.completion
     return Response(

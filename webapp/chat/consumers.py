@@ -2,13 +2,17 @@
 
 Protocol (the README and the OpenAPI description say the same):
   client → {"type": "message", "db_id", "user_id", "input_data", "persona" | character fields}
+             office: optional "google_access", "tools" ("auto" | "required"), "tool_names"
            {"type": "regenerate", "db_id", "user_id", "persona" | character fields}
            {"type": "stop"}
+           {"type": "approval", "approval_id", "decision": "approve" | "deny"}  (a paused tool call)
   server → {"type": "status", "state", "model"}   on connect, and when the model is ready
            {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates"}
            {"type": "queued", "position"}         while waiting for a free slot (1 = next)
            {"type": "token", "text"}               as tokens arrive (several, if the socket lagged)
-           {"type": "done", "message_id", "finish_reason", "usage", "timings", "sources"}
+           {"type": "tool_call", "tool", "arguments", "status"}  running, then ok | error |
+             approval_required (with "approval_id": the turn waits for an approval frame) | denied
+           {"type": "done", "message_id", "finish_reason", "usage", "timings", "sources", "tool_calls"}
            {"type": "error", "code", "message", "field"}   the socket stays usable
              (code "server_busy" adds "retry_after" seconds and "queue_size")
 
@@ -24,14 +28,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from webapp.chat import inputs, runtime, services
+from webapp.chat import inputs, runtime, services, tool_turns
 from webapp.chat.errors import ApplicationError, error_frame
-from webapp.engine.engine import DoneEvent, ErrorEvent, GenerationHandle, QueuedEvent, TokenEvent
+from webapp.engine.engine import Completion, DoneEvent, ErrorEvent, GenerationHandle, QueuedEvent, TokenEvent
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._handle: GenerationHandle | None = None
         self._stopped_by: services.StoppedBy | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._approval: tuple[str | None, asyncio.Future[str]] | None = None
+        self._steps_done: tuple[Any, ...] = ()
         await self.accept()
         if await self._status_send() == "loading":
             self._watch = asyncio.create_task(self._model_ready_watch())
@@ -75,9 +82,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if kind == "stop":
                 self._stop("user")
                 return
+            if kind == "approval":
+                self._approval_receive(frame)
+                return
             if kind not in ("message", "regenerate"):
                 raise ApplicationError(
-                    f"type: unknown frame type {kind!r} (expected message, regenerate or stop)",
+                    f"type: unknown frame type {kind!r} (expected message, regenerate, stop or approval)",
                     field="type",
                     code="unknown_type",
                 )
@@ -116,20 +126,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             if turn.notice:  # part of the reply text, as stored: e.g. "Web search was not used: …"
                 await self._send({"type": "token", "text": services.reply_text(turn, "")})
-            last: DoneEvent | ErrorEvent | None = None
-            async for batch in turn.handle.aevent_batches():
-                positions = [e.position for e in batch if isinstance(e, QueuedEvent)]
-                if positions:
-                    await self._send({"type": "queued", "position": positions[-1]})
-                text = "".join(e.text for e in batch if isinstance(e, TokenEvent))
-                if text:
-                    await self._send({"type": "token", "text": text})
-                if isinstance(batch[-1], DoneEvent | ErrorEvent):
-                    last = batch[-1]
-            if not isinstance(last, DoneEvent):
-                reason = last.message if last is not None else "generation ended without a result"
-                raise ApplicationError(reason, code="generation_failed")
-            completion = last.completion
+            while True:
+                completion = await self._round_stream(turn)
+                call = tool_turns.tool_call_read(turn, completion)
+                if call is None:
+                    break
+                following, completion = await self._tool_run(turn, completion, call)
+                if following is None:  # stopped while waiting for the user's approval
+                    turn = replace(turn, tool_steps=self._steps_done)
+                    break
+                turn = following
             message = await _worker(services.chat_turn_finish)(
                 store=runtime.chat_store_get(), turn=turn, completion=completion, stopped_by=self._stopped_by
             )
@@ -145,6 +151,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     },
                     "timings": message.meta["timings"],
                     "sources": message.meta.get("sources", []),
+                    "tool_calls": message.meta.get("tool_calls", []),
                 }
             )
         except Exception as exc:
@@ -153,11 +160,79 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._handle = None
             stats.request_finished(ok=ok, seconds=time.perf_counter() - began)
 
+    async def _round_stream(self, turn: services.PendingTurn) -> Completion:
+        """Send one round's tokens as they come (a tool call's JSON is held back); return its completion."""
+        self._handle = turn.handle
+        if self._stopped_by is not None:
+            turn.handle.cancel()
+        holding: bool | None = None if turn.tool_mode is not None else False
+        last: DoneEvent | ErrorEvent | None = None
+        async for batch in turn.handle.aevent_batches():
+            positions = [e.position for e in batch if isinstance(e, QueuedEvent)]
+            if positions:
+                await self._send({"type": "queued", "position": positions[-1]})
+            text = "".join(e.text for e in batch if isinstance(e, TokenEvent))
+            if text and holding is None:
+                # The grammar lets a plain answer start with anything but "{": the first
+                # text tells a call (held back, announced as a tool_call frame) from an answer.
+                holding = text.lstrip().startswith("{")
+            if text and not holding:
+                await self._send({"type": "token", "text": text})
+            if isinstance(batch[-1], DoneEvent | ErrorEvent):
+                last = batch[-1]
+        if not isinstance(last, DoneEvent):
+            reason = last.message if last is not None else "generation ended without a result"
+            raise ApplicationError(reason, code="generation_failed")
+        if holding and last.completion.finish_reason == "cancelled":
+            return replace(last.completion, text="")  # half a call is no reply
+        return last.completion
+
+    async def _tool_run(
+        self, turn: services.PendingTurn, completion: Completion, call: tuple[str, dict[str, Any]]
+    ) -> tuple[services.PendingTurn | None, Completion]:
+        """Run the model's call (asking the user first if it needs approval); return the next round."""
+        runner, engine = runtime.tool_runner_get(), runtime.engine_get()
+        await self._send({"type": "tool_call", "tool": call[0], "arguments": call[1], "status": "running"})
+        step, following = await _worker(tool_turns.chat_turn_tool)(engine=engine, runner=runner, turn=turn, call=call)
+        if following is None:
+            await self._send({"type": "tool_call", **step.public()})
+            self._approval = (step.approval_id, asyncio.get_running_loop().create_future())
+            try:
+                decision = await self._approval[1]
+            finally:
+                self._approval = None
+            if decision == "stop":
+                step = await _worker(runner.decide)(user_id=turn.conversation.user_id, step=step, approve=False)
+                await self._send({"type": "tool_call", **step.public()})
+                self._steps_done = (*turn.tool_steps, step)
+                return None, replace(completion, text="", finish_reason="cancelled")
+            step, following = await _worker(tool_turns.chat_turn_tool_decided)(
+                engine=engine, runner=runner, turn=turn, step=step, approve=decision == "approve"
+            )
+        await self._send({"type": "tool_call", **step.public()})
+        return following, completion
+
+    def _approval_receive(self, frame: dict[str, Any]) -> None:
+        """The user's answer to a paused tool call: {"type": "approval", "approval_id", "decision"}."""
+        decision = frame.get("decision")
+        if decision not in ("approve", "deny"):
+            raise ApplicationError('decision: must be "approve" or "deny"', field="decision")
+        if self._approval is None or frame.get("approval_id") != self._approval[0]:
+            raise ApplicationError(
+                "approval_id: no tool call of this socket waits for that approval",
+                field="approval_id",
+                code="no_pending_approval",
+            )
+        if not self._approval[1].done():
+            self._approval[1].set_result(decision)
+
     def _stop(self, by: services.StoppedBy) -> None:
         """Stop the running generation, if any; its partial reply is stored as stopped."""
         if self._turn is None or self._turn.done():
             return  # nothing running: a late Stop after "done" is not an error
         self._stopped_by = self._stopped_by or by
+        if self._approval is not None and not self._approval[1].done():
+            self._approval[1].set_result("stop")  # a paused call is denied
         if self._handle is not None:
             self._handle.cancel()
 
@@ -240,4 +315,7 @@ def _turn_starter(kind: str, frame: dict[str, Any]) -> Callable[[], services.Pen
         sampling=sampling,
         grounder=runtime.grounder_get(),
         web_search=bool(data.get("google_access")),
+        tools=runtime.tool_runner_get(),
+        tool_mode=data.get("tools"),
+        tool_names=data.get("tool_names"),
     )

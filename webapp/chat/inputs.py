@@ -62,6 +62,16 @@ class OfficeTurnSerializer(serializers.Serializer):
     db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
     user_id = user_id_field()
     persona = StrictCharField(required=False, max_length=64)
+    # Let the model call tools before it answers: "auto" (if it wants) or "required".
+    tools = serializers.ChoiceField(
+        choices=["auto", "required"],
+        required=False,
+        allow_null=True,
+        error_messages={"invalid_choice": 'must be "auto" or "required" (or left out).'},
+    )
+    tool_names = serializers.ListField(
+        child=StrictCharField(max_length=64), required=False, max_length=16, allow_empty=False
+    )
 
 
 class CharacterTurnSerializer(serializers.Serializer):

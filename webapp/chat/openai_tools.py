@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from rest_framework import serializers
 
-from webapp.engine.grammar import tool_call_grammar
+from webapp.engine.grammar import tool_call_grammar, tools_instruction
 from webapp.engine.prompt import ChatMessage
 
 TOOLS_MAX = 32
@@ -77,20 +77,8 @@ class ToolPlan:
     def system_message(self) -> ChatMessage | None:
         if not self.active:
             return None
-        listed = "\n".join(
-            f"- {f.name}: {f.description or 'no description'}; arguments schema: {json.dumps(f.parameters)}"
-            for f in self.offered
-        )
-        ask = (
-            "Answer with exactly one function call."
-            if self.mode == "required"
-            else "If a function is needed, answer with only the call; otherwise answer normally."
-        )
-        return ChatMessage(
-            "system",
-            f"You can call these functions:\n{listed}\n"
-            'To call one, answer with JSON: {"name": "<function>", "arguments": {...}}. ' + ask,
-        )
+        listed = [(f.name, f.description, f.parameters) for f in self.offered]
+        return ChatMessage("system", tools_instruction(listed, required=self.mode == "required"))
 
 
 def tool_plan(tools: list[dict[str, Any]] | None, tool_choice: Any) -> ToolPlan:

@@ -146,3 +146,12 @@ def grounder_get() -> Any:
     from webapp.office.runtime import grounder_get as office_grounder_get
 
     return office_grounder_get()
+
+
+def tool_runner_get() -> Any:
+    """The office app's tools as its model calls them; None in other apps."""
+    if settings.APP_MODE != "office":
+        return None
+    from webapp.office.runtime import chat_tool_runner_get
+
+    return chat_tool_runner_get()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError, busy_error
@@ -34,6 +34,8 @@ from webapp.store.chat_store import ChatStore, Conversation, Message
 log = logging.getLogger(__name__)
 
 TITLE_CHARS = 60
+# The most tokens a forced tool call may take, whatever the reply limit.
+TOOL_CALL_MAX_TOKENS = 320
 # Tokens kept free between the grounded prompt and the reply, for the template's own tokens.
 GROUNDING_MARGIN = 64
 
@@ -60,6 +62,7 @@ class Grounder(Protocol):
 
 
 StoppedBy = Literal["user", "disconnect"]
+ToolMode = Literal["auto", "required"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,14 @@ class PendingTurn:
     regenerates: str | None = None
     sources: tuple[dict[str, Any], ...] = ()  # what the reply was grounded on (office)
     notice: str | None = None  # shown (and stored) before the reply text
+    # Tool use (office, see webapp.chat.tool_turns): the mode of the round being generated
+    # (None: a plain answer), the tools offered, the calls made so far, and the user turn
+    # as the model saw it in round 1 (grounded), which later rounds repeat.
+    tool_mode: ToolMode | None = None
+    tools_offered: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+    tool_steps: tuple[Any, ...] = ()
+    prompt_user: ChatMessage = field(default_factory=lambda: ChatMessage("user", ""))
+    sampling: SamplingParams | None = None  # the turn's own (a forced call's round may allow more tokens)
 
 
 @dataclass(frozen=True)
@@ -113,17 +124,36 @@ def _submit(
     *,
     persona: Persona,
     history: Sequence[Message],
-    text: str,
+    user: ChatMessage,
     sampling: SamplingParams,
-    grounding: GroundingLike | None = None,
+    tools: tuple[ChatMessage, str] | None = None,
+    tool_mode: ToolMode | None = None,
 ) -> GenerationHandle:
+    """Submit one round; `tools` is the (instruction, grammar) of a round that may call a tool."""
+    if tools and tool_mode == "required":
+        # The call is not the reply: a short reply limit must not cut its JSON in half, and
+        # its arguments are decoded greedily (the most likely value, not a creative one).
+        sampling = replace(sampling, max_tokens=max(sampling.max_tokens, TOOL_CALL_MAX_TOKENS), temperature=0.0)
     request = GenerationRequest(
-        pinned=persona.pinned_messages(),
+        pinned=[*persona.pinned_messages(), *([tools[0]] if tools else [])],
         history=[ChatMessage(m.role, m.content) for m in history],  # type: ignore[arg-type]
-        user=ChatMessage("user", grounding.prompt_text if grounding else text),
+        user=user,
         sampling=sampling,
+        grammar=tools[1] if tools else None,
     )
     return engine_submit(engine, request, field="input_data", what="input_data and the persona")
+
+
+def _tools_setup(
+    tools: Any, mode: ToolMode | None, names: Sequence[str] | None
+) -> tuple[tuple[tuple[str, str, dict[str, Any]], ...], tuple[ChatMessage, str] | None]:
+    """The tools offered to the model this turn and the first round's instruction and grammar."""
+    if tools is None or mode is None:
+        return (), None
+    from webapp.chat.tool_turns import tools_for_round
+
+    offered = tuple(tools.offered(names))
+    return offered, (tools_for_round(offered, mode) if offered else None)
 
 
 def turn_grounding(
@@ -208,8 +238,14 @@ def chat_turn_start(
     sampling: SamplingParams,
     grounder: Grounder | None = None,
     web_search: bool = False,
+    tools: Any = None,
+    tool_mode: ToolMode | None = None,
+    tool_names: Sequence[str] | None = None,
 ) -> PendingTurn:
     """Submit `text` to conversation `db_id` (created on first use) as `persona`.
+
+    With `tools` (a webapp.chat.tool_turns.ToolRunner) and a `tool_mode`, the model may
+    (auto) or must (required) call one of them first; see webapp.chat.tool_turns.
 
     With a grounder (office), the prompt carries sources from the user's documents, and
     from a web search when `web_search` (google_access) is on.
@@ -230,7 +266,17 @@ def chat_turn_start(
         max_tokens=sampling.max_tokens,
         web=web_search,
     )
-    handle = _submit(engine, persona=persona, history=history, text=text, sampling=sampling, grounding=grounding)
+    offered, round_tools = _tools_setup(tools, tool_mode, tool_names)
+    prompt_user = ChatMessage("user", grounding.prompt_text if grounding else text)
+    handle = _submit(
+        engine,
+        persona=persona,
+        history=history,
+        user=prompt_user,
+        sampling=sampling,
+        tools=round_tools,
+        tool_mode=tool_mode,
+    )
 
     if conversation is None:
         conversation = store.conversation_create(
@@ -246,6 +292,10 @@ def chat_turn_start(
         history=_kept(history, handle),
         sources=_sources(grounding),
         notice=_notice(grounding),
+        tool_mode=tool_mode if round_tools else None,
+        tools_offered=offered,
+        prompt_user=prompt_user,
+        sampling=sampling,
     )
 
 
@@ -283,9 +333,8 @@ def chat_turn_regenerate(
         history=history,
         max_tokens=sampling.max_tokens,
     )
-    handle = _submit(
-        engine, persona=persona, history=history, text=user_message.content, sampling=sampling, grounding=grounding
-    )
+    prompt_user = ChatMessage("user", grounding.prompt_text if grounding else user_message.content)
+    handle = _submit(engine, persona=persona, history=history, user=prompt_user, sampling=sampling)
     return PendingTurn(
         conversation=conversation,
         user_message=user_message,
@@ -296,6 +345,7 @@ def chat_turn_regenerate(
         regenerates=replaced,
         sources=_sources(grounding),
         notice=_notice(grounding),
+        prompt_user=prompt_user,
     )
 
 
@@ -326,6 +376,8 @@ def chat_turn_finish(
         meta["regenerates"] = turn.regenerates
     if turn.sources:
         meta["sources"] = list(turn.sources)
+    if turn.tool_steps:
+        meta["tool_calls"] = [step.public() for step in turn.tool_steps]
     return store.message_append(
         turn.conversation,
         role="assistant",
@@ -347,8 +399,17 @@ def chat_turn_run(
     sampling: SamplingParams,
     grounder: Grounder | None = None,
     web_search: bool = False,
+    tools: Any = None,
+    tool_mode: ToolMode | None = None,
+    tool_names: Sequence[str] | None = None,
 ) -> ChatTurn:
-    """One whole turn, blocking until the reply is generated and stored (persist, then publish)."""
+    """One whole turn, blocking until the reply is generated and stored (persist, then publish).
+
+    Tool calls run in between; a call that needs approval ends the turn with a reply that
+    says how to approve it (a blocking request can't wait for the user).
+    """
+    from webapp.chat import tool_turns
+
     turn = chat_turn_start(
         store=store,
         engine=engine,
@@ -359,11 +420,24 @@ def chat_turn_run(
         sampling=sampling,
         grounder=grounder,
         web_search=web_search,
+        tools=tools,
+        tool_mode=tool_mode,
+        tool_names=tool_names,
     )
-    try:
-        completion = turn.handle.result()
-    except GenerationError as exc:
-        raise GenerationFailedError(str(exc)) from exc
+    while True:
+        try:
+            completion = turn.handle.result()
+        except GenerationError as exc:
+            raise GenerationFailedError(str(exc)) from exc
+        call = tool_turns.tool_call_read(turn, completion)
+        if call is None:
+            break
+        step, following = tool_turns.chat_turn_tool(engine=engine, runner=tools, turn=turn, call=call)
+        if following is None:  # waits for approval
+            turn = replace(turn, tool_steps=(*turn.tool_steps, step))
+            completion = replace(completion, text=tool_turns.approval_pending_text(step), finish_reason="stop")
+            break
+        turn = following
     assistant_message = chat_turn_finish(store=store, turn=turn, completion=completion)
     return ChatTurn(
         conversation=store.conversation_get(db_id) or turn.conversation,

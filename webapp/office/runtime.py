@@ -122,3 +122,8 @@ def tool_registry_get() -> ToolRegistry:
 
 def tool_context(user_id: str) -> ToolContext:
     return ToolContext(user_id=user_id, is_admin=user_id in settings.ENV.admin_users)
+
+
+@_built_once
+def chat_tool_runner_get() -> tool_calls.ChatToolRunner:
+    return tool_calls.ChatToolRunner(registry=tool_registry_get, store=office_store_get, context=tool_context)

@@ -10,14 +10,15 @@ duration, including refusals. Blocking: call from a worker thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from rest_framework import status
 
 from webapp.chat.errors import ApplicationError, NotFoundError
+from webapp.chat.tool_turns import ToolStep
 from webapp.store.office_store import Approval, OfficeStore
 from webapp.tools import ToolContext, ToolError, ToolForbiddenError, ToolRegistry
 
@@ -192,3 +193,65 @@ def tool_rate_status(*, registry: ToolRegistry, name: str, user_id: str) -> dict
         return {"tool": name, "user_id": user_id, **registry.rate_status(name, user_id)}
     except ToolError as exc:
         raise ToolCallError(exc) from exc
+
+
+class ChatToolRunner:
+    """The tool service as the chat's model uses it (webapp.chat.tool_turns.ToolRunner).
+
+    Same rules and audit as the REST endpoint, with source "chat"; refusals and failures
+    become steps the model hears about instead of errors that end the turn.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Callable[[], ToolRegistry],
+        store: Callable[[], OfficeStore],
+        context: Callable[[str], ToolContext],
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._context = context
+
+    def offered(self, names: Sequence[str] | None) -> list[tuple[str, str, dict[str, Any]]]:
+        specs = self._registry().specs()
+        if names:
+            known = {spec.name for spec in specs}
+            unknown = [name for name in names if name not in known]
+            if unknown:
+                raise ApplicationError(
+                    f"tool_names: unknown tools {unknown} (known: {', '.join(sorted(known))})", field="tool_names"
+                )
+            specs = [spec for spec in specs if spec.name in names]
+        return [(spec.name, spec.description, spec.parameters) for spec in specs]
+
+    def call(self, *, user_id: str, name: str, arguments: dict[str, Any]) -> ToolStep:
+        try:
+            outcome = tool_call(
+                registry=self._registry(),
+                store=self._store(),
+                ctx=self._context(user_id),
+                name=name,
+                arguments=arguments,
+                source="chat",
+            )
+        except ApplicationError as exc:
+            return ToolStep(name=name, arguments=arguments, status="error", error=exc.message)
+        if outcome.status == "approval_required":
+            return ToolStep(name=name, arguments=arguments, status="approval_required", approval_id=outcome.approval_id)
+        return ToolStep(name=name, arguments=arguments, status="ok", result=outcome.result)
+
+    def decide(self, *, user_id: str, step: ToolStep, approve: bool) -> ToolStep:
+        try:
+            _, outcome = approval_decide(
+                registry=self._registry(),
+                store=self._store(),
+                ctx=self._context(user_id),
+                approval_id=step.approval_id or "",
+                approve=approve,
+            )
+        except ApplicationError as exc:
+            return replace(step, status="error", error=exc.message)
+        if outcome is None:
+            return replace(step, status="denied")
+        return replace(step, status="ok", result=outcome.result)

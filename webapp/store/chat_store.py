@@ -86,7 +86,17 @@ class Message:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Message:
-        meta_keys = ("tokens", "model", "finish_reason", "stopped_by", "regenerates", "timings", "prompt", "sources")
+        meta_keys = (
+            "tokens",
+            "model",
+            "finish_reason",
+            "stopped_by",
+            "regenerates",
+            "timings",
+            "prompt",
+            "sources",
+            "tool_calls",
+        )
         return cls(
             id=str(doc["_id"]),
             conversation_id=doc["conversation_id"],

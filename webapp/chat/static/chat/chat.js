@@ -1346,14 +1346,33 @@
 
   let sourcesSeq = 0;
 
+  /** A web source's link, when its address is a plain http(s) one. */
+  function sourceHref(source) {
+    const href = source.url ? window.PersonaMarkdown.safeHref(String(source.url)) : null;
+    return href && /^https?:/i.test(href) ? href : null;
+  }
+
+  /** What follows the title: a document's heading, or a web page's host. */
+  function sourceDetail(source) {
+    if (source.heading) return String(source.heading);
+    const href = sourceHref(source);
+    return href ? new URL(href).hostname : '';
+  }
+
+  function sourceTitle(source) {
+    return source.title || (source.kind === 'web' ? 'Web page' : 'Untitled document');
+  }
+
   function sourceLabel(source) {
-    const title = source.title || 'Untitled document';
-    return source.heading ? `${title} — ${source.heading}` : title;
+    const title = sourceTitle(source);
+    const detail = sourceDetail(source);
+    return detail ? `${title} — ${detail}` : title;
   }
 
   /**
-   * The "Sources" row: one chip per source ("[n] Title — heading"); a chip toggles its
-   * excerpt below the row (one open at a time). Text only.
+   * The "Sources" row: one chip per source ("[n] Title — heading", or the host of a web
+   * source); a chip toggles its excerpt below the row (one open at a time). Text only; a
+   * web source's address becomes a link only when it is http(s).
    */
   function sourcesBuild(sources) {
     sourcesSeq += 1;
@@ -1377,13 +1396,15 @@
       chip.type = 'button';
       chip.dataset.testid = 'source-chip';
       chip.dataset.n = String(n);
+      chip.dataset.kind = source.kind === 'web' ? 'web' : 'document';
       if (source.document_id) chip.dataset.documentId = String(source.document_id);
       chip.setAttribute('aria-expanded', 'false');
       chip.setAttribute('aria-controls', panel.id);
       chip.title = `[${n}] ${sourceLabel(source)} — show the passage`;
       chip.append(node('span', 'source-n', `[${n}]`), document.createTextNode(' '));
-      chip.append(node('span', 'source-title', source.title || 'Untitled document'));
-      if (source.heading) chip.append(node('span', 'source-heading', ` — ${source.heading}`));
+      chip.append(node('span', 'source-title', sourceTitle(source)));
+      const detail = sourceDetail(source);
+      if (detail) chip.append(node('span', 'source-heading', ` — ${detail}`));
       chip.addEventListener('click', () => {
         const open = chip.getAttribute('aria-expanded') === 'true';
         for (const b of buttons) b.setAttribute('aria-expanded', 'false');
@@ -1396,6 +1417,14 @@
         const head = node('div', 'source-excerpt-head', `[${n}] ${sourceLabel(source)}`);
         const text = node('p', 'source-excerpt-text', source.excerpt || '(no excerpt stored)');
         panel.replaceChildren(head, text);
+        const href = sourceHref(source);
+        if (href) {
+          const link = node('a', 'source-link', href);
+          link.href = href;
+          link.target = '_blank';
+          link.rel = 'noopener noreferrer nofollow';
+          panel.append(link);
+        }
         panel.dataset.n = String(n);
         panel.hidden = false;
         if (nearBottom()) scrollToBottom();
@@ -1412,6 +1441,8 @@
 
   const DOC_MAX_BYTES = 10 * 1024 * 1024;
   const DOC_POLL_MS = 1500;
+  const DOC_POLL_SLOW_MS = 10000; // after DOC_POLL_PATIENCE_MS: a stuck "indexing" is not asked about every 1.5 s
+  const DOC_POLL_PATIENCE_MS = 120000;
   const DOC_ERRORS_SHOWN = 3;
 
   const docs = {
@@ -1419,8 +1450,11 @@
     rows: new Map(), // document id -> <li>
     uploads: new Set(), // upload rows in flight
     polls: new Map(), // document id -> timeout id
+    pollSince: new Map(), // document id -> when polling it began
     errors: [], // { label, message }, newest last
     loaded: false,
+    loadSeq: 0,
+    changes: 0, // bumps on every local change, so a list fetched before one is not trusted
   };
 
   function sizeFormat(bytes) {
@@ -1485,10 +1519,9 @@
     } else {
       status.textContent = doc.status === 'ready' ? 'Ready' : doc.status;
     }
-    const top = node('span', 'document-top');
-    top.append(title, status);
+    meta.append(status);
     const info = node('div', 'document-info');
-    info.append(top, meta);
+    info.append(title, meta);
     if (doc.status === 'failed') {
       const why = node('p', 'document-error', doc.error || 'indexing failed');
       why.dataset.testid = 'document-error';
@@ -1531,6 +1564,7 @@
   }
 
   function docUpsert(doc) {
+    docs.changes += 1;
     const i = docs.list.findIndex((d) => d.id === doc.id);
     if (i >= 0) docs.list[i] = doc;
     else docs.list.unshift(doc);
@@ -1539,18 +1573,28 @@
   }
 
   function docForget(id) {
+    docs.changes += 1;
     docs.list = docs.list.filter((d) => d.id !== id);
     clearTimeout(docs.polls.get(id));
     docs.polls.delete(id);
+    docs.pollSince.delete(id);
     documentsRender();
   }
 
   async function documentsLoad() {
+    const seq = ++docs.loadSeq;
+    const changes = docs.changes;
     let data;
     try {
       data = await api('/documents');
     } catch (err) {
-      docErrorAdd('Documents', `could not load the list (${apiMessage(err)})`);
+      if (seq === docs.loadSeq) docErrorAdd('Documents', `could not load the list (${apiMessage(err)})`);
+      return;
+    }
+    if (seq !== docs.loadSeq) return; // a newer load is on its way
+    if (changes !== docs.changes) {
+      // An upload or delete finished meanwhile: this list may predate it; ask again.
+      await documentsLoad();
       return;
     }
     docs.list = (data && data.documents) || [];
@@ -1561,7 +1605,9 @@
 
   function docPollSchedule(id) {
     if (docs.polls.has(id)) return;
-    docs.polls.set(id, setTimeout(() => docPoll(id), DOC_POLL_MS));
+    if (!docs.pollSince.has(id)) docs.pollSince.set(id, Date.now());
+    const patient = Date.now() - docs.pollSince.get(id) < DOC_POLL_PATIENCE_MS;
+    docs.polls.set(id, setTimeout(() => docPoll(id), patient ? DOC_POLL_MS : DOC_POLL_SLOW_MS));
   }
 
   /** An indexing document: ask again every 1.5 s until it is ready or failed. */
@@ -1577,6 +1623,7 @@
     }
     docs.polls.delete(id);
     if (!docs.list.some((d) => d.id === id)) return; // deleted meanwhile
+    if (doc.status !== 'indexing') docs.pollSince.delete(id);
     docUpsert(doc);
   }
 
@@ -1676,7 +1723,8 @@
   async function documentDelete(id) {
     const doc = docs.list.find((d) => d.id === id);
     if (!doc) return;
-    if (!window.confirm(`Delete “${doc.title}”? Its passages leave the search index. This cannot be undone.`)) return;
+    const question = `Delete “${doc.title}”? Its passages leave the search index. This cannot be undone.`;
+    if (!window.confirm(question)) return;
     const li = docs.rows.get(id);
     if (li) li.classList.add('is-deleting');
     try {
@@ -1694,7 +1742,8 @@
   /** Files dragged over the page: the overlay on the chat says where they go. */
   function dropBind() {
     let depth = 0;
-    const hasFiles = (event) => Boolean(event.dataTransfer) && Array.from(event.dataTransfer.types || []).includes('Files');
+    const hasFiles = (event) =>
+      Boolean(event.dataTransfer) && Array.from(event.dataTransfer.types || []).includes('Files');
     const hide = () => {
       depth = 0;
       els.dropOverlay.hidden = true;
@@ -1777,14 +1826,16 @@
   function slashHintUpdate(value) {
     if (!els.hint) return;
     if (hintDefault === null) hintDefault = els.hint.textContent;
-    const match = /^\/([A-Za-z]*)$/.exec(value.split(/\s/)[0] || '');
-    if (!match || value.startsWith('//')) {
+    const first = value.split(/\s/)[0];
+    const match = value.startsWith('//') ? null : /^\/([A-Za-z][\w-]*)?$/.exec(first);
+    const typedArgs = value.length > first.length;
+    if (!match || (!match[1] && typedArgs)) {
+      // Not a command ("/ hello", "/usr/bin", "//x" are messages): the usual hint.
       if (els.hint.textContent !== hintDefault) els.hint.textContent = hintDefault;
       els.hint.classList.remove('is-commands');
       return;
     }
-    const word = match[1].toLowerCase();
-    const typedArgs = /\s/.test(value);
+    const word = (match[1] || '').toLowerCase();
     const found = SLASH_COMMANDS.filter((c) => (typedArgs ? c.name === word : c.name.startsWith(word)));
     const text = found.length
       ? found.map((c) => c.usage).join(' · ')
@@ -1814,7 +1865,8 @@
     badgeIcon.append(icon('tool'));
     const name = node('span', 'tool-card-name', tool || 'commands');
     name.dataset.testid = 'tool-name';
-    const command = node('code', 'tool-card-command', commandText.length > 80 ? `${commandText.slice(0, 79)}…` : commandText);
+    const shown = commandText.length > 80 ? `${commandText.slice(0, 79)}…` : commandText;
+    const command = node('code', 'tool-card-command', shown);
     command.title = commandText;
     const note = node('span', 'tool-card-note', 'only you · not saved');
     const close = node('button', 'icon-button tool-card-close');
@@ -1909,7 +1961,9 @@
       approvalShow(view, spec.tool, args, body);
       return;
     }
-    if (typeof body.duration_ms === 'number') view.note.textContent = `${Math.round(body.duration_ms)} ms · only you · not saved`;
+    if (typeof body.duration_ms === 'number') {
+      view.note.textContent = `${Math.round(body.duration_ms)} ms · only you · not saved`;
+    }
     cardSet(view, 'ok', resultRender(spec.tool, body.result || {}));
     toolSideEffects(spec.tool);
   }
@@ -1936,8 +1990,9 @@
       );
     }
     if (matches.length === 1) return { document_id: matches[0].id };
+    const titles = matches.map((d) => d.title).join(', ');
     const message = matches.length
-      ? `“${wanted}” matches ${matches.length} documents (${matches.map((d) => d.title).join(', ')}); use more of the title.`
+      ? `“${wanted}” matches ${matches.length} documents (${titles}); use more of the title.`
       : `No document matches “${wanted}”.`;
     slashUsageHint(commandText, message);
     return null;
@@ -1957,7 +2012,8 @@
       const tool = c.tool ? tools.get(c.tool) : null;
       const dt = node('dt');
       dt.append(node('code', null, c.usage));
-      const dd = node('dd', null, (tool && tool.description) || SLASH_ABOUT[c.name] || (c.tool ? `Calls ${c.tool}.` : ''));
+      const about = (tool && tool.description) || SLASH_ABOUT[c.name] || (c.tool ? `Calls ${c.tool}.` : '');
+      const dd = node('dd', null, about);
       if (tool && tool.needs_approval) dd.prepend(node('span', 'badge badge-approval', 'asks approval'), ' ');
       list.append(dt, dd);
     }
@@ -2007,7 +2063,8 @@
       approve.disabled = true;
       deny.disabled = true;
       view.card.setAttribute('aria-busy', 'true');
-      outcome.replaceChildren(spinner(), document.createTextNode(decision === 'approve' ? ' Running…' : ' Denying…'));
+      const doing = decision === 'approve' ? ' Running…' : ' Denying…';
+      outcome.replaceChildren(spinner(), document.createTextNode(doing));
       let response;
       try {
         response = await apiPost(`/approvals/${encodeURIComponent(body.approval_id)}`, { decision });
@@ -2029,7 +2086,8 @@
       view.card.dataset.status = result.status || decision;
       if (result.status === 'approved') {
         view.note.textContent = 'approved · not saved';
-        outcome.replaceChildren(node('p', 'approval-verdict is-approved', 'Approved.'), resultRender(tool, result.result || {}));
+        const verdict = node('p', 'approval-verdict is-approved', 'Approved.');
+        outcome.replaceChildren(verdict, resultRender(tool, result.result || {}));
         toolSideEffects(tool);
       } else {
         view.note.textContent = `${result.status || 'denied'} · not saved`;
