@@ -126,3 +126,10 @@ def test_the_openai_endpoint_grounds_on_the_documents_of_its_user(http, gateway,
     plain = http.post(f"{gateway}/office/v1/chat/completions", json={**body, "user": "nobody-here"}, timeout=300)
     assert "sources" not in plain.json()
     assert grounded.json()["usage"]["prompt_tokens"] > plain.json()["usage"]["prompt_tokens"] + 40
+
+
+def test_a_question_no_document_is_about_gets_no_sources(http, gateway, user_id, db_id):
+    upload(http, gateway, user_id, "travel.md", POLICY_MD)
+    response = ask(http, gateway, user_id=user_id, db_id=db_id, text="Where is the kimchi stew served on Mondays?")
+    assert response.headers["X-Sources"] == "0"
+    assert "sources" not in stored_messages(gateway, "office", db_id, user_id)[-1]["meta"]

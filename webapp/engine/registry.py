@@ -71,7 +71,9 @@ class EmbeddingSpec:
     tokenizer.json), run in numpy. kind "gguf": an embedding GGUF run by llama-cpp-python,
     offloaded like the chat model (n_gpu_layers, on the office app's GPU).
     `languages` lists the ISO codes the model handles ("*" = any): hybrid search skips the
-    dense ranking for queries in other languages.
+    dense ranking for queries in other languages. `min_similarity` is the cosine below
+    which a chunk that shares no term with the question is not used to ground an answer
+    (each model has its own scale).
     """
 
     alias: str
@@ -82,6 +84,7 @@ class EmbeddingSpec:
     package_path: str = ""
     max_tokens: int = 256
     n_gpu_layers: int = 0
+    min_similarity: float = 0.0
 
     def check_file(self) -> None:
         wanted = self.path / "model.safetensors" if self.kind == "bert" else self.path
@@ -137,6 +140,7 @@ def embedding_spec_load(path: Path) -> EmbeddingSpec:
         package_path=package_path,
         max_tokens=int(_typed(table, "max_tokens", int, where, 256)),  # type: ignore[arg-type]
         n_gpu_layers=int(_typed(table, "n_gpu_layers", int, where, 0)),  # type: ignore[arg-type]
+        min_similarity=float(_typed(table, "min_similarity", float, where, 0.0)),  # type: ignore[arg-type]
     )
 
 

@@ -104,6 +104,7 @@ def registry_derive(
         f"languages = [{languages}]",
         f"max_tokens = {embedding.max_tokens}",
         f"n_gpu_layers = {embedding.n_gpu_layers}",
+        f"min_similarity = {embedding.min_similarity}",
         "",
     ]
     dest.parent.mkdir(parents=True, exist_ok=True)

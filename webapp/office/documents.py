@@ -156,3 +156,19 @@ def document_delete(*, store: OfficeStore, retriever: Retriever, user_id: str, d
 
 def documents_search(*, retriever: Retriever, user_id: str, query: str, k: int, mode: SearchMode) -> list[Hit]:
     return retriever.search(user_id=user_id, query=query, k=k, mode=mode).hits
+
+
+def documents_interrupted_fail(*, store: OfficeStore, retriever: Retriever) -> int:
+    """At start-up: a document still "indexing" was cut off by a restart. Take back what
+    landed of it and mark it failed, so that it does not stay "indexing" forever."""
+    interrupted = store.documents_indexing()
+    for document in interrupted:
+        retriever.index.document_remove(user_id=document.user_id, document_id=document.id)
+        store.chunks_delete(user_id=document.user_id, document_id=document.id)
+        store.document_update(
+            document.id,
+            status="failed",
+            error="indexing was interrupted by a server restart; upload the file again",
+            error_code="indexing_interrupted",
+        )
+    return len(interrupted)

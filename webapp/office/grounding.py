@@ -164,7 +164,7 @@ class Grounder:
                     heading=hit.heading,
                 ),
             )
-            for hit in self._retriever.search(user_id=user_id, query=query, k=self._k).hits
+            for hit in self._retriever.search(user_id=user_id, query=query, k=self._k, relevant_only=True).hits
         ]
 
     def _web_candidates(self, *, user_id: str, question: str) -> list[_Candidate]:

@@ -61,7 +61,11 @@ def retriever_get() -> Retriever:
     spec = embedding_spec_load(settings.ENV.model_registry)
     embedder = embedder_load(spec)
     return Retriever(
-        index=_index_build(embedder.dim), embedder=embedder, terms=TermExtractor(), languages=spec.languages
+        index=_index_build(embedder.dim),
+        embedder=embedder,
+        terms=TermExtractor(),
+        languages=spec.languages,
+        min_similarity=spec.min_similarity,
     )
 
 
@@ -71,9 +75,14 @@ def retrieval_start_loading() -> None:
     office_store_get()
 
     def load() -> None:
+        from webapp.office.documents import documents_interrupted_fail
+
         try:
             retriever = retriever_get()
             retriever.terms.terms("warm up 준비")  # Kiwi builds its model on first use
+            failed = documents_interrupted_fail(store=office_store_get(), retriever=retriever)
+            if failed:
+                log.warning("%d document(s) were being indexed when the app stopped; marked failed", failed)
         except Exception:
             log.exception("the retrieval models failed to load")
 

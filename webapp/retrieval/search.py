@@ -50,6 +50,7 @@ class Retriever:
         embedder: Embedder,
         terms: TermExtractor,
         languages: tuple[str, ...] = ("*",),
+        min_similarity: float = 0.0,
         candidates: int = 40,
         rrf_k: int = 60,
     ) -> None:
@@ -57,6 +58,7 @@ class Retriever:
         self.embedder = embedder
         self.terms = terms
         self._languages = languages
+        self._min_similarity = min_similarity
         self._candidates = candidates
         self._rrf_k = rrf_k
 
@@ -64,7 +66,12 @@ class Retriever:
         """Whether the embedding model covers this text's language."""
         return "*" in self._languages or text_language(text) in self._languages
 
-    def search(self, *, user_id: str, query: str, k: int, mode: SearchMode = "hybrid") -> SearchOutcome:
+    def search(
+        self, *, user_id: str, query: str, k: int, mode: SearchMode = "hybrid", relevant_only: bool = False
+    ) -> SearchOutcome:
+        """The best `k` chunks. With `relevant_only` (grounding), a chunk must share a term
+        with the query or be at least `min_similarity` close to it: a ranking always has a
+        first place, even for a question no document is about."""
         if mode == "hybrid" and not self.embeds(query):
             mode = "lexical"
         depth = max(k, self._candidates) if mode == "hybrid" else k
@@ -78,6 +85,8 @@ class Retriever:
             if mode in ("hybrid", "dense")
             else []
         )
+        if relevant_only:
+            dense = [hit for hit in dense if hit.score >= self._min_similarity]
         if mode == "lexical":
             return SearchOutcome(lexical[:k], mode)
         if mode == "dense":

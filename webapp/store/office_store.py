@@ -218,6 +218,12 @@ class OfficeStore:
         with self._lock:
             self._db["chunks"].insert_many(docs)
 
+    def documents_indexing(self) -> list[DocumentRecord]:
+        """Documents of every user still marked "indexing" (at start-up: interrupted ones)."""
+        with self._lock:
+            docs = list(self._db["documents"].find({"app": self._app, "status": "indexing"}))
+        return [DocumentRecord.from_doc(d) for d in docs]
+
     def chunks_delete(self, *, user_id: str, document_id: str) -> None:
         with self._lock:
             self._db["chunks"].delete_many({"app": self._app, "document_id": document_id, "user_id": user_id})

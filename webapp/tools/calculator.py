@@ -382,7 +382,8 @@ def calculator_tool_spec() -> ToolSpec:
     return ToolSpec(
         name="calculator",
         description=(
-            "Evaluate an arithmetic expression exactly, e.g. '(17.5 * 3 + 2) / 4' or 'sqrt(2) ^ 2'. "
+            "Evaluate an arithmetic expression, e.g. '(17.5 * 3 + 2) / 4' or 'sqrt(2) ^ 2' "
+            "(whole numbers stay exact; decimals are 64-bit floats). "
             "Operators: + - * / // % and ** or ^ for power. Functions: sqrt, abs, round(x[, digits]), floor, "
             "ceil, log(x[, base]), ln, log10, exp, sin, cos, tan, asin, acos, atan (radians), min, max. "
             "Constants: pi, e, tau."
