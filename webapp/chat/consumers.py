@@ -304,6 +304,7 @@ def _turn_starter(kind: str, frame: dict[str, Any]) -> Callable[[], services.Pen
             persona=persona,
             sampling=sampling,
             grounder=runtime.grounder_get(),
+            web_search=bool(data.get("google_access")),
         )
     return lambda: services.chat_turn_start(
         store=runtime.chat_store_get(),

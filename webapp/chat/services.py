@@ -256,6 +256,8 @@ def chat_turn_start(
     if conversation is not None and conversation.user_id != user_id:
         raise NotFoundError(f"no conversation {db_id} for this user_id", field="db_id")
     history = prompt_history(store.messages_recent(db_id)) if conversation is not None else []
+    # Before grounding: a bad tool_names must not cost the user a (rate-limited) web search.
+    offered, round_tools = _tools_setup(tools, tool_mode, tool_names)
     grounding = turn_grounding(
         grounder,
         engine,
@@ -266,7 +268,6 @@ def chat_turn_start(
         max_tokens=sampling.max_tokens,
         web=web_search,
     )
-    offered, round_tools = _tools_setup(tools, tool_mode, tool_names)
     prompt_user = ChatMessage("user", grounding.prompt_text if grounding else text)
     handle = _submit(
         engine,
@@ -308,8 +309,9 @@ def chat_turn_regenerate(
     persona: Persona,
     sampling: SamplingParams,
     grounder: Grounder | None = None,
+    web_search: bool = False,
 ) -> PendingTurn:
-    """Answer the conversation's last user message again.
+    """Answer the conversation's last user message again (with fresh sources; without tools).
 
     The new reply is appended with `regenerates` naming the reply it replaces; the old
     reply stays stored and drops out of later prompts.
@@ -332,6 +334,7 @@ def chat_turn_regenerate(
         text=user_message.content,
         history=history,
         max_tokens=sampling.max_tokens,
+        web=web_search,
     )
     prompt_user = ChatMessage("user", grounding.prompt_text if grounding else user_message.content)
     handle = _submit(engine, persona=persona, history=history, user=prompt_user, sampling=sampling)

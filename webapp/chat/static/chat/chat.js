@@ -11,7 +11,11 @@
  *
  * The office app adds a documents panel (upload with progress, drag-and-drop, indexing
  * status, delete), a "Sources" row under grounded replies, and slash commands that call
- * the office tools (/calc, /search, …) and show local, unsaved result cards.
+ * the office tools (/calc, /search, …) and show local, unsaved result cards. Its composer
+ * has two options for the next message, remembered in localStorage: Web (google_access)
+ * and Tools (off | auto | always, and which tools are offered). The calls the model makes
+ * show as "tool steps" above the reply's text; one that needs approval gets Approve / Deny
+ * buttons that answer on the same WebSocket.
  *
  * Debug/test handle: window.personaChat (read-only): ws, state, config.
  * document.body.dataset.ready = "true" once personas and the conversation list loaded.
@@ -43,6 +47,10 @@
     db_id: 'Conversation id',
     user_id: 'User id',
     type: 'Frame type',
+    tools: 'Tool calls',
+    tool_names: 'Offered tools',
+    google_access: 'Web search',
+    approval_id: 'Approval',
   };
 
   // -------------------------------------------------------------------------
@@ -91,6 +99,14 @@
     docErrorList: $('documents-error-list'),
     docErrorDismiss: $('documents-error-dismiss'),
     dropOverlay: $('drop-overlay'),
+    webToggle: $('web-toggle'),
+    webState: $('web-state'),
+    toolsButton: $('tools-button'),
+    toolsState: $('tools-state'),
+    toolsMenu: $('tools-menu'),
+    toolsList: $('tools-list'),
+    toolsAll: $('tools-all'),
+    toolsModeAbout: $('tools-mode-about'),
   };
 
   // -------------------------------------------------------------------------
@@ -569,6 +585,9 @@
           streamScheduleRender(state.stream);
         }
         break;
+      case 'tool_call':
+        if (IS_OFFICE) onToolCall(frame);
+        break;
       case 'done':
         onDone(frame);
         break;
@@ -629,6 +648,7 @@
       tokens: usage.completion_tokens,
       timings: frame.timings || null,
       sources: Array.isArray(frame.sources) ? frame.sources : [],
+      tool_calls: Array.isArray(frame.tool_calls) ? frame.tool_calls : [],
     };
     const stick = nearBottom();
     bubbleFinish(s.bubble, {});
@@ -660,6 +680,11 @@
 
   function onError(frame) {
     const s = state.stream;
+    if (frame.code === 'no_pending_approval') {
+      // An Approve / Deny that came too late (the call was already settled): the turn goes on.
+      errorShow(frame);
+      return;
+    }
     if (frame.code === 'model_loading') modelSet('loading', null, null);
     if (s && !s.started && frame.code === 'server_busy') {
       if (s.retries < BUSY_MAX_RETRIES) {
@@ -795,6 +820,7 @@
       return;
     }
     wsSend({ type: 'stop' });
+    if (IS_OFFICE) toolStepsStopping(s.bubble); // a call waiting for approval is denied by the stop
     // Should "done" never come (an old server, a lost frame), do not stay stuck.
     s.stopTimer = setTimeout(() => {
       if (state.stream !== s) return;
@@ -862,8 +888,16 @@
 
   function bodyRender(article, text, streaming) {
     const data = messageData.get(article);
-    const fragment = window.PersonaMarkdown.render(text);
-    data.body.replaceChildren(fragment);
+    const parts = [];
+    let rest = text;
+    if (IS_OFFICE && data.role === 'assistant' && text.startsWith(WEB_NOTICE)) {
+      // "Web search was not used: <reason>" opens the stored reply, then a blank line and the answer.
+      const end = text.indexOf('\n\n');
+      parts.push(noticeBuild(end < 0 ? text : text.slice(0, end)));
+      rest = end < 0 ? '' : text.slice(end + 2);
+    }
+    parts.push(window.PersonaMarkdown.render(rest));
+    data.body.replaceChildren(...parts);
     if (streaming) cursorPlace(data.body);
   }
 
@@ -915,6 +949,7 @@
   function bubbleFinish(article, flags) {
     const data = messageData.get(article);
     Object.assign(data.flags, flags);
+    if (IS_OFFICE && data.role === 'assistant' && !data.greeting) toolStepsFinish(article);
     article.dataset.streaming = 'false';
     article.setAttribute('aria-busy', 'false');
     bodyRender(article, data.text, false);
@@ -989,6 +1024,7 @@
     const all = els.messages.querySelectorAll('[data-testid="message"]');
     const last = all[all.length - 1];
     if (!last || last.dataset.role !== 'assistant' || last.dataset.greeting) return;
+    if (last.dataset.streaming === 'true') return; // a reply about to stream: nothing to regenerate yet
     const hasUser = els.messages.querySelector('[data-role="user"]');
     if (!hasUser) return;
     const data = messageData.get(last);
@@ -1118,6 +1154,7 @@
       input_data: text,
       persona: state.persona,
     };
+    if (IS_OFFICE) Object.assign(frame, optionsFrameFields());
     const userEl = messageCreate('user', { text });
     const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
     messageAppend(userEl);
@@ -2183,6 +2220,473 @@
     }
   }
 
+  // -------------------------------------------------------------------------
+  // Office: options of the next message (Web, Tools), remembered in this browser
+
+  const OPTIONS_KEY = 'personachat.office.options';
+  const TOOL_MODES = {
+    off: { label: 'off', about: 'The model answers without calling tools.' },
+    auto: { label: 'auto', about: 'The model may call one of the offered tools before it answers.' },
+    required: { label: 'always', about: 'The model must call one of the offered tools before it answers.' },
+  };
+
+  const options = {
+    web: false,
+    tools: 'off', // a key of TOOL_MODES
+    toolNames: null, // the tools offered; null: all of them
+    known: null, // name -> tool spec, once GET /tools answered
+    note: '', // says why a change was refused (the last offered tool can't be unticked)
+  };
+
+  function optionsLoad() {
+    let saved = null;
+    try {
+      saved = JSON.parse(localStorage.getItem(OPTIONS_KEY) || 'null');
+    } catch (_) {
+      saved = null;
+    }
+    if (!saved || typeof saved !== 'object') return;
+    options.web = saved.web === true;
+    options.tools = Object.prototype.hasOwnProperty.call(TOOL_MODES, saved.tools) ? saved.tools : 'off';
+    const names = Array.isArray(saved.tool_names) ? saved.tool_names.filter((n) => typeof n === 'string') : [];
+    options.toolNames = names.length ? names.slice(0, 16) : null;
+  }
+
+  function optionsSave() {
+    const saved = { web: options.web, tools: options.tools, tool_names: options.toolNames };
+    try {
+      localStorage.setItem(OPTIONS_KEY, JSON.stringify(saved));
+    } catch (_) {
+      // storage blocked: the choice lasts as long as the page
+    }
+  }
+
+  /** The offered tools to send as tool_names, or null to offer all (the server's default). */
+  function toolNamesSent() {
+    if (!options.toolNames) return null;
+    if (!options.known) return options.toolNames;
+    const names = options.toolNames.filter((n) => options.known.has(n));
+    return names.length && names.length < options.known.size ? names : null;
+  }
+
+  /** The fields the options add to a message frame. */
+  function optionsFrameFields() {
+    const fields = {};
+    if (options.web) fields.google_access = true;
+    if (options.tools !== 'off') {
+      fields.tools = options.tools;
+      const names = toolNamesSent();
+      if (names) fields.tool_names = names.slice();
+    }
+    return fields;
+  }
+
+  function optionsRender() {
+    els.webToggle.setAttribute('aria-pressed', String(options.web));
+    els.webState.textContent = options.web ? 'on' : 'off';
+    els.webToggle.title = options.web ? 'Web search is on: answers also use web results' : 'Also search the web for the answer';
+    const mode = TOOL_MODES[options.tools];
+    const names = toolNamesSent();
+    const total = options.known ? options.known.size : null;
+    let shown = mode.label;
+    let spoken = `Tools: ${mode.label}`;
+    if (names && options.tools !== 'off') {
+      shown += total ? ` · ${names.length}/${total}` : ` · ${names.length}`;
+      spoken += total ? `, ${names.length} of ${total} tools offered` : `, ${names.length} tools offered`;
+    }
+    els.toolsState.textContent = shown;
+    els.toolsButton.dataset.mode = options.tools;
+    els.toolsButton.setAttribute('aria-label', spoken);
+    for (const radio of els.toolsMenu.querySelectorAll('input[name="tools-mode"]')) {
+      radio.checked = radio.value === options.tools;
+    }
+    els.toolsModeAbout.textContent = options.note || mode.about;
+    els.toolsModeAbout.classList.toggle('is-note', Boolean(options.note));
+    for (const box of els.toolsList.querySelectorAll('input[type="checkbox"]')) {
+      box.checked = !names || names.includes(box.value);
+    }
+    els.toolsAll.hidden = !names;
+    els.toolsMenu.classList.toggle('is-off', options.tools === 'off');
+  }
+
+  /** Fills the menu's list of tools from GET /tools (shared with the slash commands' help). */
+  async function toolOptionsLoad() {
+    let tools;
+    try {
+      tools = await toolsGet();
+    } catch (err) {
+      els.toolsList.replaceChildren(node('li', 'tools-list-note', `The tools could not be listed (${apiMessage(err)}).`));
+      return;
+    }
+    options.known = tools;
+    if (options.toolNames) {
+      const names = options.toolNames.filter((n) => tools.has(n));
+      options.toolNames = names.length && names.length < tools.size ? names : null;
+    }
+    const items = [];
+    for (const tool of tools.values()) {
+      const li = node('li');
+      const label = node('label', 'tool-option');
+      label.title = tool.description || tool.name;
+      const box = node('input');
+      box.type = 'checkbox';
+      box.value = tool.name;
+      box.dataset.testid = 'tool-option';
+      label.append(box, node('code', 'tool-option-name', tool.name));
+      if (tool.needs_approval) {
+        const asks = node('span', 'tool-option-asks');
+        asks.title = 'Asks for your approval before it runs';
+        asks.append(icon('shield'), node('span', 'visually-hidden', ' (asks for your approval)'));
+        label.append(asks);
+      }
+      li.append(label);
+      items.push(li);
+    }
+    els.toolsList.replaceChildren(...items);
+    optionsRender();
+  }
+
+  function toolsMenuOpen() {
+    els.toolsMenu.hidden = false;
+    els.toolsButton.setAttribute('aria-expanded', 'true');
+    const checked = els.toolsMenu.querySelector('input[name="tools-mode"]:checked');
+    if (checked) checked.focus();
+  }
+
+  function toolsMenuClose(focusButton) {
+    if (els.toolsMenu.hidden) return;
+    els.toolsMenu.hidden = true;
+    els.toolsButton.setAttribute('aria-expanded', 'false');
+    options.note = '';
+    optionsRender();
+    if (focusButton) els.toolsButton.focus();
+  }
+
+  function optionsBind() {
+    optionsLoad();
+    optionsRender();
+    els.webToggle.addEventListener('click', () => {
+      options.web = !options.web;
+      optionsSave();
+      optionsRender();
+    });
+    els.toolsButton.addEventListener('click', () => {
+      if (els.toolsMenu.hidden) toolsMenuOpen();
+      else toolsMenuClose(false);
+    });
+    els.toolsMenu.addEventListener('change', (event) => {
+      const input = event.target;
+      options.note = '';
+      if (input.name === 'tools-mode') {
+        options.tools = input.value;
+      } else if (input.type === 'checkbox') {
+        const all = Array.from(els.toolsList.querySelectorAll('input[type="checkbox"]'));
+        const ticked = all.filter((b) => b.checked).map((b) => b.value);
+        if (!ticked.length) {
+          input.checked = true; // the server needs at least one tool to offer
+          options.note = 'At least one tool stays offered.';
+        } else {
+          options.toolNames = ticked.length < all.length ? ticked : null;
+        }
+      }
+      optionsSave();
+      optionsRender();
+    });
+    els.toolsAll.addEventListener('click', () => {
+      options.toolNames = null;
+      options.note = '';
+      optionsSave();
+      optionsRender();
+      const first = els.toolsList.querySelector('input');
+      if (first) first.focus(); // the button hides itself: keep the focus in the menu
+    });
+    els.toolsMenu.addEventListener('keydown', (event) => {
+      if (event.key !== 'Enter' || event.isComposing) return;
+      // The menu sits in the composer's form: Enter must not send the message.
+      event.preventDefault();
+      if (event.target.name === 'tools-mode') toolsMenuClose(true);
+    });
+    document.addEventListener('pointerdown', (event) => {
+      if (els.toolsMenu.hidden) return;
+      if (els.toolsMenu.contains(event.target) || els.toolsButton.contains(event.target)) return;
+      toolsMenuClose(false);
+    });
+    els.toolsMenu.parentElement.addEventListener('focusout', (event) => {
+      const to = event.relatedTarget;
+      if (!to || els.toolsMenu.contains(to) || els.toolsButton.contains(to)) return;
+      toolsMenuClose(false);
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Office: the tool calls of a reply ("tool steps" above its text)
+
+  const WEB_NOTICE = 'Web search was not used:';
+  const STEP_LABELS = {
+    running: 'Running…',
+    ok: 'OK',
+    error: 'Error',
+    denied: 'Denied',
+    approval_required: 'Needs your approval',
+    unknown: 'No outcome',
+  };
+  const RESULT_PREVIEW_CHARS = 140;
+  const stepViews = new WeakMap(); // tool step element -> its parts, the call shown and the user's decision
+  let stepSeq = 0;
+
+  /** The notice that opens a reply whose web search could not run: a note, not part of the answer. */
+  function noticeBuild(text) {
+    const notice = node('div', 'reply-notice');
+    notice.dataset.testid = 'reply-notice';
+    notice.setAttribute('role', 'note');
+    const reason = text.slice(WEB_NOTICE.length).trim();
+    const words = node('span', 'reply-notice-text');
+    words.append(node('strong', null, WEB_NOTICE), document.createTextNode(reason ? ` ${reason}` : ''));
+    notice.append(icon('info'), words);
+    return notice;
+  }
+
+  function stepsContainer(article) {
+    const data = messageData.get(article);
+    if (!data.stepsEl) {
+      const wrap = node('div', 'tool-steps');
+      wrap.dataset.testid = 'tool-steps';
+      data.body.before(wrap);
+      data.stepsEl = wrap;
+    }
+    return data.stepsEl;
+  }
+
+  function toolStepCreate() {
+    stepSeq += 1;
+    const step = node('div', 'tool-step');
+    step.dataset.testid = 'tool-step';
+    step.setAttribute('role', 'group');
+    const head = node('div', 'tool-step-head');
+    const mark = node('span', 'tool-step-icon');
+    const name = node('code', 'tool-step-name');
+    name.dataset.testid = 'tool-step-name';
+    const status = node('span', 'tool-step-status');
+    status.dataset.testid = 'tool-step-status';
+    head.append(mark, node('span', 'tool-step-kind', 'Tool call'), name, status);
+    const args = node('pre', 'tool-step-args');
+    args.dataset.testid = 'tool-step-args';
+    args.setAttribute('aria-label', 'Arguments');
+    const detail = node('div', 'tool-step-detail');
+    detail.dataset.testid = 'tool-step-detail';
+    step.append(head, args, detail);
+    stepViews.set(step, { seq: stepSeq, mark, name, status, args, detail, call: null, decision: null, live: null });
+    return step;
+  }
+
+  function argumentsText(args) {
+    if (!args || typeof args !== 'object' || !Object.keys(args).length) return '(no arguments)';
+    return JSON.stringify(args, null, 2);
+  }
+
+  /** One line that says what a tool returned; the whole result is a click away. */
+  function resultPreviewText(tool, result) {
+    if (result === null || result === undefined) return 'No result.';
+    if (typeof result !== 'object') return String(result); // a long result is stored cut, as text
+    const count = (list, one, many) => `${list.length} ${list.length === 1 ? one : many}`;
+    if (tool === 'calculator' && 'result' in result) return `${result.expression ?? ''} = ${result.result}`;
+    if (tool === 'current_time' && result.iso) {
+      return `${String(result.iso).replace('T', ' ')} ${result.weekday || ''} ${result.timezone || ''}`.trim();
+    }
+    if ((tool === 'web_search' || tool === 'search_documents') && Array.isArray(result.results)) {
+      const first = result.results[0] || {};
+      const found = count(result.results, 'result', 'results');
+      return result.results.length ? `${found}: ${first.title || first.url || ''}` : 'No results.';
+    }
+    if (tool === 'save_note' && result.note) return `Saved note “${result.note.title || ''}”.`;
+    if (tool === 'list_notes' && Array.isArray(result.notes)) return count(result.notes, 'note', 'notes');
+    if (tool === 'delete_document' && result.deleted) {
+      return `Deleted “${result.deleted.title || result.deleted.id || 'the document'}”.`;
+    }
+    return JSON.stringify(result);
+  }
+
+  function resultBlock(view, tool, result) {
+    let preview = resultPreviewText(tool, result).replace(/\s+/g, ' ').trim();
+    if (preview.length > RESULT_PREVIEW_CHARS) preview = `${preview.slice(0, RESULT_PREVIEW_CHARS - 1)}…`;
+    const wrap = node('div', 'tool-step-result');
+    const line = node('p', 'tool-step-preview');
+    line.dataset.testid = 'tool-step-preview';
+    line.append(icon('check'), node('span', 'tool-step-preview-text', preview));
+    const full = node('pre', 'tool-step-full', typeof result === 'string' ? result : JSON.stringify(result, null, 2));
+    full.id = `tool-step-result-${view.seq}`;
+    full.dataset.testid = 'tool-step-full';
+    full.hidden = true;
+    const toggle = node('button', 'tool-step-expand', 'Show result');
+    toggle.type = 'button';
+    toggle.dataset.testid = 'tool-step-expand';
+    toggle.setAttribute('aria-expanded', 'false');
+    toggle.setAttribute('aria-controls', full.id);
+    toggle.addEventListener('click', () => {
+      const open = toggle.getAttribute('aria-expanded') !== 'true';
+      toggle.setAttribute('aria-expanded', String(open));
+      toggle.textContent = open ? 'Hide result' : 'Show result';
+      full.hidden = !open;
+    });
+    line.append(toggle);
+    wrap.append(line, full);
+    return wrap;
+  }
+
+  function stepNote(text, className) {
+    const p = node('p', `tool-step-note${className ? ` ${className}` : ''}`, text);
+    p.dataset.testid = 'tool-step-note';
+    return p;
+  }
+
+  /** Approve / Deny for a call that waits: the decision goes back on the reply's own socket. */
+  function approvalActions(view, call) {
+    const actions = node('div', 'approval-actions');
+    const approve = node('button', 'approval-button approve', 'Approve');
+    approve.type = 'button';
+    approve.dataset.testid = 'approve-button';
+    approve.setAttribute('aria-label', `Approve ${call.tool}`);
+    const deny = node('button', 'approval-button deny', 'Deny');
+    deny.type = 'button';
+    deny.dataset.testid = 'deny-button';
+    deny.setAttribute('aria-label', `Deny ${call.tool}`);
+    actions.append(approve, deny);
+    const outcome = node('p', 'tool-step-note approval-outcome');
+    outcome.dataset.testid = 'approval-outcome';
+    outcome.setAttribute('role', 'status');
+    const decide = (decision) => {
+      if (approve.disabled) return;
+      if (!wsSend({ type: 'approval', approval_id: call.approval_id, decision })) {
+        outcome.textContent = 'Not connected: your decision was not sent.';
+        return;
+      }
+      view.decision = decision;
+      approve.disabled = true;
+      deny.disabled = true;
+      const doing = decision === 'approve' ? ' Approved: running it…' : ' Denied: the reply goes on without it…';
+      outcome.replaceChildren(spinner(), document.createTextNode(doing));
+    };
+    approve.addEventListener('click', () => decide('approve'));
+    deny.addEventListener('click', () => decide('deny'));
+    view.live = { approve, deny, outcome };
+    return [actions, outcome];
+  }
+
+  /** Shows `call` ({tool, arguments, status, result?, error?, approval_id?}) in a step; `live`: buttons allowed. */
+  function toolStepSet(step, call, live) {
+    const view = stepViews.get(step);
+    const tool = String(call.tool || 'tool');
+    const status = Object.prototype.hasOwnProperty.call(STEP_LABELS, call.status) ? call.status : 'unknown';
+    view.call = Object.assign({}, call, { tool, status });
+    view.live = null;
+    step.dataset.tool = tool;
+    step.dataset.status = status;
+    if (call.approval_id) step.dataset.approvalId = String(call.approval_id);
+    step.setAttribute('aria-label', `Tool call: ${tool}, ${STEP_LABELS[status].toLowerCase()}`);
+    view.name.textContent = tool;
+    view.args.textContent = argumentsText(call.arguments);
+    view.mark.replaceChildren(icon(status === 'approval_required' ? 'shield' : 'tool'));
+    const label = status === 'approval_required' && !live ? 'Was waiting for approval' : STEP_LABELS[status];
+    view.status.replaceChildren(...(status === 'running' ? [spinner()] : []), node('span', null, label));
+    const decided = {
+      approve: 'You approved it.',
+      deny: 'You denied it.',
+      stop: 'Stopped: the call was denied.',
+    }[view.decision];
+    const parts = [];
+    if (status === 'ok') {
+      if (decided) parts.push(stepNote(decided, 'is-decision'));
+      parts.push(resultBlock(view, tool, call.result));
+    } else if (status === 'error') {
+      if (decided) parts.push(stepNote(decided, 'is-decision'));
+      const line = node('p', 'tool-error');
+      line.dataset.testid = 'tool-error';
+      line.append(icon('alert'), node('span', null, String(call.error || 'The tool failed.')));
+      parts.push(line);
+    } else if (status === 'denied') {
+      parts.push(stepNote(`${decided || 'Denied.'} It did not run.`));
+    } else if (status === 'approval_required' && live) {
+      parts.push(stepNote(`${tool} runs only if you approve it. Stop denies it too.`));
+      parts.push(...approvalActions(view, view.call));
+    } else if (status === 'approval_required') {
+      const note = stepNote('The reply was waiting for approval of this call. Approval id: ');
+      note.append(node('code', 'tool-step-id', String(call.approval_id || '?')));
+      parts.push(note);
+    } else if (status === 'unknown') {
+      parts.push(stepNote('The reply ended before this call had an outcome.'));
+    }
+    view.detail.replaceChildren(...parts);
+  }
+
+  /** A tool_call frame of the reply being streamed: a new step (running) or the outcome of the last one. */
+  function onToolCall(frame) {
+    const s = state.stream;
+    if (!s) return;
+    if (state.queuePosition !== null) {
+      state.queuePosition = null;
+      bannerRender();
+    }
+    const stick = nearBottom();
+    const wrap = stepsContainer(s.bubble);
+    let step = null;
+    const last = wrap.lastElementChild;
+    if (frame.status !== 'running' && last && ['running', 'approval_required'].includes(last.dataset.status)) {
+      step = last;
+    }
+    if (!step) {
+      step = toolStepCreate();
+      step.classList.add('is-new');
+      wrap.append(step);
+    }
+    toolStepSet(step, frame, !s.stopRequested);
+    if (frame.status === 'ok') toolSideEffects(frame.tool);
+    if (stick) scrollToBottom();
+  }
+
+  /** Stop was pressed: a call waiting for approval is denied by it, so its buttons go. */
+  function toolStepsStopping(article) {
+    const data = messageData.get(article);
+    if (!data || !data.stepsEl) return;
+    for (const step of data.stepsEl.children) {
+      const view = stepViews.get(step);
+      if (!view || !view.live) continue;
+      view.live.approve.disabled = true;
+      view.live.deny.disabled = true;
+      if (!view.decision) {
+        view.decision = 'stop';
+        view.live.outcome.replaceChildren(spinner(), document.createTextNode(' Stopping: the call is denied…'));
+      }
+    }
+  }
+
+  /**
+   * A reply is over: show its calls as stored (meta.tool_calls), keeping the steps that
+   * streamed (and what the user opened or decided); no buttons are left on a finished reply.
+   */
+  function toolStepsFinish(article) {
+    const data = messageData.get(article);
+    const meta = data.meta || {};
+    const calls = Array.isArray(meta.tool_calls) ? meta.tool_calls.filter((c) => c && typeof c === 'object') : [];
+    const shown = data.stepsEl ? Array.from(data.stepsEl.children) : [];
+    if (calls.length && shown.length !== calls.length) {
+      if (data.stepsEl) data.stepsEl.replaceChildren();
+      const wrap = stepsContainer(article);
+      for (const call of calls) {
+        const step = toolStepCreate();
+        wrap.append(step);
+        toolStepSet(step, call, false);
+      }
+      return;
+    }
+    shown.forEach((step, i) => {
+      const view = stepViews.get(step);
+      const call = calls[i] || view.call;
+      const pending = call.status === 'running' || call.status === 'approval_required';
+      const status = pending && !calls[i] && call.status === 'running' ? 'unknown' : call.status;
+      if (view.live || status !== view.call.status) toolStepSet(step, Object.assign({}, call, { status }), false);
+    });
+  }
+
   function officeBind() {
     els.docUpload.addEventListener('click', () => els.docFile.click());
     els.docFile.addEventListener('change', () => {
@@ -2191,6 +2695,7 @@
     });
     els.docErrorDismiss.addEventListener('click', docErrorsClear);
     dropBind();
+    optionsBind();
     // Documents may change elsewhere (another tab, the API): catch up when the page is back in view.
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible' && docs.loaded) documentsLoad();
@@ -2226,7 +2731,10 @@
 
     document.addEventListener('keydown', (event) => {
       if (event.key !== 'Escape' || event.isComposing) return;
-      if (state.stream) {
+      if (IS_OFFICE && !els.toolsMenu.hidden) {
+        event.preventDefault();
+        toolsMenuClose(true);
+      } else if (state.stream) {
         event.preventDefault();
         stopGeneration();
       } else if (els.layout.classList.contains('sidebar-open')) {
@@ -2305,7 +2813,10 @@
     wsConnect();
     healthCheck();
     await loadInitial();
-    if (IS_OFFICE) documentsLoad();
+    if (IS_OFFICE) {
+      documentsLoad();
+      toolOptionsLoad();
+    }
     const hashId = location.hash.slice(1);
     if (UUID_RE.test(hashId)) {
       newChat(state.defaultPersona);
@@ -2334,6 +2845,7 @@
         queuePosition: state.queuePosition,
         busy: state.busy ? state.busy.seconds : null,
         conversations: state.conversations.length,
+        options: IS_OFFICE ? optionsFrameFields() : null,
       });
     },
     config: Object.freeze(Object.assign({}, config)),
