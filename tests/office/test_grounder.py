@@ -101,3 +101,13 @@ def test_web_search_that_cannot_run_becomes_a_notice_not_a_failure(retriever):
     assert grounding.prompt_text == "When are receipts due and how are flights booked?"
     no_tool = ground(Grounder(retriever=retriever), budget=1000, web=True, user_id="nobody")
     assert no_tool.notice.startswith("Web search was not used")
+
+
+def test_braces_in_the_question_are_just_text(retriever):
+    question = 'Receipts: what does {"due": "{sources}"} mean for flights?'
+    grounding = Grounder(retriever=retriever).ground(
+        user_id="u", question=question, earlier_user_turns=[], budget_tokens=1000, count_tokens=words
+    )
+    assert grounding.sources
+    assert grounding.prompt_text.endswith(f"Question: {question}")
+    assert grounding.prompt_text.count("\n[1] Policy") == 1  # the sources once, not pasted into the question

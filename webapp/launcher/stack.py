@@ -162,7 +162,8 @@ class Stack:
             self._terminate(name)
 
     def _cpu_sharing_env(self) -> dict[str, str]:
-        """When both models run on the CPU, their OpenMP threads share the same cores.
+        """Thread settings for processes that share the CPU. When both models run on the CPU,
+        their OpenMP threads share the same cores.
 
         llama.cpp's OpenMP threads spin while they wait. Two busy apps then make 4 spinning
         threads on 2 cores, and throughput collapsed (5-47 tokens/s in all, against 65-82
@@ -170,9 +171,13 @@ class Stack:
         about a third of its speed, so it applies only to this shared-CPU case, and the
         environment (or StackConfig.extra_env) can still set it either way.
         """
+        # numpy's OpenBLAS (the office app's embedding model) gets one thread: a query is a
+        # few small matrix products, and two BLAS threads racing llama.cpp's for two cores
+        # made search p95 spike from ~40 ms to 300-1,200 ms (perf/retrieval.py).
+        env = {"OPENBLAS_NUM_THREADS": "1"}
         if all(spec.n_gpu_layers == 0 for spec in self.specs.values()):
-            return {"OMP_WAIT_POLICY": "PASSIVE"}
-        return {}
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        return env
 
     def app_start(self, app: str) -> None:
         cfg = self.config

@@ -120,8 +120,11 @@ class Grounder:
         if not candidates:
             return Grounding(sources=(), prompt_text=question, notice=notice) if notice else None
 
-        frame = f"{INSTRUCTION}\n\nSources:\n{{sources}}\n\nQuestion: {question}"
-        remaining = budget_tokens - count_tokens(frame.format(sources=""))
+        def prompt(blocks: list[str]) -> str:
+            # Joined, never str.format: the question is user text and may hold braces.
+            return f"{INSTRUCTION}\n\nSources:\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+
+        remaining = budget_tokens - count_tokens(prompt([]))
         blocks: list[str] = []
         sources: list[Source] = []
         for candidate in candidates:
@@ -141,7 +144,7 @@ class Grounder:
             sources.append(replace(candidate.source, n=n))
         if not sources:
             return Grounding(sources=(), prompt_text=question, notice=notice) if notice else None
-        return Grounding(sources=tuple(sources), prompt_text=frame.format(sources="\n\n".join(blocks)), notice=notice)
+        return Grounding(sources=tuple(sources), prompt_text=prompt(blocks), notice=notice)
 
     def _document_candidates(self, *, user_id: str, question: str, earlier: Sequence[str]) -> list[_Candidate]:
         if self._retriever.index.chunk_count(user_id=user_id) == 0:
