@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.conftest import stack_running
+from tests.ui.conftest import SCREENSHOTS
 from webapp.config.env import REPO_ROOT
 from webapp.launcher.stack import Stack, registry_derive
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
 STORY = "Write a long story about a dragon who lives in a castle."
 XSS_IMG = '<img src=x onerror="window.__xss = 1">'
 XSS_SCRIPT = "<script>window.__xss = 2</script>"
@@ -51,29 +49,6 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def base(ui_stack: Stack) -> str:
     return f"http://localhost:{ui_stack.config.gateway_port}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is missing: `make test-deps` installs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield launched
-        launched.close()
 
 
 def _page(browser, base: str, **context_options):

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.office.test_documents import POLICY_MD, documents_of, upload
-from tests.ui.test_browser import CHROMIUM
 from tests.ui.test_office_ui import DESKTOP, LAST_ASSISTANT, PHONE, office_open, screenshot
 
 pytestmark = pytest.mark.slow
@@ -49,21 +47,6 @@ DONE = """() => {
     const m = all[all.length - 1];
     return Boolean(m && m.dataset.streaming === 'false' && m.querySelector('[data-testid=reply-stats]'));
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is missing: `make test-deps` installs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-        )
-        yield launched
-        launched.close()
 
 
 class FrameGate:

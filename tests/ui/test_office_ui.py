@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.office.test_documents import POLICY_MD, documents_of, upload
-from tests.ui.test_browser import CHROMIUM, SCREENSHOTS
+from tests.ui.conftest import SCREENSHOTS
 
 pytestmark = pytest.mark.slow
 
@@ -23,21 +22,6 @@ DESKTOP = {"viewport": {"width": 1280, "height": 800}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 LAST_ASSISTANT = "[data-testid=message][data-role=assistant] >> nth=-1"
 QUESTION = "How many days do I have to submit hotel receipts?"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is missing: `make test-deps` installs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-        )
-        yield launched
-        launched.close()
 
 
 def office_page(browser, gateway: str, user_id: str, options: dict):
