@@ -31,6 +31,17 @@ async def turn_frames(ws: Any, frame: dict[str, Any], *, on_approval: str | None
             return frames
 
 
+def delete_request(*, db_id: str, user_id: str, document_id: str) -> dict[str, Any]:
+    """A message that makes the model call delete_document (and so ask for approval)."""
+    return {
+        "db_id": db_id,
+        "user_id": user_id,
+        "input_data": f"Delete the document {document_id}.",
+        "tools": "required",
+        "tool_names": ["delete_document"],
+    }
+
+
 def run(frame: dict[str, Any], gateway: str, **kwargs: Any) -> list[dict[str, Any]]:
     async def scenario() -> list[dict[str, Any]]:
         async with websockets.connect(ws_url(gateway, "office")) as ws:
@@ -68,13 +79,7 @@ def test_a_required_tool_call_runs_and_the_model_answers_after_it(http, gateway,
 
 def test_a_call_that_needs_approval_waits_and_a_denial_keeps_the_document(http, gateway, user_id, db_id):
     document = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
-    frame = {
-        "db_id": db_id,
-        "user_id": user_id,
-        "input_data": f"Delete the document {document['id']}.",
-        "tools": "required",
-        "tool_names": ["delete_document"],
-    }
+    frame = delete_request(db_id=db_id, user_id=user_id, document_id=document["id"])
     frames = run(frame, gateway, on_approval="deny")
     statuses = [f["status"] for f in frames if f["type"] == "tool_call"]
     assert statuses == ["running", "approval_required", "denied"], frames
@@ -90,13 +95,7 @@ def test_a_call_that_needs_approval_waits_and_a_denial_keeps_the_document(http, 
 
 def test_an_approved_call_runs(http, gateway, user_id, db_id):
     document = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
-    frame = {
-        "db_id": db_id,
-        "user_id": user_id,
-        "input_data": f"Delete the document {document['id']}.",
-        "tools": "required",
-        "tool_names": ["delete_document"],
-    }
+    frame = delete_request(db_id=db_id, user_id=user_id, document_id=document["id"])
     frames = run(frame, gateway, on_approval="approve")
     final = [f for f in frames if f["type"] == "tool_call"][-1]
     assert final["status"] in ("ok", "error")  # error: the model named an id that isn't the user's

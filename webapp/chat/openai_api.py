@@ -230,7 +230,7 @@ def _submit(request: GenerationRequest, user_id: str | None) -> tuple[Generation
         )
         if grounding is not None and grounding.sources:
             request = replace(request, user=ChatMessage("user", grounding.prompt_text))
-            sources = [source.public() for source in grounding.sources]
+            sources = list(services.sources_public(grounding))
     handle = services.engine_submit(engine, request, field="messages", what="messages", code="context_length_exceeded")
     return handle, sources
 

@@ -193,7 +193,7 @@ def turn_grounding(
         return None
 
 
-def _sources(grounding: GroundingLike | None) -> tuple[dict[str, Any], ...]:
+def sources_public(grounding: GroundingLike | None) -> tuple[dict[str, Any], ...]:
     return tuple(s.public() for s in grounding.sources) if grounding else ()
 
 
@@ -291,7 +291,7 @@ def chat_turn_start(
         handle=handle,
         assistant_message_id=store.message_id_new(),
         history=_kept(history, handle),
-        sources=_sources(grounding),
+        sources=sources_public(grounding),
         notice=_notice(grounding),
         tool_mode=tool_mode if round_tools else None,
         tools_offered=offered,
@@ -346,7 +346,7 @@ def chat_turn_regenerate(
         assistant_message_id=store.message_id_new(),
         history=_kept(history, handle),
         regenerates=replaced,
-        sources=_sources(grounding),
+        sources=sources_public(grounding),
         notice=_notice(grounding),
         prompt_user=prompt_user,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from webapp.chat.errors import NotFoundError
 from webapp.office import documents
 from webapp.retrieval.search import Retriever
 from webapp.store.office_store import OfficeStore
@@ -122,7 +123,7 @@ def office_registry_build(
             removed = documents.document_delete(
                 store=store(), retriever=retriever(), user_id=ctx.user_id, document_id=args["document_id"]
             )
-        except documents.NotFoundError as exc:
+        except NotFoundError as exc:
             raise ToolArgumentError(str(exc), field="arguments.document_id") from exc
         return {"deleted": {"id": removed.id, "title": removed.title}}
 
