@@ -51,7 +51,10 @@ def engine() -> Iterator[LlamaEngine]:
 
 
 def greedy(max_tokens: int) -> SamplingParams:
-    return SamplingParams(temperature=0.0, top_p=1.0, top_k=1, min_p=0.0, repeat_penalty=1.0, max_tokens=max_tokens)
+    # ignore_eos: every reply is max_tokens long, whatever this CPU's greedy choice.
+    return SamplingParams(
+        temperature=0.0, top_p=1.0, top_k=1, min_p=0.0, repeat_penalty=1.0, max_tokens=max_tokens, ignore_eos=True
+    )
 
 
 def request_make(text: str, max_tokens: int = 24, history: tuple[ChatMessage, ...] = ()) -> GenerationRequest:

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import json
 
-from webapp.engine.grammar import GRAMMAR_MAX_LENGTH, tool_call_grammar, tool_call_schema, tools_instruction
+import pytest
+
+from webapp.engine.grammar import (
+    GRAMMAR_MAX_BYTES,
+    GRAMMAR_MAX_ITEMS,
+    GRAMMAR_MAX_LENGTH,
+    GRAMMAR_MAX_NESTING,
+    PATTERN_MAX_CHARS,
+    SCHEMA_MAX_DEPTH,
+    GrammarBoundsError,
+    grammar_check,
+    tool_call_grammar,
+    tool_call_schema,
+    tools_instruction,
+)
 
 DELETE = {
     "type": "object",
@@ -49,7 +63,7 @@ def test_strings_cannot_hold_raw_control_characters():
     grammar = rules(tool_call_grammar([("calculator", CALC)]))
     assert grammar["char"].startswith('[^"\\\\\\x7F\\x00-\\x1F]')
     assert json.loads('"a\\nb"') == "a\nb"  # escaped newlines stay possible through the "\\" branch
-    assert '"\\\\" (["\\\\/bfnrt]' in grammar["char"]
+    assert '"\\\\" ["\\\\/bfnrt]' in grammar["char"]
 
 
 def test_auto_admits_a_call_or_text_that_does_not_start_like_one():
@@ -65,3 +79,61 @@ def test_the_instruction_lists_each_tool_with_its_schema():
     assert "- calculator: Evaluate arithmetic; arguments schema: " in text
     assert '"expression"' in text and "exactly one function call" in text
     assert "otherwise answer normally" in tools_instruction([("calculator", "", CALC)], required=False)
+
+
+def test_a_schema_past_the_bounds_is_refused_naming_the_value():
+    def array(**bounds: int) -> dict:
+        return {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "integer"}, **bounds}}}
+
+    nested: dict = {"type": "string"}
+    for _ in range(SCHEMA_MAX_DEPTH):
+        nested = {"type": "object", "properties": {"a": nested}}
+    refused = [
+        (array(minItems=GRAMMAR_MAX_ITEMS + 1), "f.parameters.properties.xs", "minItems"),
+        # The request that crashed the office app: 20,000 nested optionals in the grammar.
+        (array(maxItems=20000), "f.parameters.properties.xs", "maxItems 20000 is over"),
+        (
+            {"type": "object", "properties": {"s": {"type": "string", "pattern": "^a{0,20000}$"}}},
+            "f.parameters.properties.s",
+            "repeats up to 20000",
+        ),
+        (
+            {"type": "object", "properties": {"s": {"type": "string", "pattern": "^" + "a" * PATTERN_MAX_CHARS + "$"}}},
+            "f.parameters.properties.s",
+            "longer than",
+        ),
+        (nested, "f.parameters", "nested more than"),
+    ]
+    for schema, path, rule in refused:
+        with pytest.raises(GrammarBoundsError) as caught:
+            tool_call_grammar([("f", schema)])
+        assert caught.value.path.startswith(path) and rule in caught.value.message, caught.value
+
+
+def test_unbounded_arrays_are_capped_and_the_grammar_stays_small():
+    schema = {"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "integer"}}}}
+    bounded = tool_call_schema([("f", schema)])["properties"]["arguments"]["properties"]["xs"]
+    assert (bounded["minItems"], bounded["maxItems"]) == (0, GRAMMAR_MAX_ITEMS)
+    grammar = tool_call_grammar([("f", schema)])
+    assert len(grammar) < 20_000
+    grammar_check(grammar)
+
+
+def test_grammar_check_counts_nesting_outside_literals_classes_and_comments():
+    grammar_check('root ::= "((((" [(((] # ((((\n')
+    deep = "root ::= " + '("a" ' * (GRAMMAR_MAX_NESTING + 1) + ")?" * (GRAMMAR_MAX_NESTING + 1)
+    with pytest.raises(GrammarBoundsError, match="nests groups"):
+        grammar_check(deep)
+    # Closing parentheses in a comment can't hide real nesting.
+    with pytest.raises(GrammarBoundsError, match="nests groups"):
+        grammar_check("# " + ")" * 5000 + "\n" + deep)
+    with pytest.raises(GrammarBoundsError, match="larger than"):
+        grammar_check('root ::= "' + "a" * (GRAMMAR_MAX_BYTES + 1) + '"')
+
+
+def test_small_integer_ranges_become_enums_and_strings_have_no_unicode_escapes():
+    schema = {"type": "object", "properties": {"days": {"type": "integer", "minimum": 1, "maximum": 7}}}
+    days = tool_call_schema([("f", schema)])["properties"]["arguments"]["properties"]["days"]
+    assert days["enum"] == [1, 2, 3, 4, 5, 6, 7]
+    char = rules(tool_call_grammar([("calculator", CALC)]))["char"]
+    assert '"u"' not in char, "no \\u escapes: no lone surrogates, no 6-token characters"

@@ -42,7 +42,14 @@ def engine() -> Iterator[LlamaEngine]:
 
 def greedy(max_tokens: int = 32, *, stop: tuple[str, ...] = ()) -> SamplingParams:
     return SamplingParams(
-        temperature=0.0, top_p=1.0, top_k=1, min_p=0.0, repeat_penalty=1.0, max_tokens=max_tokens, stop=stop
+        temperature=0.0,
+        top_p=1.0,
+        top_k=1,
+        min_p=0.0,
+        repeat_penalty=1.0,
+        max_tokens=max_tokens,
+        stop=stop,
+        ignore_eos=True,  # every reply is max_tokens long, whatever this CPU's greedy choice
     )
 
 

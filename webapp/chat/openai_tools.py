@@ -19,7 +19,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from rest_framework import serializers
 
-from webapp.engine.grammar import tool_call_grammar, tools_instruction
+from webapp.core.json_input import JsonInputError, json_loads_bounded
+from webapp.engine.grammar import GrammarBoundsError, schema_check, tool_call_grammar, tools_instruction
 from webapp.engine.prompt import ChatMessage
 
 TOOLS_MAX = 32
@@ -33,6 +34,10 @@ class FunctionSerializer(serializers.Serializer):
     parameters = serializers.DictField(required=False)
 
     def validate_parameters(self, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            schema_check(value)  # first: check_schema recurses, and the grammar must stay small
+        except GrammarBoundsError as exc:
+            raise serializers.ValidationError(f"can't be enforced: {exc}") from exc
         try:
             Draft202012Validator.check_schema(value)
         except SchemaError as exc:
@@ -124,9 +129,9 @@ def messages_with_tools(messages: list[dict[str, Any]]) -> list[ChatMessage]:
                 function = call.get("function", {})
                 names[call.get("id", "")] = function.get("name", "")
                 try:
-                    arguments = json.loads(function.get("arguments") or "{}")
-                except json.JSONDecodeError:
-                    arguments = function.get("arguments")
+                    arguments = json_loads_bounded(function.get("arguments") or "{}")
+                except JsonInputError:
+                    arguments = function.get("arguments")  # shown to the model as the client sent it
                 calls.append(json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False))
             out.append(ChatMessage("assistant", "\n".join(calls)))
         elif role == "tool":

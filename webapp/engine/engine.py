@@ -18,7 +18,9 @@ from typing import Literal, Protocol
 
 from webapp.engine.prompt import ChatMessage, PromptPlan
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+# "deadline": the request ran past its time limit (GenerationRequest.deadline_s, or the
+# engine's own default), counted from submission, queueing included.
+FinishReason = Literal["stop", "length", "cancelled", "deadline", "error"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class SamplingParams:
     max_tokens: int
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # end-of-generation tokens are banned (not under a grammar, which must end)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class GenerationRequest:
     sampling: SamplingParams
     # A llama.cpp GBNF grammar every reply must match (see webapp.engine.grammar); None = free text.
     grammar: str | None = None
+    # Seconds from submission after which the reply ends as it is (finish_reason "deadline");
+    # None: the engine's default (the registry's max_generation_s).
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,19 @@ sentence is such a call, so the arguments the model writes always parse and alwa
 the schema of the tool it names. With `allow_text`, the grammar also admits a plain
 answer instead (any text that does not start with "{"), which is OpenAI's tool_choice
 "auto".
+
+Schemas come from clients (OpenAI `tools`), so what reaches llama.cpp is bounded here.
+Its grammar parser recurses once per nested group, and the converter spells "up to n"
+as n nested optionals: one tool whose array had "maxItems": 20000 crashed the process
+(SIGSEGV). `schema_check` refuses schemas past the bounds below, `_bounded` caps what
+may be capped (string lengths, arrays with no maxItems), and `grammar_check` is the last gate on
+any GBNF text before the engine hands it to native code.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,17 +31,130 @@ _DROPPED = frozenset({"default", "description", "title", "examples"})
 # spells a limit as nested optionals, one per character; 200 of them sample fast enough.)
 GRAMMAR_MAX_LENGTH = 200
 
-_LOOSE_CHAR = 'char ::= [^"\\\\] |'
-_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+# Bounds on a schema and on the grammar built from it (see the module docstring).
+SCHEMA_MAX_DEPTH = 24  # JSON nesting of the schema document itself
+SCHEMA_MAX_NODES = 2_000  # objects in the schema document
+GRAMMAR_MAX_ITEMS = 64  # an array in a call holds at most this many items (unbounded ones are capped)
+GRAMMAR_MAX_ENUM_RANGE = 100  # an integer range this small is spelled as an enum
+PATTERN_MAX_CHARS = 256
+PATTERN_MAX_REPEAT = GRAMMAR_MAX_LENGTH  # {m,n} in a pattern
+GRAMMAR_MAX_BYTES = 256 * 1024
+GRAMMAR_MAX_NESTING = 1_000  # nested groups; "maxItems": 20000 (420 KB of GBNF) crashed, 1,000 parses
+_QUANTIFIER = re.compile(r"\{\s*(\d*)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+class GrammarBoundsError(ValueError):
+    """A schema or grammar past the bounds that keep llama.cpp's parser safe. `path` names the value."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.message = message
+        self.path = path
+
+
+# A character inside a string of a call: no raw control characters (JSON forbids them)
+# and no \u escapes (any character can be written as itself; an escape costs up to 6
+# tokens, so a bounded string could outgrow the call's token budget, and one can spell a
+# lone surrogate, which is not text and which the store can't hold).
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" ["\\\\/bfnrt]'
+_CHAR_RULE = re.compile(r"^char ::= .*$", re.MULTILINE)
+
+
+def _count(value: Any, default: int) -> int:
+    """A schema's length keyword as an int (check_schema only promises a non-negative number)."""
+    return int(value) if isinstance(value, int | float) and 0 <= value < 2**31 else default
+
+
+def schema_check(schema: Any, *, path: str = "parameters") -> None:
+    """Refuse a schema that no bound can make safe; raise GrammarBoundsError naming the value.
+
+    Iterative (a deep schema can't exhaust the stack here), and run before jsonschema's own
+    recursive check_schema.
+    """
+    stack: list[tuple[Any, str, int]] = [(schema, path, 0)]
+    nodes = 0
+    while stack:
+        node, where, depth = stack.pop()
+        if isinstance(node, Mapping):
+            nodes += 1
+            if depth >= SCHEMA_MAX_DEPTH:
+                raise GrammarBoundsError(f"the schema is nested more than {SCHEMA_MAX_DEPTH} levels deep", path=where)
+            if nodes > SCHEMA_MAX_NODES:
+                raise GrammarBoundsError(f"the schema has more than {SCHEMA_MAX_NODES} objects", path=path)
+            for keyword in ("minItems", "maxItems"):
+                if _count(node.get(keyword), 0) > GRAMMAR_MAX_ITEMS:
+                    raise GrammarBoundsError(
+                        f"{keyword} {node[keyword]} is over {GRAMMAR_MAX_ITEMS}, the most items a call may hold",
+                        path=where,
+                    )
+            pattern = node.get("pattern")
+            if isinstance(pattern, str):
+                _pattern_check(pattern, where)
+            stack.extend((v, f"{where}.{k}", depth + 1) for k, v in node.items() if k not in _DROPPED)
+        elif isinstance(node, list):
+            stack.extend((v, f"{where}.{i}", depth + 1) for i, v in enumerate(node))
+
+
+def _pattern_check(pattern: str, where: str) -> None:
+    if len(pattern) > PATTERN_MAX_CHARS:
+        raise GrammarBoundsError(f"pattern is longer than {PATTERN_MAX_CHARS} characters", path=where)
+    for match in _QUANTIFIER.finditer(pattern):
+        for bound in match.groups():
+            if bound and int(bound) > PATTERN_MAX_REPEAT:
+                raise GrammarBoundsError(
+                    f"pattern repeats up to {bound} times; at most {PATTERN_MAX_REPEAT}", path=where
+                )
+
+
+def grammar_check(gbnf: str) -> None:
+    """The last gate before llama.cpp parses `gbnf`: its size and how deep its groups nest.
+
+    Nesting is counted outside string literals, character classes and comments, across
+    lines (a group may span several).
+    """
+    if len(gbnf.encode("utf-8")) > GRAMMAR_MAX_BYTES:
+        raise GrammarBoundsError(f"the grammar is larger than {GRAMMAR_MAX_BYTES} bytes")
+    depth = deepest = 0
+    closer = ""  # inside a "..." literal, a [...] class or a # comment: the character that ends it
+    escaped = False
+    for char in gbnf:
+        if closer:
+            if escaped:
+                escaped = False
+            elif char == "\\" and closer != "\n":
+                escaped = True
+            elif char == closer:
+                closer = ""
+        elif char == '"':
+            closer = '"'
+        elif char == "[":
+            closer = "]"
+        elif char == "#":
+            closer = "\n"
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth = max(depth - 1, 0)
+    if deepest > GRAMMAR_MAX_NESTING:
+        raise GrammarBoundsError(f"the grammar nests groups {deepest} deep; at most {GRAMMAR_MAX_NESTING}")
 
 
 def _bounded(schema: Any) -> Any:
-    """A copy of `schema` as the grammar should spell it: no annotations, bounded strings."""
+    """A copy of `schema` as the grammar should spell it: no annotations, bounded strings and arrays."""
     if isinstance(schema, Mapping):
         kept = {k: _bounded(v) for k, v in schema.items() if k not in _DROPPED}
         if kept.get("type") == "string" and "enum" not in kept and "const" not in kept and "pattern" not in kept:
-            kept["maxLength"] = min(int(kept.get("maxLength", GRAMMAR_MAX_LENGTH)), GRAMMAR_MAX_LENGTH)
-            kept["minLength"] = min(int(kept.get("minLength", 0)), kept["maxLength"])
+            kept["maxLength"] = min(_count(kept.get("maxLength"), GRAMMAR_MAX_LENGTH), GRAMMAR_MAX_LENGTH)
+            kept["minLength"] = min(_count(kept.get("minLength"), 0), kept["maxLength"])
+        if kept.get("type") == "integer" and "enum" not in kept and "const" not in kept:
+            # The converter does not enforce minimum/maximum; a small range it can, as an enum.
+            low, high = kept.get("minimum"), kept.get("maximum")
+            if isinstance(low, int) and isinstance(high, int) and 0 <= high - low <= GRAMMAR_MAX_ENUM_RANGE:
+                kept["enum"] = list(range(low, high + 1))
+        if "items" in kept or "prefixItems" in kept:
+            kept["maxItems"] = min(_count(kept.get("maxItems"), GRAMMAR_MAX_ITEMS), GRAMMAR_MAX_ITEMS)
+            kept["minItems"] = min(_count(kept.get("minItems"), 0), kept["maxItems"])
         return kept
     if isinstance(schema, list):
         return [_bounded(v) for v in schema]
@@ -57,11 +178,14 @@ def tool_call_schema(tools: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str
 def tool_call_grammar(tools: Sequence[tuple[str, Mapping[str, Any]]], *, allow_text: bool = False) -> str:
     if not tools:
         raise ValueError("tool_call_grammar needs at least one tool")
+    for name, parameters in tools:
+        schema_check(parameters, path=f"{name}.parameters")
     gbnf = json_schema_to_gbnf(json.dumps(tool_call_schema(tools)), prop_order=["name", "arguments"])
     # The converter's string characters admit raw control characters (a newline inside a
-    # string), which JSON forbids: json.loads would refuse the call. Exclude them, as
-    # llama.cpp's own converter does.
-    gbnf = gbnf.replace(_LOOSE_CHAR, _STRICT_CHAR)
+    # string), which JSON forbids: json.loads would refuse the call (llama.cpp's own
+    # converter excludes them too), and \\u escapes (see _STRICT_CHAR).
+    gbnf = _CHAR_RULE.sub(lambda _: _STRICT_CHAR, gbnf)
+    grammar_check(gbnf)
     if not allow_text:
         return gbnf
     # The converter names its start rule "root"; rename it so that ours can choose

@@ -42,6 +42,7 @@ from webapp.engine.engine import (
     TokenEvent,
     Usage,
 )
+from webapp.engine.grammar import GrammarBoundsError, grammar_check
 from webapp.engine.prompt import ChatTemplate, prompt_fit
 from webapp.engine.registry import ModelSpec, RegistryError
 from webapp.engine.text import TextStream
@@ -128,6 +129,7 @@ class LlamaEngine:
         self._n_batch = max(spec.batch_tokens, spec.slots)
         self._prefill_chunk = spec.prefill_chunk
         self._max_wait_s = spec.max_wait_s
+        self._deadline_s = spec.max_generation_s
         self._rate = 0.0  # tokens/s of the whole batch, moving average; 0 until measured
         self._reply_tokens = REPLY_GUESS_TOKENS  # moving average of finished replies
         self._ttfts: deque[float] = deque(maxlen=TTFT_WINDOW)
@@ -160,6 +162,7 @@ class LlamaEngine:
         self._vocab = self._model.vocab
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self._piece_buffer = ctypes.create_string_buffer(256)
+        self._eog_tokens: list[int] | None = None  # built on first use by _eog_ban
 
         self.template = ChatTemplate(
             spec.chat_template or self._metadata_template(spec),
@@ -200,6 +203,10 @@ class LlamaEngine:
         early, with a useful Retry-After, rather than let requests time out in the queue).
         """
         if request.grammar is not None:
+            try:
+                grammar_check(request.grammar)  # bounded before llama.cpp's recursive parser sees it
+            except GrammarBoundsError as exc:
+                raise GrammarError(str(exc)) from exc
             self._c.llama_sampler_free(self._grammar_sampler(request.grammar))  # parse it here, not on the scheduler
         budget = self.n_ctx - min(request.sampling.max_tokens, self.n_ctx // 2)
         tokenized: dict[str, list[int]] = {}  # prompt_fit counts the chosen prompt: keep its tokens
@@ -317,9 +324,12 @@ class LlamaEngine:
 
         Returns False when the engine is closing.
         """
+        now = time.perf_counter()
         for slot in self._slots:
             if slot.job is not None and slot.job.handle.cancelled:
                 self._finish(slot, "cancelled")
+            elif slot.job is not None and self._past_deadline(slot.job.handle, now):
+                self._finish(slot, "deadline")
         while True:
             with self._wakeup:
                 if self._closing:
@@ -345,15 +355,25 @@ class LlamaEngine:
             for position, (queued, _) in enumerate(waiting, start=1):
                 queued._emit(QueuedEvent(position))  # everyone behind moved up
 
+    def _past_deadline(self, handle: GenerationHandle, now: float) -> bool:
+        limit = handle.request.deadline_s if handle.request.deadline_s is not None else self._deadline_s
+        return now - handle.submitted_at >= limit
+
     def _drop_cancelled_queued(self) -> None:
-        """Answer requests cancelled while queued at once. Call with `_wakeup` held."""
-        if not any(handle.cancelled for handle, _ in self._queue):
+        """Answer requests cancelled (or past their deadline) while queued at once. Call with `_wakeup` held."""
+        now = time.perf_counter()
+        ended = {
+            handle.id: "cancelled" if handle.cancelled else "deadline"
+            for handle, _ in self._queue
+            if handle.cancelled or self._past_deadline(handle, now)
+        }
+        if not ended:
             return
         kept: deque[tuple[GenerationHandle, list[int]]] = deque()
         for handle, tokens in self._queue:
-            if handle.cancelled:
-                now = time.perf_counter()
-                handle._emit(DoneEvent(self._completion(handle, "", "cancelled", len(tokens), 0, now, now, now)))
+            if handle.id in ended:
+                reason: FinishReason = ended[handle.id]  # type: ignore[assignment]
+                handle._emit(DoneEvent(self._completion(handle, "", reason, len(tokens), 0, now, now, now)))
             else:
                 kept.append((handle, tokens))
         self._queue = kept
@@ -383,6 +403,17 @@ class LlamaEngine:
             raise GrammarError("the grammar does not parse (llama.cpp GBNF with a 'root' rule)")
         return sampler
 
+    def _eog_ban(self) -> int:
+        """A sampler that gives every end-of-generation token a logit of -inf."""
+        c = self._c
+        if self._eog_tokens is None:
+            n_vocab = c.llama_vocab_n_tokens(self._vocab)
+            self._eog_tokens = [t for t in range(n_vocab) if c.llama_vocab_is_eog(self._vocab, t)]
+        biases = (c.llama_logit_bias * len(self._eog_tokens))(
+            *(c.llama_logit_bias(token=t, bias=float("-inf")) for t in self._eog_tokens)
+        )
+        return c.llama_sampler_init_logit_bias(c.llama_vocab_n_tokens(self._vocab), len(biases), biases)
+
     def _sampler_new(self, params: SamplingParams, grammar: str | None = None) -> int:
         c = self._c
         chain = c.llama_sampler_chain_init(c.llama_sampler_chain_default_params())
@@ -390,6 +421,8 @@ class LlamaEngine:
             # First in the chain: it masks every token that would leave the grammar, so the
             # samplers after it only ever choose among valid continuations.
             c.llama_sampler_chain_add(chain, self._grammar_sampler(grammar))
+        if params.ignore_eos and grammar is None:
+            c.llama_sampler_chain_add(chain, self._eog_ban())
         if params.repeat_penalty != 1.0:
             n_vocab = c.llama_vocab_n_tokens(self._vocab)
             penalties = c.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)

@@ -28,6 +28,9 @@ class SamplingDefaults:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     max_tokens: int = 256
+    # Never end a reply early: every reply runs to max_tokens (or a stop string). Test and
+    # benchmark stacks set it, so that what they measure or stop has a known length.
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class ModelSpec:
     batch_tokens: int = 512
     prefill_chunk: int = 256
     max_wait_s: float = 120.0
+    # A reply ends (finish_reason "deadline") this long after it was submitted, queue included.
+    max_generation_s: float = 180.0
     chat_template: str | None = None
     package: str | None = None
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
@@ -202,6 +207,7 @@ def registry_load(path: Path) -> dict[str, ModelSpec]:
             batch_tokens=int(_typed(table, "batch_tokens", int, where, 512)),  # type: ignore[arg-type]
             prefill_chunk=int(_typed(table, "prefill_chunk", int, where, 256)),  # type: ignore[arg-type]
             max_wait_s=float(_typed(table, "max_wait_s", float, where, 120.0)),  # type: ignore[arg-type]
+            max_generation_s=float(_typed(table, "max_generation_s", float, where, 180.0)),  # type: ignore[arg-type]
             chat_template=str(template) or None,
             package=str(_typed(table, "package", str, where, "")) or None,
             sampling=_sampling(table.get("sampling", {}), where),
@@ -213,6 +219,8 @@ def registry_load(path: Path) -> dict[str, ModelSpec]:
             raise RegistryError(f"{where}: 'slots' must be 1-64, got {spec.slots}")
         if not spec.slots <= spec.batch_tokens <= 8192:
             raise RegistryError(f"{where}: 'batch_tokens' must be between slots and 8192, got {spec.batch_tokens}")
+        if spec.max_generation_s <= 0:
+            raise RegistryError(f"{where}: 'max_generation_s' must be positive, got {spec.max_generation_s}")
         if spec.max_wait_s <= 0:
             raise RegistryError(f"{where}: 'max_wait_s' must be positive, got {spec.max_wait_s}")
         if not 1 <= spec.prefill_chunk <= spec.batch_tokens:
