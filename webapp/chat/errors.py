@@ -15,6 +15,8 @@ from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from webapp.chat.parsers import JsonBodyError
+
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +46,16 @@ class NotFoundError(ApplicationError):
 class ModelNotReadyError(ApplicationError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "model_loading"
+
+
+class ShuttingDownError(ApplicationError):
+    """The process is draining before it stops (SIGTERM): come back to the restarted app."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "shutting_down"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.extra.get("retry_after", 5))}
 
 
 class ServerBusyError(ApplicationError):
@@ -116,9 +128,13 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         )
     if isinstance(exc, exceptions.ValidationError):
         return Response(_validation_body(exc.detail), status=exc.status_code)
-    if isinstance(exc, exceptions.ParseError):
+    if isinstance(exc, JsonBodyError):
         return Response(
-            error_body(code="malformed_json", message=f"request body is not valid JSON: {exc.detail}"),
+            error_body(code=exc.code, message=f"request body: {exc.detail}", field=exc.field), status=exc.status_code
+        )
+    if isinstance(exc, exceptions.ParseError):  # a form or multipart body (JSON ones are JsonBodyError)
+        return Response(
+            error_body(code="malformed_body", message=f"request body can't be read: {exc.detail}"),
             status=exc.status_code,
         )
     if isinstance(exc, exceptions.UnsupportedMediaType):
@@ -147,6 +163,13 @@ def django_not_found(request: HttpRequest, exception: Exception | None = None) -
         ),
         status=404,
     )
+
+
+def django_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django's own 400s (an unknown Host header, a malformed request) in the one error shape."""
+    message = str(exception) if exception is not None and str(exception) else "bad request"
+    field = "Host" if type(exception).__name__ == "DisallowedHost" else None
+    return JsonResponse(error_body(code="bad_request", message=message, field=field), status=400)
 
 
 def django_server_error(request: HttpRequest) -> JsonResponse:

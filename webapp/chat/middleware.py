@@ -6,6 +6,7 @@ OpenAI streaming endpoint) onto a thread to get through them.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -44,11 +45,16 @@ class _DualMiddleware:
         return response
 
 
+# What nginx lets through too (gateway/templates): an id, not a payload to echo.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 class RequestIdMiddleware(_DualMiddleware):
-    """Take nginx's X-Request-ID (or make one) and echo it on the response."""
+    """Take nginx's X-Request-ID (or make one, if it is missing or not a sane id) and echo it."""
 
     def before(self, request: HttpRequest) -> str:
-        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        offered = request.headers.get("X-Request-ID", "")
+        request_id = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
         return request_id
 

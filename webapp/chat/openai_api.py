@@ -45,6 +45,7 @@ from webapp.chat.openai_tools import (
     tool_plan,
 )
 from webapp.chat.personas import Persona
+from webapp.core.json_input import JsonInputError, json_loads_bounded
 from webapp.engine.engine import (
     Completion,
     DoneEvent,
@@ -61,10 +62,23 @@ CONTENT_MAX = 32_000
 STOP_MAX = 4
 
 
+class ToolCallFunctionSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=64)
+    arguments = StrictCharField(allow_blank=True, max_length=CONTENT_MAX, trim_whitespace=False)
+
+
+class ToolCallSerializer(serializers.Serializer):
+    """An assistant message's earlier call, as OpenAI sends it back: arguments are a JSON string."""
+
+    id = StrictCharField(required=False, max_length=128)
+    type = serializers.ChoiceField(choices=["function"], required=False)
+    function = ToolCallFunctionSerializer()
+
+
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant", "tool"])
     content = serializers.JSONField(allow_null=True, required=False, default=None)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False, max_length=16)
+    tool_calls = serializers.ListField(child=ToolCallSerializer(), required=False, max_length=16)
     tool_call_id = StrictCharField(required=False, max_length=128)
 
     def validate_content(self, value: Any) -> str | None:
@@ -201,6 +215,7 @@ def _generation_request(data: dict[str, Any], persona: Persona | None) -> Genera
         max_tokens=max_tokens,
         seed=data.get("seed"),
         stop=data.get("stop") or (),
+        ignore_eos=defaults.ignore_eos,
     )
     return GenerationRequest(
         pinned=pinned,
@@ -241,9 +256,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return _error(ApplicationError("use POST", code="method_not_allowed"), 405)
     stats = runtime.request_stats_get()
     try:
-        body = json.loads(request.body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _error(ApplicationError(f"request body is not valid JSON: {exc}", code="malformed_json"), 400)
+        body = json_loads_bounded(request.body or b"null")
+    except JsonInputError as exc:
+        return _error(ApplicationError(f"request body: {exc}", code=exc.code, field=exc.field), 400)
     if not isinstance(body, dict):
         return _error(ApplicationError("request body must be a JSON object", code="malformed_json"), 400)
     serializer = ChatCompletionSerializer(data=body)

@@ -5,14 +5,24 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import ParseResult
 
+from channels.generic.websocket import WebsocketConsumer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
-from django.urls import path
+from django.urls import path, re_path
 
 from webapp.chat.consumers import ChatConsumer
 
+
+class NoSocketHere(WebsocketConsumer):
+    """A WebSocket handshake on any other path (a REST path, a typo) is refused (403), not a 500."""
+
+    def connect(self) -> None:
+        self.close()
+
+
 websocket_urlpatterns = [
     path(f"{settings.APP_MODE}/ws/chat/", ChatConsumer.as_asgi(), name="ws-chat"),
+    re_path(r"", NoSocketHere.as_asgi()),
 ]
 
 

@@ -21,5 +21,6 @@ urlpatterns = [
     ),
 ]
 
+handler400 = "webapp.chat.errors.django_bad_request"
 handler404 = "webapp.chat.errors.django_not_found"
 handler500 = "webapp.chat.errors.django_server_error"

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from webapp.store.safe import records_decode, storable
+
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -192,7 +194,7 @@ class OfficeStore:
             docs = list(
                 self._db["documents"].find({"app": self._app, "user_id": user_id}).sort("created_at", -1).limit(limit)
             )
-        return [DocumentRecord.from_doc(d) for d in docs]
+        return records_decode(docs, DocumentRecord.from_doc)
 
     def document_delete(self, *, user_id: str, document_id: str) -> None:
         """Delete the document and its chunks (the caller removes its vectors first)."""
@@ -222,7 +224,7 @@ class OfficeStore:
         """Documents of every user still marked "indexing" (at start-up: interrupted ones)."""
         with self._lock:
             docs = list(self._db["documents"].find({"app": self._app, "status": "indexing"}))
-        return [DocumentRecord.from_doc(d) for d in docs]
+        return records_decode(docs, DocumentRecord.from_doc)
 
     def chunks_delete(self, *, user_id: str, document_id: str) -> None:
         with self._lock:
@@ -240,7 +242,7 @@ class OfficeStore:
     # --- notes ------------------------------------------------------------------------
 
     def note_create(self, *, user_id: str, title: str, text: str) -> dict[str, Any]:
-        doc = {"_id": new_id(), "app": self._app, "user_id": user_id, "title": title, "text": text}
+        doc = {"_id": new_id(), "app": self._app, "user_id": user_id, "title": storable(title), "text": storable(text)}
         doc["created_at"] = _now()
         with self._lock:
             self._db["notes"].insert_one(doc)
@@ -251,7 +253,7 @@ class OfficeStore:
             docs = list(
                 self._db["notes"].find({"app": self._app, "user_id": user_id}).sort("created_at", -1).limit(limit)
             )
-        return [_note_public(d) for d in docs]
+        return records_decode(docs, _note_public)
 
     # --- approvals --------------------------------------------------------------------
 
@@ -261,7 +263,7 @@ class OfficeStore:
             "app": self._app,
             "user_id": user_id,
             "tool": tool,
-            "arguments": arguments,
+            "arguments": storable(arguments),
             "status": "pending",
             "source": source,
             "created_at": _now(),
@@ -282,7 +284,7 @@ class OfficeStore:
         with self._lock:
             outcome = self._db["approvals"].update_one(
                 {"_id": approval_id, "app": self._app, "status": "pending"},
-                {"$set": {"status": status, "result": result, "reason": reason, "decided_at": _now()}},
+                {"$set": {"status": status, "result": storable(result), "reason": reason, "decided_at": _now()}},
             )
         return outcome.modified_count == 1
 
@@ -305,12 +307,12 @@ class OfficeStore:
             "app": self._app,
             "user_id": user_id,
             "tool": tool,
-            "arguments": arguments,
+            "arguments": storable(arguments),
             "outcome": outcome,
             "duration_ms": round(duration_ms, 2),
             "source": source,
             "approval_id": approval_id,
-            "error": error,
+            "error": storable(error),
             "created_at": _now(),
         }
         with self._lock:
@@ -322,7 +324,7 @@ class OfficeStore:
             docs = list(
                 self._db["audit"].find({"app": self._app, "user_id": user_id}).sort("created_at", -1).limit(limit)
             )
-        return [AuditEntry.from_doc(d) for d in docs]
+        return records_decode(docs, AuditEntry.from_doc)
 
 
 def _note_public(doc: dict[str, Any]) -> dict[str, Any]:
