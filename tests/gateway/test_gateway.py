@@ -92,7 +92,7 @@ def test_rendered_config_has_streaming_and_websocket_settings(stack):
     for directive in (
         "proxy_buffering off;",
         "proxy_http_version 1.1;",
-        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Upgrade $chat_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",
         "proxy_read_timeout 600s;",
         "client_max_body_size 64k;",

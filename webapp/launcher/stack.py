@@ -1,8 +1,14 @@
-"""Start and stop the whole local stack: the office app, the character app, and nginx.
+"""Start and stop the whole local stack under supervisord: the office app, the character app, nginx.
 
-Each app is its own daphne process with APP_MODE set and CUDA_VISIBLE_DEVICES pinned to
-the GPU its registry entry names. Processes run in their own sessions so that stopping
-the stack stops everything it started, and nothing else.
+supervisord (a well-kept process supervisor, not a loop of our own) runs each app as its
+own daphne process with APP_MODE set and CUDA_VISIBLE_DEVICES pinned to the GPU its
+registry entry names, and nginx in front. A process that dies is started again at once,
+and one that dies while starting is retried with a growing delay (1 s, 2 s, ... up to
+`START_RETRIES` tries): nginx and the other app keep serving meanwhile, and nginx answers
+for the missing app with a JSON 503 and Retry-After (a page for browsers). supervisord
+logs every exit and restart to var/log/supervisord.log; the apps log to var/log/<app>.log.
+`.venv/bin/supervisorctl -c var/run/supervisord.conf status` shows the processes of a
+running stack. Stopping the stack stops everything it started, and nothing else.
 """
 
 from __future__ import annotations
@@ -10,15 +16,21 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from supervisor.xmlrpc import SupervisorTransport
 
 from webapp.chat.personas import catalog_load
 from webapp.config.env import REPO_ROOT
@@ -63,6 +75,8 @@ def registry_derive(
     temperature: float | None = None,
     slots: int | None = None,
     max_wait_s: float | None = None,
+    ignore_eos: bool | None = None,
+    max_generation_s: float | None = None,
 ) -> Path:
     """Write a copy of the registry at `source` with absolute model paths and some sampling overridden.
 
@@ -85,6 +99,7 @@ def registry_derive(
             f"batch_tokens = {spec.batch_tokens}",
             f"prefill_chunk = {spec.prefill_chunk}",
             f"max_wait_s = {spec.max_wait_s if max_wait_s is None else max_wait_s}",
+            f"max_generation_s = {spec.max_generation_s if max_generation_s is None else max_generation_s}",
             f"[{app}.sampling]",
             f"temperature = {s.temperature if temperature is None else temperature}",
             f"top_p = {s.top_p}",
@@ -92,6 +107,7 @@ def registry_derive(
             f"min_p = {s.min_p}",
             f"repeat_penalty = {s.repeat_penalty}",
             f"max_tokens = {s.max_tokens if max_tokens is None else max_tokens}",
+            f"ignore_eos = {str(s.ignore_eos if ignore_eos is None else ignore_eos).lower()}",
             "",
         ]
     embedding = embedding_spec_load(source)
@@ -139,6 +155,41 @@ class StackConfig:
         return {"office": self.office_port, "character": self.character_port}[app]
 
 
+START_SECS = 3  # a process that exits sooner failed to start: retried with backoff
+START_RETRIES = 5
+STOP_WAIT_S = 30  # SIGTERM, then this long to drain, then SIGKILL
+_SOCKET_MAX = 100  # unix socket paths longer than ~107 bytes don't bind
+
+
+def _conf_value(value: str) -> str:
+    """A value for supervisord's config file, which expands %(name)s: literal % doubled."""
+    return value.replace("%", "%%")
+
+
+def _program(name: str, command: list[str], *, log: Path, env: dict[str, str], stop_signal: str) -> str:
+    environment = ",".join(f'{key}="{_conf_value(value)}"' for key, value in env.items())
+    lines = [
+        f"[program:{name}]",
+        f"command={_conf_value(shlex.join(command))}",
+        f"directory={_conf_value(str(REPO_ROOT))}",
+        "autostart=true",
+        "autorestart=true",
+        f"startsecs={START_SECS}",
+        f"startretries={START_RETRIES}",
+        f"stopsignal={stop_signal}",
+        f"stopwaitsecs={STOP_WAIT_S}",
+        "stopasgroup=true",
+        "killasgroup=true",
+        "redirect_stderr=true",
+        f"stdout_logfile={_conf_value(str(log))}",
+        "stdout_logfile_maxbytes=20MB",
+        "stdout_logfile_backups=2",
+    ]
+    if environment:
+        lines.append(f"environment={environment}")
+    return "\n".join(lines) + "\n"
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
@@ -146,20 +197,53 @@ class Stack:
         for app in APPS:
             catalog_load(config.personas, app)
         self.log_dir = config.var_dir / "log"
-        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.run_dir = config.var_dir / "run"
+        self.conf_path = self.run_dir / "supervisord.conf"
+        socket_path = self.run_dir / "supervisor.sock"
+        if len(str(socket_path)) > _SOCKET_MAX:
+            socket_path = Path(tempfile.mkdtemp(prefix="personachat-")) / "supervisor.sock"
+        self.socket_path = socket_path
+        self._supervisord: subprocess.Popen[bytes] | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self, *, timeout: float = 120.0) -> None:
+        """Start supervisord with nginx and both apps; return once both apps answer through nginx."""
+        if self._rpc_alive():
+            raise StackError(
+                f"a stack is already running from {self.config.var_dir} (its supervisord answers on "
+                f"{self.socket_path}); stop it with: {sys.executable} -m supervisor.supervisorctl "
+                f"-c {self.conf_path} shutdown"
+            )
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for app in APPS:
-            self.app_start(app)
-        self._nginx_start()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(self._supervisord_conf())
+        log = (self.log_dir / "supervisord.out").open("ab")
+        self._supervisord = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf_path)],
+            cwd=REPO_ROOT,
+            env=self._base_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
         self.wait_ready(timeout=timeout)
 
     def stop(self) -> None:
-        for name in list(self._processes):
-            self._terminate(name)
+        """Stop every process (apps drain for up to STOP_WAIT_S), then supervisord itself."""
+        process, self._supervisord = self._supervisord, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            self._rpc().supervisor.shutdown()
+        except (OSError, xmlrpc.client.Error):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_WAIT_S + 15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def _cpu_sharing_env(self) -> dict[str, str]:
         """Thread settings for processes that share the CPU. When both models run on the CPU,
@@ -179,33 +263,46 @@ class Stack:
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         return env
 
-    def app_start(self, app: str) -> None:
+    def _base_env(self) -> dict[str, str]:
+        """supervisord's environment, which every process it starts inherits."""
         cfg = self.config
-        env = {
+        return {
             **self._cpu_sharing_env(),
             **os.environ,
             **cfg.extra_env,
-            "APP_MODE": app,
-            "CUDA_VISIBLE_DEVICES": str(self.specs[app].gpu),
             "VAR_DIR": str(cfg.var_dir),
             "MODEL_REGISTRY": str(cfg.registry),
             "PERSONAS_DIR": str(cfg.personas),
             "DJANGO_SETTINGS_MODULE": "webapp.config.settings",
             "PYTHONUNBUFFERED": "1",
         }
-        command = [
-            sys.executable, "-m", "daphne",
-            "-b", cfg.host, "-p", str(cfg.app_port(app)),
-            "--proxy-headers",
-            "webapp.config.asgi:application",
-        ]  # fmt: skip
-        self._spawn(app, command, env)
 
-    def app_stop(self, app: str) -> None:
-        self._terminate(app)
-
-    def _nginx_start(self) -> None:
+    def _supervisord_conf(self) -> str:
         cfg = self.config
+        sock = _conf_value(str(self.socket_path))
+        parts = [
+            "[supervisord]\n"
+            "nodaemon=true\n"
+            f"logfile={_conf_value(str(self.log_dir / 'supervisord.log'))}\n"
+            "logfile_maxbytes=5MB\n"
+            f"pidfile={_conf_value(str(self.run_dir / 'supervisord.pid'))}\n"
+            f"childlogdir={_conf_value(str(self.log_dir))}\n"
+            "loglevel=info\n\n"
+            # The control socket is the launcher's user's alone.
+            f"[unix_http_server]\nfile={sock}\nchmod=0700\n\n"
+            "[rpcinterface:supervisor]\n"
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+            f"[supervisorctl]\nserverurl=unix://{sock}\n"
+        ]
+        for app in APPS:
+            command = [
+                sys.executable, "-m", "daphne",
+                "-b", cfg.host, "-p", str(cfg.app_port(app)),
+                "--proxy-headers",
+                "webapp.config.asgi:application",
+            ]  # fmt: skip
+            env = {"APP_MODE": app, "CUDA_VISIBLE_DEVICES": str(self.specs[app].gpu)}
+            parts.append(_program(app, command, log=self.log_dir / f"{app}.log", env=env, stop_signal="TERM"))
         prefix = cfg.var_dir / "nginx"
         conf = nginx_config_write(
             prefix=prefix,
@@ -218,7 +315,33 @@ class Stack:
         check = subprocess.run([nginx, "-t", "-q", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)
         if check.returncode != 0:
             raise StackError(f"nginx rejected {conf}:\n{check.stderr}")
-        self._spawn("nginx", [nginx, "-p", str(prefix), "-c", str(conf)], dict(os.environ))
+        # nginx: SIGQUIT is its graceful stop.
+        parts.append(
+            _program(
+                "nginx",
+                [nginx, "-p", str(prefix), "-c", str(conf)],
+                log=self.log_dir / "nginx.log",
+                env={},
+                stop_signal="QUIT",
+            )
+        )
+        return "\n".join(parts)
+
+    def app_start(self, app: str) -> None:
+        """Start an app that `app_stop` stopped (supervisord restarts crashed ones by itself)."""
+        self._rpc().supervisor.startProcess(app, False)
+
+    def app_stop(self, app: str) -> None:
+        """Stop an app and keep it stopped (SIGTERM: it drains, then exits)."""
+        self._rpc().supervisor.stopProcess(app, True)
+
+    def pid(self, name: str) -> int:
+        """The pid of a running process of the stack (0 when it is not running)."""
+        return int(self._rpc().supervisor.getProcessInfo(name)["pid"])
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """supervisord's view of each process: statename (RUNNING, STARTING, BACKOFF, FATAL, ...), pid, start."""
+        return {info["name"]: info for info in self._rpc().supervisor.getAllProcessInfo()}
 
     # --- readiness --------------------------------------------------------------------
 
@@ -227,9 +350,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         pending = set(APPS)
         while pending:
-            for name, process in self._processes.items():
-                if process.poll() is not None:
-                    raise StackError(f"{name} exited with code {process.returncode}:\n{self.log_tail(name)}")
+            self._fatal_check()
             for app in list(pending):
                 if self._healthy(f"http://{self.config.host}:{self.config.gateway_port}/{app}/health"):
                     pending.discard(app)
@@ -241,12 +362,23 @@ class Stack:
         deadline = time.monotonic() + timeout
         url = f"http://{self.config.host}:{self.config.app_port(app)}/{app}/health"
         while not self._healthy(url):
-            process = self._processes[app]
-            if process.poll() is not None:
-                raise StackError(f"{app} exited with code {process.returncode}:\n{self.log_tail(app)}")
+            self._fatal_check()
             if time.monotonic() > deadline:
                 raise StackError(f"{app} not ready after {timeout:.0f}s")
             time.sleep(0.1)
+
+    def _fatal_check(self) -> None:
+        """Raise if supervisord is gone or gave up on a process (it retries the others itself)."""
+        if self._supervisord is None or self._supervisord.poll() is not None:
+            tail = self.log_tail("supervisord")
+            raise StackError(f"supervisord is not running:\n{tail}")
+        try:
+            states = self.states()
+        except (OSError, xmlrpc.client.Error):
+            return  # not listening yet
+        for name, info in states.items():
+            if info["statename"] == "FATAL":
+                raise StackError(f"{name} could not be started ({START_RETRIES} tries):\n{self.log_tail(name)}")
 
     @staticmethod
     def _healthy(url: str) -> bool:
@@ -257,8 +389,13 @@ class Stack:
             return False
 
     def exited(self) -> list[str]:
-        """Names of the stack's processes that have stopped on their own."""
-        return [name for name, p in self._processes.items() if p.poll() is not None]
+        """What has stopped for good: supervisord itself, or a process it gave up on."""
+        if self._supervisord is None or self._supervisord.poll() is not None:
+            return ["supervisord"]
+        try:
+            return [name for name, info in self.states().items() if info["statename"] == "FATAL"]
+        except (OSError, xmlrpc.client.Error):
+            return ["supervisord"]
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.log_dir / f"{name}.log"
@@ -266,24 +403,16 @@ class Stack:
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    # --- processes --------------------------------------------------------------------
+    # --- supervisord's XML-RPC interface ----------------------------------------------
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self._processes[name] = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()  # the child holds its own descriptor
+    def _rpc(self) -> Any:
+        """A fresh client for each call: the transport holds one connection and is not thread-safe."""
+        transport = SupervisorTransport(None, None, f"unix://{self.socket_path}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
-    def _terminate(self, name: str) -> None:
-        process = self._processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        # nginx: SIGQUIT is a graceful stop; daphne: SIGTERM.
-        os.killpg(process.pid, signal.SIGQUIT if name == "nginx" else signal.SIGTERM)
+    def _rpc_alive(self) -> bool:
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            self._rpc().supervisor.getState()
+        except (OSError, xmlrpc.client.Error):
+            return False
+        return True

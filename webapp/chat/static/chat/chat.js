@@ -123,6 +123,7 @@
     model: { state: 'unknown', name: config.model || '', error: null },
     conn: 'connecting',
     everOpen: false,
+    restarting: false, // the gateway says the app is down (a crash being restarted)
     ws: null,
     stream: null, // the running generation, see streamBegin
     busy: null, // { seconds, timer } while waiting to retry after server_busy
@@ -291,7 +292,10 @@
   function bannerRender() {
     let kind = null;
     let text = '';
-    if (state.conn === 'closed' && state.everOpen) {
+    if (state.conn === 'closed' && state.restarting) {
+      kind = 'restarting';
+      text = 'The chat server is restarting — reconnecting…';
+    } else if (state.conn === 'closed' && state.everOpen) {
       kind = 'reconnecting';
       text = 'Connection lost — reconnecting…';
     } else if (state.conn === 'closed') {
@@ -476,6 +480,7 @@
     ws.addEventListener('open', () => {
       if (state.ws !== ws) return;
       reconnectDelay = RECONNECT_MIN_MS;
+      state.restarting = false;
       const wasOpen = state.everOpen;
       state.everOpen = true;
       connSet('open');
@@ -496,7 +501,23 @@
       connSet('closed');
       connectionLost();
       wsScheduleReconnect();
+      restartingCheck();
     });
+  }
+
+  /** While the socket is down: does the gateway say the app itself is down (restarting)? */
+  async function restartingCheck() {
+    let restarting = false;
+    try {
+      const response = await fetch(`${API}/health`, { cache: 'no-store', headers: { Accept: 'application/json' } });
+      const body = await response.json().catch(() => ({}));
+      restarting = response.status === 503 && Boolean(body.error) && body.error.code === 'app_unavailable';
+    } catch (_) {
+      restarting = false;
+    }
+    if (state.conn !== 'closed') return;
+    state.restarting = restarting;
+    bannerRender();
   }
 
   function wsScheduleReconnect() {
@@ -972,8 +993,12 @@
         badges.push(badge('stopped', 'Stopped before the end'));
       } else if (meta.finish_reason === 'length') {
         badges.push(badge('length', 'Cut at the maximum reply length'));
+      } else if (meta.finish_reason === 'deadline') {
+        badges.push(badge('deadline', 'Ended at the time limit for one reply'));
+      } else if (meta.finish_reason === 'interrupted') {
+        badges.push(badge('interrupted', 'The server stopped while this reply was being written; this is what it had'));
       }
-      if (data.flags.interrupted) {
+      if (data.flags.interrupted && meta.finish_reason !== 'interrupted') {
         badges.push(badge('interrupted', 'The connection dropped while this reply was streaming'));
       }
       if (data.flags.error) badges.push(badge('error', 'The reply failed'));
