@@ -266,7 +266,11 @@ def test_append_racing_a_cold_read_is_not_lost_from_the_cache(tmp_path: Path) ->
     chat_add(store, conversation_new(store), 2)
     db = database_get(StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path))
     messages = _AppendDuringRead(db["messages"])
-    restarted = ChatStore({"conversations": db["conversations"], "messages": messages}, app="office", embedded=True)
+    restarted = ChatStore(
+        {"conversations": db["conversations"], "messages": messages, "checkpoints": db["checkpoints"]},
+        app="office",
+        embedded=True,
+    )
     conversation = restarted.conversation_get("c1")  # cached, window not read yet
 
     def concurrent_append() -> None:

@@ -34,8 +34,10 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from webapp.chat import inputs, runtime, services, tool_turns
+from webapp.chat import inputs, lifecycle, runtime, services, tool_turns
+from webapp.chat.checkpoints import ReplyCheckpoint
 from webapp.chat.errors import ApplicationError, error_frame
+from webapp.core.json_input import JsonInputError, json_loads_bounded
 from webapp.engine.engine import Completion, DoneEvent, ErrorEvent, GenerationHandle, QueuedEvent, TokenEvent
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._watch: asyncio.Task[None] | None = None
         self._approval: tuple[str | None, asyncio.Future[str]] | None = None
         self._steps_done: tuple[Any, ...] = ()
+        # The running reply as the client saw it, and its checkpoint (see webapp.chat.checkpoints).
+        self._shown = ""
+        self._checkpoint: ReplyCheckpoint | None = None
+        self._checkpoint_write: asyncio.Task[None] | None = None
         await self.accept()
         if await self._status_send() == "loading":
             self._watch = asyncio.create_task(self._model_ready_watch())
@@ -106,6 +112,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- one turn ---------------------------------------------------------------------
 
     async def _turn_run(self, start: Callable[[], services.PendingTurn]) -> None:
+        """Run one turn, registered so that a shutdown drains it (see webapp.chat.lifecycle)."""
+        with lifecycle.TurnRegistration(stop=lambda: self._stop("shutdown")):
+            await self._turn_body(start)
+
+    async def _turn_body(self, start: Callable[[], services.PendingTurn]) -> None:
         stats = runtime.request_stats_get()
         stats.request_started()
         began, ok = time.perf_counter(), False
@@ -124,8 +135,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     "regenerates": turn.regenerates,
                 }
             )
+            self._checkpoint = services.reply_checkpoint(store=runtime.chat_store_get(), turn=turn)
+            self._shown = ""
             if turn.notice:  # part of the reply text, as stored: e.g. "Web search was not used: …"
-                await self._send({"type": "token", "text": services.reply_text(turn, "")})
+                self._shown = services.reply_text(turn, "")
+                await self._send({"type": "token", "text": self._shown})
             while True:
                 completion = await self._round_stream(turn)
                 call = tool_turns.tool_call_read(turn, completion)
@@ -136,6 +150,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     turn = replace(turn, tool_steps=self._steps_done)
                     break
                 turn = following
+            if self._checkpoint_write is not None:
+                await asyncio.wait({self._checkpoint_write})  # before the reply is stored, never after
             message = await _worker(services.chat_turn_finish)(
                 store=runtime.chat_store_get(), turn=turn, completion=completion, stopped_by=self._stopped_by
             )
@@ -178,6 +194,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 holding = text.lstrip().startswith("{")
             if text and not holding:
                 await self._send({"type": "token", "text": text})
+                self._shown += text
+                self._checkpoint_maybe(turn)
             if isinstance(batch[-1], DoneEvent | ErrorEvent):
                 last = batch[-1]
         if not isinstance(last, DoneEvent):
@@ -211,6 +229,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         await self._send({"type": "tool_call", **step.public()})
         return following, completion
+
+    def _checkpoint_maybe(self, turn: services.PendingTurn) -> None:
+        """Write what the client has seen to the store when a checkpoint is due (one write at a time)."""
+        checkpoint = self._checkpoint
+        if checkpoint is None or not checkpoint.due(self._shown):
+            return
+        if self._checkpoint_write is not None and not self._checkpoint_write.done():
+            return
+        save = _worker(checkpoint.save)(self._shown, services.checkpoint_meta(turn))
+        self._checkpoint_write = asyncio.ensure_future(save)
 
     def _approval_receive(self, frame: dict[str, Any]) -> None:
         """The user's answer to a paused tool call: {"type": "approval", "approval_id", "decision"}."""
@@ -251,8 +279,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- sending ----------------------------------------------------------------------
 
     async def _send(self, frame: dict[str, Any]) -> None:
-        if not self._closed:
+        """Send a frame if the socket is still there; never raise (the turn must still store its reply)."""
+        if self._closed:
+            return
+        try:
             await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+        except Exception:  # the server is going away (shutdown), or the socket broke
+            log.info("frame not sent: the socket is gone", exc_info=True)
+            self._closed = True
 
     async def _error_send(self, exc: Exception) -> None:
         frame = error_frame(exc)
@@ -269,12 +303,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
 def _frame_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
     raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", errors="replace")
-    if len(raw.encode("utf-8")) > FRAME_MAX_BYTES:
+    if len(raw.encode("utf-8", errors="surrogatepass")) > FRAME_MAX_BYTES:
         raise ApplicationError(f"frame is larger than {FRAME_MAX_BYTES} bytes", code="frame_too_large")
     try:
-        frame = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApplicationError(f"frame is not valid JSON: {exc}", code="malformed_json") from exc
+        frame = json_loads_bounded(raw)
+    except JsonInputError as exc:
+        raise ApplicationError(f"frame: {exc}", code=exc.code, field=exc.field) from exc
     if not isinstance(frame, dict):
         raise ApplicationError('frame must be a JSON object like {"type": "message", ...}', code="malformed_json")
     return frame

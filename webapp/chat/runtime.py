@@ -14,7 +14,8 @@ from typing import Any, Literal, TypeVar
 
 from django.conf import settings
 
-from webapp.chat.errors import ModelNotReadyError
+from webapp.chat import lifecycle
+from webapp.chat.errors import ModelNotReadyError, ShuttingDownError
 from webapp.chat.metrics import HttpMetrics, RequestStats
 from webapp.chat.personas import PersonaCatalog, catalog_load
 from webapp.engine.engine import Engine
@@ -91,7 +92,11 @@ def engine_start_loading() -> None:
     spec = model_spec_get()
     spec.check_file()
     personas_get()  # a broken persona file should stop start-up too, not the first request
-    chat_store_get()  # open the store (and create its tables) before the first request
+    # Open the store (and create its tables) before the first request, and store the replies
+    # the last process of this app left unfinished (it crashed or was killed mid-reply).
+    recovered = chat_store_get().checkpoints_recover()
+    if recovered:
+        log.warning("stored %d reply(ies) cut short by the end of the last process, as interrupted", len(recovered))
     request_stats_get()  # uptime counts from start-up, not from the first /performance
     with _lock:
         if _state != "idle":
@@ -122,6 +127,10 @@ def engine_status() -> tuple[EngineState, str]:
 
 
 def engine_get() -> Engine:
+    """This app's engine, for a new turn. Raises ModelNotReadyError while loading, and
+    ShuttingDownError once the process drains (no new turns then; see webapp.chat.lifecycle)."""
+    if lifecycle.draining():
+        raise ShuttingDownError("this app is shutting down; retry in a few seconds", retry_after=5)
     with _lock:
         if _engine is not None:
             return _engine

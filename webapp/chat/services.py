@@ -14,18 +14,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from webapp.chat import lifecycle
+from webapp.chat.checkpoints import ReplyCheckpoint
 from webapp.chat.errors import ApplicationError, GenerationFailedError, NotFoundError, busy_error
 from webapp.chat.personas import Persona
 from webapp.chat.selectors import conversation_owned
 from webapp.engine.engine import (
     Completion,
+    DoneEvent,
     Engine,
     EngineBusyError,
-    GenerationError,
+    ErrorEvent,
     GenerationHandle,
     GenerationRequest,
     GrammarError,
     SamplingParams,
+    TokenEvent,
 )
 from webapp.engine.prompt import ChatMessage, PromptTooLongError
 from webapp.engine.registry import SamplingDefaults
@@ -61,7 +65,8 @@ class Grounder(Protocol):
     ) -> GroundingLike | None: ...
 
 
-StoppedBy = Literal["user", "disconnect"]
+# "shutdown": the process was asked to stop (SIGTERM) and drained; see webapp.chat.lifecycle.
+StoppedBy = Literal["user", "disconnect", "shutdown"]
 ToolMode = Literal["auto", "required"]
 
 
@@ -105,6 +110,7 @@ def sampling_params(defaults: SamplingDefaults, *, seed: int | None = None) -> S
         repeat_penalty=defaults.repeat_penalty,
         max_tokens=defaults.max_tokens,
         seed=seed,
+        ignore_eos=defaults.ignore_eos,
     )
 
 
@@ -356,7 +362,9 @@ def chat_turn_finish(
     *, store: ChatStore, turn: PendingTurn, completion: Completion, stopped_by: StoppedBy | None = None
 ) -> Message:
     """Store the reply (partial if the turn was stopped) under the id announced at start."""
-    finish_reason = "stopped" if completion.finish_reason == "cancelled" else completion.finish_reason
+    finish_reason: str = completion.finish_reason
+    if finish_reason == "cancelled":
+        finish_reason = "interrupted" if stopped_by == "shutdown" else "stopped"
     meta = {
         "tokens": completion.usage.completion_tokens,
         "model": completion.model,
@@ -373,7 +381,7 @@ def chat_turn_finish(
             "history_dropped": turn.handle.plan.history_dropped,
         },
     }
-    if finish_reason == "stopped":
+    if completion.finish_reason == "cancelled":
         meta["stopped_by"] = stopped_by or "user"
     if turn.regenerates:
         meta["regenerates"] = turn.regenerates
@@ -381,7 +389,7 @@ def chat_turn_finish(
         meta["sources"] = list(turn.sources)
     if turn.tool_steps:
         meta["tool_calls"] = [step.public() for step in turn.tool_steps]
-    return store.message_append(
+    message = store.message_append(
         turn.conversation,
         role="assistant",
         content=reply_text(turn, completion.text),
@@ -389,6 +397,27 @@ def chat_turn_finish(
         meta=meta,
         message_id=turn.assistant_message_id,
     )
+    store.checkpoint_clear(turn.assistant_message_id)  # stored: nothing left to recover
+    return message
+
+
+def reply_checkpoint(*, store: ChatStore, turn: PendingTurn) -> ReplyCheckpoint:
+    """The checkpoint of `turn`'s reply while it streams (see webapp.chat.checkpoints)."""
+    return ReplyCheckpoint(
+        store=store, conversation=turn.conversation, message_id=turn.assistant_message_id, persona=turn.persona.id
+    )
+
+
+def checkpoint_meta(turn: PendingTurn) -> dict[str, Any]:
+    """What a reply cut short by a crash keeps besides its text."""
+    meta: dict[str, Any] = {}
+    if turn.regenerates:
+        meta["regenerates"] = turn.regenerates
+    if turn.sources:
+        meta["sources"] = list(turn.sources)
+    if turn.tool_steps:
+        meta["tool_calls"] = [step.public() for step in turn.tool_steps]
+    return meta
 
 
 def chat_turn_run(
@@ -411,8 +440,6 @@ def chat_turn_run(
     Tool calls run in between; a call that needs approval ends the turn with a reply that
     says how to approve it (a blocking request can't wait for the user).
     """
-    from webapp.chat import tool_turns
-
     turn = chat_turn_start(
         store=store,
         engine=engine,
@@ -427,11 +454,30 @@ def chat_turn_run(
         tool_mode=tool_mode,
         tool_names=tool_names,
     )
+    checkpoint = reply_checkpoint(store=store, turn=turn)
+    current = [turn]  # the round being generated, for a shutdown to stop
+    with lifecycle.TurnRegistration(stop=lambda: current[0].handle.cancel()):
+        turn, completion = _turn_rounds(engine=engine, tools=tools, turn=turn, checkpoint=checkpoint, current=current)
+    # A REST turn is only ever cancelled by a shutdown (see webapp.chat.lifecycle).
+    stopped_by: StoppedBy | None = "shutdown" if completion.finish_reason == "cancelled" else None
+    assistant_message = chat_turn_finish(store=store, turn=turn, completion=completion, stopped_by=stopped_by)
+    return ChatTurn(
+        conversation=store.conversation_get(db_id) or turn.conversation,
+        user_message=turn.user_message,
+        assistant_message=assistant_message,
+        completion=completion,
+    )
+
+
+def _turn_rounds(
+    *, engine: Engine, tools: Any, turn: PendingTurn, checkpoint: ReplyCheckpoint, current: list[PendingTurn]
+) -> tuple[PendingTurn, Completion]:
+    """Generate rounds until the model answers (running its tool calls in between); block."""
+    from webapp.chat import tool_turns
+
     while True:
-        try:
-            completion = turn.handle.result()
-        except GenerationError as exc:
-            raise GenerationFailedError(str(exc)) from exc
+        current[0] = turn
+        completion = _round_collect(turn, checkpoint)
         call = tool_turns.tool_call_read(turn, completion)
         if call is None:
             break
@@ -441,13 +487,22 @@ def chat_turn_run(
             completion = replace(completion, text=tool_turns.approval_pending_text(step), finish_reason="stop")
             break
         turn = following
-    assistant_message = chat_turn_finish(store=store, turn=turn, completion=completion)
-    return ChatTurn(
-        conversation=store.conversation_get(db_id) or turn.conversation,
-        user_message=turn.user_message,
-        assistant_message=assistant_message,
-        completion=completion,
-    )
+    return turn, completion
+
+
+def _round_collect(turn: PendingTurn, checkpoint: ReplyCheckpoint) -> Completion:
+    """Block until the round ends; checkpoint a plain answer's text as it grows."""
+    text = ""
+    for event in turn.handle.events():
+        if isinstance(event, TokenEvent) and turn.tool_mode is None:
+            text += event.text
+            if checkpoint.due(text):
+                checkpoint.save(reply_text(turn, text), checkpoint_meta(turn))
+        elif isinstance(event, DoneEvent):
+            return event.completion
+        elif isinstance(event, ErrorEvent):
+            raise GenerationFailedError(event.message)
+    raise GenerationFailedError("generation ended without a result")
 
 
 def conversation_delete(*, store: ChatStore, db_id: str, user_id: str) -> None:

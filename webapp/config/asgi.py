@@ -23,9 +23,14 @@ except EnvError as exc:
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.conf import settings
 
-from webapp.chat import runtime
+from webapp.chat import lifecycle, runtime
 from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
+from webapp.config.daphne_body import form_parsing_off
 from webapp.engine.registry import RegistryError
+
+form_parsing_off()
+
+lifecycle.shutdown_hook_install(timeout_s=settings.ENV.drain_s)
 
 try:
     runtime.engine_start_loading()

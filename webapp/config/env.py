@@ -35,6 +35,7 @@ class Env:
     searxng_url: str | None = None
     security_mode: str = "development"
     admin_users: tuple[str, ...] = ()
+    drain_s: float = 20.0
 
 
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -82,6 +83,14 @@ def env_load(environ: Mapping[str, str] = os.environ) -> Env:
         raise EnvError(f"SECURITY_MODE must be development or production, got {security_mode!r}")
     admins = tuple(u.strip() for u in environ.get("OFFICE_ADMINS", "").split(",") if u.strip())
 
+    raw_drain = environ.get("SHUTDOWN_DRAIN_S") or "20"
+    try:
+        drain_s = float(raw_drain)
+    except ValueError:
+        drain_s = -1.0
+    if not 0 <= drain_s <= 300:
+        raise EnvError(f"SHUTDOWN_DRAIN_S must be seconds between 0 and 300, got {raw_drain!r}")
+
     hosts = tuple(h.strip() for h in environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip())
     var_dir = _path(environ, "VAR_DIR", REPO_ROOT / "var")
     return Env(
@@ -98,4 +107,5 @@ def env_load(environ: Mapping[str, str] = os.environ) -> Env:
         searxng_url=searxng_url.rstrip("/") if searxng_url else None,
         security_mode=security_mode,
         admin_users=admins,
+        drain_s=drain_s,
     )

@@ -9,6 +9,11 @@ Documents:
                  `regenerates` names the assistant message this one replaced; the old one
                  stays stored (nothing is lost) and is left out of prompts and the UI.
                  `sources` (office) lists the document chunks the reply was grounded on.
+  checkpoints    {_id: message id, app, conversation_id, persona, content, meta, updated_at}
+                 a reply while it streams, rewritten every second or so and deleted once
+                 the reply is stored. One left behind means the process died mid-reply: at
+                 start-up `checkpoints_recover` stores it as the reply, finish_reason
+                 "interrupted". Only replies in flight are here, so scanning it is cheap.
 
 The chat hot path needs only the conversation and its last few messages. montydb has no
 real indexes (every `find` decodes the whole collection), so the store keeps the active
@@ -25,6 +30,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+from webapp.store.safe import records_decode, storable
 
 
 def _utc(value: datetime) -> datetime:
@@ -87,6 +94,7 @@ class Message:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Message:
         meta_keys = (
+            "interrupted_at",
             "tokens",
             "model",
             "finish_reason",
@@ -129,6 +137,7 @@ class ChatStore:
     ) -> None:
         self._conversations = db["conversations"]
         self._messages = db["messages"]
+        self._checkpoints = db["checkpoints"]
         self._app = app
         self._object_id = _object_id_class(embedded)
         self._window = window
@@ -172,7 +181,7 @@ class ChatStore:
             "db_id": db_id,
             "user_id": user_id,
             "persona": persona,
-            "title": title,
+            "title": storable(title),
             "message_count": 0,
             "created_at": now,
             "updated_at": now,
@@ -189,7 +198,7 @@ class ChatStore:
             docs = list(
                 self._conversations.find({"app": self._app, "user_id": user_id}).sort("updated_at", -1).limit(limit)
             )
-        return [Conversation.from_doc(d) for d in docs]
+        return records_decode(docs, Conversation.from_doc)
 
     def conversation_delete(self, db_id: str) -> None:
         """Delete the conversation and all its messages."""
@@ -224,9 +233,9 @@ class ChatStore:
                 "conversation_id": conversation.db_id,
                 "seq": current.message_count,
                 "role": role,
-                "content": content,
+                "content": storable(content),
                 "created_at": now,
-                **(meta or {}),
+                **storable(meta or {}),
             }
             if message_id is not None:
                 doc["_id"] = self._object_id(message_id)
@@ -263,7 +272,7 @@ class ChatStore:
                     .sort("seq", -1)
                     .limit(self._window)
                 )
-            recent = deque((Message.from_doc(d) for d in reversed(docs)), maxlen=self._window)
+            recent = deque(records_decode(reversed(docs), Message.from_doc), maxlen=self._window)
             if active is not None:
                 active.recent = recent
             return list(recent)
@@ -271,7 +280,64 @@ class ChatStore:
     def messages_all(self, db_id: str) -> list[Message]:
         with self._db_lock:
             docs = list(self._messages.find({"app": self._app, "conversation_id": db_id}).sort("seq", 1))
-        return [Message.from_doc(d) for d in docs]
+        return records_decode(docs, Message.from_doc)
+
+    # --- checkpoints of replies in flight ---------------------------------------------
+
+    def checkpoint_save(
+        self, *, conversation: Conversation, message_id: str, persona: str, content: str, meta: dict[str, Any]
+    ) -> None:
+        """Keep what a reply has so far, so that a crash can't lose what its user already saw."""
+        doc = {
+            "_id": message_id,
+            "app": self._app,
+            "conversation_id": conversation.db_id,
+            "persona": persona,
+            "content": storable(content),
+            "meta": storable(meta),
+            "updated_at": _now(),
+        }
+        with self._db_lock:
+            self._checkpoints.replace_one({"_id": message_id}, doc, upsert=True)
+
+    def checkpoint_clear(self, message_id: str) -> None:
+        with self._db_lock:
+            self._checkpoints.delete_one({"_id": message_id})
+
+    def checkpoints_recover(self) -> list[Message]:
+        """Store every reply this app's last process left unfinished as "interrupted"; return them.
+
+        Call once at start-up, before serving: the process that wrote them is gone. A
+        checkpoint whose reply was stored after all (the crash fell between the two writes)
+        is only deleted.
+        """
+        with self._db_lock:
+            docs = list(self._checkpoints.find({"app": self._app}))
+        recovered = []
+        for doc in docs:
+            message_id = str(doc["_id"])
+            with self._db_lock:
+                stored = self._messages.find_one({"_id": self._object_id(message_id)}) is not None
+            conversation = self.conversation_get(doc.get("conversation_id", ""))
+            if not stored and conversation is not None:
+                saved = doc.get("updated_at")
+                meta = {
+                    **doc.get("meta", {}),
+                    "finish_reason": "interrupted",
+                    "interrupted_at": _utc(saved).isoformat() if isinstance(saved, datetime) else None,
+                }
+                recovered.append(
+                    self.message_append(
+                        conversation,
+                        role="assistant",
+                        content=doc.get("content", ""),
+                        persona=doc.get("persona", conversation.persona),
+                        meta=meta,
+                        message_id=message_id,
+                    )
+                )
+            self.checkpoint_clear(message_id)
+        return recovered
 
     def message_id_new(self) -> str:
         """A fresh message id, unique without asking the database."""
