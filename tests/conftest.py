@@ -49,6 +49,7 @@ def test_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
         REPO_ROOT / "models" / "registry.toml",
         tmp_path_factory.mktemp("models") / "registry.toml",
         max_tokens=TEST_MAX_TOKENS,
+        ignore_eos=True,  # every reply is TEST_MAX_TOKENS long: there is always something to stop
     )
 
 

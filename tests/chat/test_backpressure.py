@@ -36,6 +36,7 @@ def busy_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         max_tokens=200,
         slots=1,
         max_wait_s=0.5,
+        ignore_eos=True,  # a story is 200 tokens long on every CPU: it holds the one slot
     )
     with stack_running(tmp_path_factory.mktemp("busy-var"), registry) as stack:
         gateway = f"http://127.0.0.1:{stack.config.gateway_port}"

@@ -65,7 +65,9 @@ def test_a_required_tool_call_runs_and_the_model_answers_after_it(http, gateway,
     assert calls[-1]["tool"] == "calculator" and calls[-1]["status"] in ("ok", "error")
     assert isinstance(calls[-1]["arguments"]["expression"], str)  # the grammar made it a string
     tokens = "".join(f["text"] for f in frames if f["type"] == "token")
-    assert not tokens.lstrip().startswith("{"), "the call itself is never streamed as text"
+    kinds = [f["type"] for f in frames]
+    last_step = max(i for i, kind in enumerate(kinds) if kind == "tool_call")
+    assert "token" not in kinds[:last_step], "the call is announced as steps, never streamed as text"
     done = frames[-1]
     assert done["type"] == "done", done
     assert [c["tool"] for c in done["tool_calls"]] == ["calculator"]
