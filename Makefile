@@ -54,8 +54,27 @@ run: setup
 test: setup test-deps
 	$(PY) -m pytest
 
+# Back up / restore what a local deployment holds (chat store and search index under
+# VAR_DIR, default var/). Backup works while the stack runs; restore needs it stopped and
+# moves the current data to var/backups/before-restore-<time>/. See README, "Backup and restore".
+.PHONY: backup restore
+
+backup: $(STAMP)
+	$(PY) -m webapp.launcher backup
+
+ifneq ($(filter restore,$(MAKECMDGOALS)),)
+ifeq ($(strip $(BACKUP)),)
+$(error say which archive to restore: make restore BACKUP=var/backups/personachat-<time>.tar.gz)
+endif
+endif
+
+restore: $(STAMP)
+	$(PY) -m webapp.launcher restore "$(BACKUP)"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# Everything under var/ but the backups (make backup writes them there).
 clean:
-	rm -rf var .pytest_cache
+	[ ! -d var ] || find var -mindepth 1 -maxdepth 1 ! -name backups -exec rm -rf {} +
+	rm -rf .pytest_cache
