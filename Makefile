@@ -52,6 +52,7 @@ run: setup
 	$(PY) -m webapp.launcher run
 
 test: setup test-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 # Back up / restore what a local deployment holds (chat store and search index under
@@ -72,7 +73,7 @@ restore: $(STAMP)
 	$(PY) -m webapp.launcher restore "$(BACKUP)"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 # Everything under var/ but the backups (make backup writes them there).
 clean:

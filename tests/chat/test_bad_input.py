@@ -26,7 +26,6 @@ def without(body: dict, key: str) -> dict:
 # (app, body or raw bytes, content type, expected status, expected error code, expected field)
 CASES = [
     ("office", without(GOOD_OFFICE, "input_data"), "json", 400, "required", "input_data"),
-    ("office", without(GOOD_OFFICE, "db_id"), "json", 400, "required", "db_id"),
     ("office", without(GOOD_OFFICE, "user_id"), "json", 400, "required", "user_id"),
     ("office", {**GOOD_OFFICE, "input_data": ""}, "json", 400, "blank", "input_data"),
     ("office", {**GOOD_OFFICE, "input_data": "x" * 501}, "json", 400, "max_length", "input_data"),

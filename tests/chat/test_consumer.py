@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from webapp.chat import runtime, services
 from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
+from webapp.chat.turns import TurnDeps, TurnRequest, turn_collect
 from webapp.engine.llama import LlamaEngine
 from webapp.engine.registry import ModelSpec, SamplingDefaults, registry_load
 from webapp.store.chat_store import ChatStore
@@ -286,18 +288,18 @@ def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(store: ChatSto
 
 
 def test_history_is_shared_with_the_rest_service(store: ChatStore, engine: LlamaEngine, spec: ModelSpec) -> None:
-    """A conversation started by the REST service (chat_turn_run) continues over WebSocket."""
+    """A conversation started the way REST runs a turn (turn_collect) continues over WebSocket."""
     db_id, user_id = str(uuid.uuid4()), "ws-user"
-    persona = runtime.personas_get().default
-    rest_turn = services.chat_turn_run(
-        store=store,
-        engine=engine,
-        db_id=db_id,
+    request = TurnRequest(
         user_id=user_id,
-        text="My name is Minji.",
-        persona=persona,
+        db_id=db_id,
+        persona=runtime.personas_get().default,
         sampling=services.sampling_params(SamplingDefaults(**{**spec.sampling.__dict__, "max_tokens": 16})),
+        text="My name is Minji.",
     )
+    rest_done = async_to_sync(turn_collect)(request, deps=TurnDeps(engine=engine, store=store))
+    rest_turn = [m.id for m in store.messages_all(db_id)]
+    assert rest_done.message is not None and rest_turn[1] == rest_done.message.id
 
     async def scenario() -> None:
         communicator = await connected()
@@ -305,10 +307,7 @@ def test_history_is_shared_with_the_rest_service(store: ChatStore, engine: Llama
         await closed(communicator)
         reply = store.messages_all(db_id)[-1]
         assert reply.id == done["message_id"]
-        assert reply.meta["prompt"]["history_message_ids"] == [
-            rest_turn.user_message.id,
-            rest_turn.assistant_message.id,
-        ]
+        assert reply.meta["prompt"]["history_message_ids"] == rest_turn
 
     run(scenario)
 

@@ -311,3 +311,43 @@ def test_a_multipart_upload_without_a_file_or_boundary_names_what_is_missing(htt
     )
     assert no_boundary.status_code == 400, no_boundary.text
     assert no_boundary.json()["error"]["code"], "a JSON error body, not an empty one"
+
+
+def test_a_prompt_too_long_for_the_context_is_a_400_on_every_interface(http, gateway, user_id, owner):
+    """The client's mistake, not the server's: 400 context_length_exceeded (the OpenAI SDK does not retry it)."""
+    before = stored(http, gateway, owner)
+    huge = "가나다라마바사아자차" * 400  # 4,000 Hangul characters: far more tokens than the context holds
+    rest = http.post(
+        f"{gateway}/character/Llama",
+        json={"input_data": "Hi", "character_name": "Big", "context": huge, "user_id": user_id},
+        timeout=60,
+    )
+    assert rest.status_code == 400, rest.text
+    assert (rest.json()["error"]["code"], rest.json()["error"]["field"]) == ("context_length_exceeded", "input_data")
+
+    async def over_the_socket() -> dict:
+        async with websockets.connect(ws_url(gateway, "character")) as ws:
+            await recv(ws)  # status
+            frame = {"type": "message", "input_data": "Hi", "character_name": "Big", "context": huge}
+            await ws.send(json.dumps({**frame, "user_id": user_id, "db_id": str(uuid.uuid4())}, ensure_ascii=False))
+            return await recv(ws)
+
+    frame = asyncio.run(over_the_socket())
+    assert (frame["type"], frame["code"], frame["field"]) == ("error", "context_length_exceeded", "input_data")
+
+    openai = http.post(
+        f"{gateway}/character/v1/chat/completions",
+        json=openai_body(model="captain-rhea", messages=[{"role": "user", "content": huge}]),
+        timeout=60,
+    )
+    assert openai.status_code == 400, openai.text
+    error = openai.json()["error"]
+    assert (error["code"], error["type"], error["param"]) == (
+        "context_length_exceeded",
+        "invalid_request_error",
+        "messages",
+    )
+    assert http.get(f"{gateway}/character/conversations", params={"user_id": user_id}, timeout=30).json() == {
+        "conversations": []
+    }, "a refused turn stores nothing"
+    assert stored(http, gateway, owner) == before

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
 import requests
+import websockets
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +48,20 @@ def test_office_reply_is_stored_and_second_turn_sees_the_first(http, gateway, db
     assert prompt["history_message_ids"] == [stored[0]["id"], stored[1]["id"]]
     assert prompt["tokens"] > int(first.headers["X-Prompt-Tokens"])
     assert int(second.headers["X-Prompt-Tokens"]) == prompt["tokens"]
+
+
+@pytest.mark.parametrize("app", ["office", "character"])
+def test_llama_without_a_db_id_starts_a_new_conversation(http, gateway, app, user_id):
+    """The seed design's quick start sends no db_id: a new conversation, whose id comes back."""
+    extra = {"persona": "captain-rhea"} if app == "character" else {}
+    first = ask(http, gateway, app, input_data="Hello!", user_id=user_id, **extra)
+    assert first.status_code == 200, first.text
+    db_id = first.headers["X-Conversation-Id"]
+    assert str(uuid.UUID(db_id)) == db_id
+    stored = messages(http, gateway, app, db_id, user_id)
+    assert [(m["role"], m["id"]) for m in stored][1] == ("assistant", first.headers["X-Message-Id"])
+    again = ask(http, gateway, app, input_data="Hello again!", user_id=user_id, **extra)
+    assert again.headers["X-Conversation-Id"] != db_id, "each call without db_id is a new conversation"
 
 
 def test_office_persona_can_be_chosen(http, gateway, db_id, user_id):
@@ -142,8 +158,9 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
         "total_requests", "successful_requests", "failed_requests", "active_requests",
         "queue_size", "avg_response_time", "success_rate", "uptime_seconds",
         "slots", "busy_slots", "tokens_per_second", "ttft_p50_ms", "ttft_p95_ms",
-        "prefix_cache_hit_ratio", "estimated_wait_s", "requests_refused",
+        "prefix_cache_hit_ratio", "estimated_wait_s", "requests_refused", "service_type", "active_connections",
     }  # fmt: skip
+    assert after["service_type"] == "character" and after["active_connections"] >= 0
     assert after["total_requests"] == before["total_requests"] + 3
     assert after["successful_requests"] == before["successful_requests"] + 2
     assert after["failed_requests"] == before["failed_requests"] + 1
@@ -154,6 +171,25 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
     assert after["slots"] == 8 and after["busy_slots"] == 0
     assert after["tokens_per_second"] > 0 and 0 < after["ttft_p50_ms"] <= after["ttft_p95_ms"]
     assert 0 < after["prefix_cache_hit_ratio"] < 1, "the second turn reused the first one's tokens"
+
+
+def test_every_interface_counts_its_refusals_and_sockets(http, gateway):
+    """One place counts: an OpenAI request refused at validation is a failed request, and an
+    open chat WebSocket is an active connection."""
+    before = http.get(f"{gateway}/character/performance", timeout=10).json()
+    bad = http.post(f"{gateway}/character/v1/chat/completions", json={"model": "x", "messages": []}, timeout=10)
+    assert bad.status_code == 400
+    after = http.get(f"{gateway}/character/performance", timeout=10).json()
+    assert after["total_requests"] == before["total_requests"] + 1
+    assert after["failed_requests"] == before["failed_requests"] + 1
+    assert after["active_requests"] == 0
+
+    async def with_socket_open() -> int:
+        async with websockets.connect(gateway.replace("http://", "ws://") + "/character/ws/chat/") as ws:
+            await ws.recv()  # status
+            return requests.get(f"{gateway}/character/performance", timeout=10).json()["active_connections"]
+
+    assert asyncio.run(with_socket_open()) >= 1
 
 
 def test_metrics_in_prometheus_format(http, gateway, db_id, user_id):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from webapp.chat.errors import ApplicationError
-from webapp.office.tool_calls import ToolCallError, approval_decide, tool_call
+from webapp.core.errors import ApplicationError
+from webapp.office.tool_calls import approval_decide, tool_call
 from webapp.store.client import StoreConfig, database_get, database_lock
 from webapp.store.office_store import OfficeStore
-from webapp.tools import RateLimit, Sensitivity, ToolContext, ToolRegistry, ToolSpec
+from webapp.tools import RateLimit, Sensitivity, ToolContext, ToolError, ToolRegistry, ToolSpec
 
 
 def spec(name: str, sensitivity: Sensitivity) -> ToolSpec:
@@ -47,7 +47,7 @@ def call(registry, store, who: ToolContext, name: str, arguments: dict | None = 
 
 
 def test_critical_tools_are_for_admins_only(registry, store):
-    with pytest.raises(ToolCallError) as refused:
+    with pytest.raises(ToolError) as refused:
         call(registry, store, ToolContext("alice"), "wipe")
     assert refused.value.status_code == 403 and refused.value.code == "forbidden"
     assert store.audit_for_user("alice")[0].outcome == "forbidden"
@@ -81,7 +81,7 @@ def test_high_tools_always_need_approval_in_production(registry, store):
 
 
 def test_bad_arguments_are_refused_before_any_rule_and_audited(registry, store):
-    with pytest.raises(ToolCallError) as bad:
+    with pytest.raises(ToolError) as bad:
         call(registry, store, ToolContext("alice"), "echo", {"n": "seven"})
     assert bad.value.status_code == 400 and bad.value.field == "arguments.n"
     entry = store.audit_for_user("alice")[0]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from webapp.core.errors import error_body
 from webapp.tools.registry import (
     Decision,
     RateLimit,
@@ -228,7 +229,7 @@ def test_invalid_arguments_name_the_field_and_the_problem(
     error = caught.value
     assert (error.status, error.code, error.field) == (400, "invalid_arguments", field)
     assert message in str(error)
-    assert error.as_error_body() == {"code": "invalid_arguments", "message": str(error), "field": field}
+    assert error_body(error) == {"error": {"code": "invalid_arguments", "message": str(error), "field": field}}
 
 
 @pytest.mark.parametrize("arguments", [None, [], "text", 3, [{"text": "hi"}]])

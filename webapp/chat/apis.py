@@ -12,9 +12,9 @@ on the engine's thread; the view only waits for the result.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -27,11 +27,12 @@ from webapp.chat import runtime, selectors, services
 from webapp.chat.inputs import (
     CharacterTurnSerializer,
     OfficeTurnSerializer,
-    persona_from_input,
+    turn_request,
     user_id_field,
 )
 from webapp.chat.metrics import prometheus_text
-from webapp.chat.personas import Persona
+from webapp.chat.services import sampling_params
+from webapp.chat.turns import turn_collect
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -51,57 +52,44 @@ ERRORS = {
 }
 
 
-class CountedMixin:
-    """Counts every request to a chat endpoint for /performance, whatever its outcome."""
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        self._started = time.perf_counter()
-        runtime.request_stats_get().request_started()
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
-
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        if hasattr(self, "_started"):
-            runtime.request_stats_get().request_finished(
-                ok=response.status_code < 400, seconds=time.perf_counter() - self._started
-            )
-            del self._started
-        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-
-
-def _reply(persona: Persona, data: dict[str, Any]) -> Response:
-    turn = services.chat_turn_run(
-        store=runtime.chat_store_get(),
-        engine=runtime.engine_get(),
-        db_id=str(data["db_id"]),
-        user_id=data["user_id"],
-        text=data["input_data"],
-        persona=persona,
-        sampling=services.sampling_params(runtime.model_spec_get().sampling),
-        grounder=runtime.grounder_get(),
-        web_search=bool(data.get("google_access")),
-        tools=runtime.tool_runner_get(),
-        tool_mode=data.get("tools"),
-        tool_names=data.get("tool_names"),
-    )
-    completion = turn.completion
+def _reply(data: dict[str, Any]) -> Response:
+    """Run a validated turn through the turn service; answer with the reply text as a JSON string."""
+    request = turn_request(data, sampling=sampling_params(runtime.model_spec_get().sampling))
+    done = async_to_sync(turn_collect)(request, deps=runtime.turn_deps())
+    message, completion = done.message, done.completion
+    assert message is not None
     return Response(
-        turn.assistant_message.content,
+        message.content,
         headers={
-            "X-Conversation-Id": turn.conversation.db_id,
-            "X-Message-Id": turn.assistant_message.id,
-            "X-Persona": persona.id,
+            "X-Conversation-Id": request.db_id,
+            "X-Message-Id": message.id,
+            "X-Persona": request.persona.id,
             "X-Prompt-Tokens": str(completion.usage.prompt_tokens),
             "X-Completion-Tokens": str(completion.usage.completion_tokens),
             "X-TTFT-Ms": f"{completion.timings.ttft_ms:.1f}",
             "X-Finish-Reason": completion.finish_reason,
             # How many document sources the reply was grounded on (office); the sources
             # themselves are in GET conversations/{db_id}/messages under meta.sources.
-            "X-Sources": str(len(turn.assistant_message.meta.get("sources", []))),
+            "X-Sources": str(len(message.meta.get("sources", []))),
         },
     )
 
 
-class OfficeLlamaApi(CountedMixin, APIView):
+class _LlamaApi(APIView):
+    """POST /<app>/Llama: one turn, answered when the reply is stored. Counted for /performance."""
+
+    InputSerializer: type[serializers.Serializer]
+
+    def post(self, request: Request) -> Response:
+        with runtime.CountedRequest() as counted:
+            serializer = self.InputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            response = _reply(serializer.validated_data)
+            counted.succeeded()
+            return response
+
+
+class OfficeLlamaApi(_LlamaApi):
     InputSerializer = OfficeTurnSerializer
 
     @extend_schema(
@@ -112,17 +100,15 @@ class OfficeLlamaApi(CountedMixin, APIView):
             "When the user has documents, the reply is grounded on them (their sources are in "
             "GET conversations/{db_id}/messages, meta.sources; X-Sources counts them). "
             "google_access: true also runs the web_search tool (SearxNG, when SEARXNG_URL is set); "
-            "when it can't run, the reply starts with a note saying why."
+            "when it can't run, the reply starts with a note saying why. Without db_id a new "
+            "conversation starts (its id is in X-Conversation-Id)."
         ),
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        return _reply(persona_from_input(data), data)
+        return super().post(request)
 
 
-class CharacterLlamaApi(CountedMixin, APIView):
+class CharacterLlamaApi(_LlamaApi):
     InputSerializer = CharacterTurnSerializer
 
     @extend_schema(
@@ -131,10 +117,7 @@ class CharacterLlamaApi(CountedMixin, APIView):
         summary="Talk to a character: a stored persona, or one described inline",
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        return _reply(persona_from_input(data), data)
+        return super().post(request)
 
 
 class PerformanceApi(APIView):
@@ -155,6 +138,8 @@ class PerformanceApi(APIView):
         prefix_cache_hit_ratio = serializers.FloatField(help_text="prompt tokens found in the KV cache / all, 0..1")
         estimated_wait_s = serializers.FloatField(help_text="estimated wait for a slot; over the limit means 429")
         requests_refused = serializers.IntegerField(help_text="answered 429 (server busy)")
+        service_type = serializers.CharField(help_text="which app answered: office or character (seed design)")
+        active_connections = serializers.IntegerField(help_text="open chat WebSockets of this app (seed design)")
 
     @extend_schema(responses=OutputSerializer, summary="What this app measured: requests, engine, time to first token")
     def get(self, request: Request) -> Response:
@@ -178,6 +163,8 @@ class PerformanceApi(APIView):
                     ),
                     "estimated_wait_s": engine.estimated_wait_s if engine else 0.0,
                     "requests_refused": engine.requests_refused if engine else 0,
+                    "service_type": settings.APP_MODE,
+                    "active_connections": runtime.websockets_open(),
                 }
             ).data
         )

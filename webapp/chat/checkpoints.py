@@ -3,7 +3,7 @@
 A streaming reply is written to the store's `checkpoints` (see webapp.store.chat_store) at
 most once per `CHECKPOINT_INTERVAL_S`, so the cost is bounded by time, not by tokens: a
 reply shorter than the interval is never checkpointed at all. When the reply is stored,
-`services.chat_turn_finish` deletes its checkpoint; one left behind by a process that died
+`turns.chat_turn_finish` deletes its checkpoint; one left behind by a process that died
 becomes the reply, marked "interrupted", when the app starts again.
 """
 

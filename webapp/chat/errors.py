@@ -1,9 +1,16 @@
-"""One error path: typed application errors and the handlers that render them.
+"""The chat app's errors, and the three small adapters that render every error.
 
-Every error response, from DRF views and Django's own 404/500, has the shape
-{"error": {"code", "message", "field"}}; `field` is null when no single input field is
-at fault. Validation errors also list every problem under "details". The WebSocket
-consumer sends the same fields as a frame: {"type": "error", "code", "message", "field"}.
+The error type itself is webapp.core.errors.ApplicationError (Django-free, one renderer:
+`error_body`). Here are the chat domain's errors (model loading, server busy, generation
+failed, shutting down), `application_error` which turns DRF's own exceptions (validation,
+parse, media type) into one, and the adapters:
+
+- `drf_exception_handler`: a DRF response {"error": {"code", "message", "field", ...}};
+  validation errors also list every problem under "details";
+- `error_frame`: the WebSocket frame {"type": "error", "code", "message", "field", ...};
+- `openai_error`: OpenAI's envelope, with its `type` and `param` keys (its SDK reads them).
+
+Django's own 400/404/500 answer in the same shape.
 """
 
 from __future__ import annotations
@@ -11,78 +18,55 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework import exceptions
 from rest_framework.response import Response
 
 from webapp.chat.parsers import JsonBodyError
+from webapp.core.errors import (
+    ApplicationError,
+    TooManyRequestsError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+    error_body,
+)
 
 log = logging.getLogger(__name__)
 
 
-class ApplicationError(Exception):
-    """An error the client can act on. Services raise these; interfaces render them."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
-    code = "invalid"
-
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None, **extra: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.extra = extra  # more fields for the error body, e.g. retry_after
-        if code:
-            self.code = code
-
-    def headers(self) -> dict[str, str]:
-        return {}
-
-
-class NotFoundError(ApplicationError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "not_found"
-
-
-class ModelNotReadyError(ApplicationError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+class ModelNotReadyError(UnavailableError):
     code = "model_loading"
 
 
-class ShuttingDownError(ApplicationError):
+class ShuttingDownError(UnavailableError):
     """The process is draining before it stops (SIGTERM): come back to the restarted app."""
 
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "shutting_down"
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.extra.get("retry_after", 5))}
 
+class ServerBusyError(TooManyRequestsError):
+    """Admission refused: the wait for the model is over its limit. Says when to come back.
 
-class ServerBusyError(ApplicationError):
-    """Admission refused: the wait for the model is over its limit. Say when to come back."""
+    The seed design's clients read `retry_after`, `queue_size` and `detail` at the top level
+    of the body: they are there too (see drf_exception_handler).
+    """
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
     code = "server_busy"
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.extra["retry_after"])}
 
-
-class GenerationFailedError(ApplicationError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+class GenerationFailedError(UnavailableError):
     code = "generation_failed"
 
 
-def busy_error(exc: Any) -> ServerBusyError:
-    """The web layer's form of the engine's EngineBusyError."""
-    return ServerBusyError(str(exc), retry_after=exc.retry_after_s, queue_size=exc.queue_depth)
+class InvalidInputError(ApplicationError):
+    """Validation failed; `details` lists every problem, the first one is the error."""
+
+    code = "invalid"
 
 
-def error_body(*, code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field, **extra}}
-
-
-def _validation_body(detail: Any) -> dict[str, Any]:
+def _validation_error(detail: Any) -> InvalidInputError:
     problems: list[dict[str, Any]] = []
 
     def walk(node: Any, path: str | None) -> None:
@@ -100,77 +84,117 @@ def _validation_body(detail: Any) -> dict[str, Any]:
 
     walk(detail, None)
     first = problems[0] if problems else {"code": "invalid", "message": "invalid input", "field": None}
-    return error_body(code=first["code"], message=first["message"], field=first["field"], details=problems)
+    return InvalidInputError(first["message"], field=first["field"], code=first["code"], details=problems)
+
+
+def application_error(exc: Exception) -> ApplicationError | None:
+    """`exc` as the one error type; None for an unexpected exception (a bug: logged, 500)."""
+    if isinstance(exc, ApplicationError):
+        return exc
+    if isinstance(exc, exceptions.ValidationError):
+        return _validation_error(exc.detail)
+    if isinstance(exc, JsonBodyError):
+        return ApplicationError(f"request body: {exc.detail}", code=exc.code, field=exc.field)
+    if isinstance(exc, exceptions.ParseError):  # a form or multipart body (JSON ones are JsonBodyError)
+        return ApplicationError(f"request body can't be read: {exc.detail}", code="malformed_body")
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return UnsupportedMediaTypeError(f"{exc.detail} Send Content-Type: application/json.", field="Content-Type")
+    if isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
+        return ApplicationError(str(exc.detail), code=str(code), status=exc.status_code)
+    return None
+
+
+def _rest_body(error: ApplicationError) -> dict[str, Any]:
+    body = error_body(error)
+    if isinstance(error, ServerBusyError):  # the seed design's 429 fields, at the top level too
+        body.update(detail=error.message, retry_after=error.retry_after, queue_size=error.extra.get("queue_size"))
+    return body
+
+
+def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every handled error becomes the one JSON shape."""
+    error = application_error(exc)
+    if error is None:
+        return None  # unexpected: Django logs it and handler500 answers
+    return Response(_rest_body(error), status=error.status, headers=error.headers())
 
 
 def error_frame(exc: Exception) -> dict[str, Any] | None:
     """The WebSocket twin of `drf_exception_handler`: the same error as a flat frame.
 
-    {"type": "error", "code", "message", "field"}; None for an unexpected exception,
+    {"type": "error", "code", "message", "field", ...}; None for an unexpected exception,
     which the consumer logs and reports as a server error.
     """
-    if isinstance(exc, ApplicationError):
-        body = error_body(code=exc.code, message=exc.message, field=exc.field, **exc.extra)
-    elif isinstance(exc, exceptions.ValidationError):
-        body = _validation_body(exc.detail)
-    else:
-        return None
-    return {"type": "error", **body["error"]}
+    error = application_error(exc)
+    return None if error is None else {"type": "error", **error_body(error)["error"]}
 
 
-def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: every handled error becomes the one JSON shape."""
-    if isinstance(exc, ApplicationError):
-        return Response(
-            error_body(code=exc.code, message=exc.message, field=exc.field, **exc.extra),
-            status=exc.status_code,
-            headers=exc.headers(),
-        )
-    if isinstance(exc, exceptions.ValidationError):
-        return Response(_validation_body(exc.detail), status=exc.status_code)
-    if isinstance(exc, JsonBodyError):
-        return Response(
-            error_body(code=exc.code, message=f"request body: {exc.detail}", field=exc.field), status=exc.status_code
-        )
-    if isinstance(exc, exceptions.ParseError):  # a form or multipart body (JSON ones are JsonBodyError)
-        return Response(
-            error_body(code="malformed_body", message=f"request body can't be read: {exc.detail}"),
-            status=exc.status_code,
-        )
-    if isinstance(exc, exceptions.UnsupportedMediaType):
-        return Response(
-            error_body(
-                code="unsupported_media_type",
-                message=f"{exc.detail} Send Content-Type: application/json.",
-                field="Content-Type",
-            ),
-            status=exc.status_code,
-        )
-    if isinstance(exc, exceptions.APIException):
-        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
-        return Response(error_body(code=str(code), message=str(exc.detail)), status=exc.status_code)
-    return None  # unexpected: Django logs it and handler500 answers
+def openai_error(exc: Exception) -> JsonResponse:
+    """OpenAI's error envelope: the one shape plus `type` (invalid_request_error,
+    rate_limit_error, server_error) and `param` (the field), which its SDK reads."""
+    error = application_error(exc)
+    if error is None:
+        log.error("OpenAI request failed", exc_info=exc)
+        error = ApplicationError("internal error; see the server log", code="server_error", status=500)
+    body = error_body(error)["error"]
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    if error.status == 429:
+        kind = "rate_limit_error"
+    response = JsonResponse({"error": {**body, "type": kind, "param": error.field}}, status=error.status)
+    for name, value in error.headers().items():
+        response[name] = value
+    return response
 
 
 def django_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    from webapp.chat.urls import endpoint_list
-
-    return JsonResponse(
-        error_body(
-            code="not_found",
-            message=f"no endpoint at {request.path}",
-            endpoints=endpoint_list(),
-        ),
-        status=404,
-    )
+    error = ApplicationError(f"no endpoint at {request.path}", code="not_found", status=404, endpoints=endpoint_list())
+    return JsonResponse(error_body(error), status=404)
 
 
 def django_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """Django's own 400s (an unknown Host header, a malformed request) in the one error shape."""
     message = str(exception) if exception is not None and str(exception) else "bad request"
     field = "Host" if type(exception).__name__ == "DisallowedHost" else None
-    return JsonResponse(error_body(code="bad_request", message=message, field=field), status=400)
+    return JsonResponse(error_body(ApplicationError(message, code="bad_request", field=field)), status=400)
 
 
 def django_server_error(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(error_body(code="server_error", message="internal error; see the server log"), status=500)
+    error = ApplicationError("internal error; see the server log", code="server_error", status=500)
+    return JsonResponse(error_body(error), status=500)
+
+
+_METHODS = {
+    "llama": "POST",
+    "conversation": "DELETE",
+    "openai-chat": "POST",
+    "documents": "GET|POST",
+    "documents-search": "POST",
+    "document": "GET|DELETE",
+    "tool-call": "POST",
+    "approval": "POST",
+}
+_PLACEHOLDERS = {
+    "<uuid:db_id>": "{db_id}",
+    "<str:document_id>": "{id}",
+    "<str:name>": "{name}",
+    "<str:approval_id>": "{id}",
+}
+
+
+def endpoint_list() -> list[str]:
+    """The real endpoints of this app (as the URLconf has them), for 404 bodies."""
+    app = settings.APP_MODE
+
+    def shown(pattern: str) -> str:
+        for raw, nice in _PLACEHOLDERS.items():
+            pattern = pattern.replace(raw, nice)
+        return pattern
+
+    routes: list[str] = []
+    for entry in get_resolver().url_patterns:
+        if isinstance(entry, URLResolver) and str(entry.pattern) == f"{app}/":
+            for child in entry.url_patterns:
+                if isinstance(child, URLPattern):
+                    routes.append(f"{_METHODS.get(child.name or '', 'GET')} /{app}/{shown(str(child.pattern))}")
+    return [*routes, f"WebSocket /{app}/ws/chat/"]

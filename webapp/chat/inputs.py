@@ -6,14 +6,17 @@ refused over WebSocket too, with the same code and message.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from rest_framework import serializers
 
 from webapp.chat import runtime
-from webapp.chat.errors import ApplicationError
 from webapp.chat.personas import Persona, character_inline
+from webapp.chat.turns import TurnRequest
+from webapp.core.errors import ApplicationError
+from webapp.engine.engine import SamplingParams
 
 INPUT_MAX = 500
 USER_ID_MAX = 128
@@ -56,10 +59,15 @@ def user_id_field() -> StrictCharField:
     return StrictCharField(max_length=USER_ID_MAX, error_messages={"max_length": "must be at most 128 characters."})
 
 
+def db_id_field(*, required: bool) -> serializers.UUIDField:
+    """A conversation id. Without one, a new message starts a new conversation (the seed's quick start)."""
+    return serializers.UUIDField(required=required, error_messages={"invalid": "must be a UUID."})
+
+
 class OfficeTurnSerializer(serializers.Serializer):
     input_data = input_data_field()
     google_access = StrictBooleanField(default=False)
-    db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
+    db_id = db_id_field(required=False)
     user_id = user_id_field()
     persona = StrictCharField(required=False, max_length=64)
     # Let the model call tools before it answers: "auto" (if it wants) or "required".
@@ -76,7 +84,7 @@ class OfficeTurnSerializer(serializers.Serializer):
 
 class CharacterTurnSerializer(serializers.Serializer):
     input_data = input_data_field()
-    db_id = serializers.UUIDField(error_messages={"invalid": "must be a UUID."})
+    db_id = db_id_field(required=False)
     user_id = user_id_field()
     persona = StrictCharField(required=False, max_length=64)
     character_name = StrictCharField(required=False, max_length=100)
@@ -102,18 +110,27 @@ class OfficeRegenerateSerializer(OfficeTurnSerializer):
     """Regenerating answers the conversation's last user message again: no new input."""
 
     input_data = None
+    db_id = db_id_field(required=True)
 
 
 class CharacterRegenerateSerializer(CharacterTurnSerializer):
     input_data = None
+    db_id = db_id_field(required=True)
 
 
-def turn_serializer_class() -> type[serializers.Serializer]:
-    return {"office": OfficeTurnSerializer, "character": CharacterTurnSerializer}[settings.APP_MODE]
-
-
-def regenerate_serializer_class() -> type[serializers.Serializer]:
-    return {"office": OfficeRegenerateSerializer, "character": CharacterRegenerateSerializer}[settings.APP_MODE]
+def turn_request(data: Mapping[str, Any], *, sampling: SamplingParams) -> TurnRequest:
+    """A validated turn (either app's serializer) as the turn service's request."""
+    names = data.get("tool_names")
+    return TurnRequest(
+        user_id=data["user_id"],
+        db_id=str(data.get("db_id") or uuid.uuid4()),
+        persona=persona_from_input(data),
+        sampling=sampling,
+        text=data.get("input_data"),  # None: regenerate
+        web_search=bool(data.get("google_access")),
+        tool_mode=data.get("tools"),
+        tool_names=tuple(names) if names else None,
+    )
 
 
 def persona_by_id(persona_id: str) -> Persona:

@@ -19,22 +19,14 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
-from webapp.chat import runtime, services
-from webapp.chat.errors import (
-    ApplicationError,
-    GenerationFailedError,
-    NotFoundError,
-    ServerBusyError,
-    error_frame,
-)
+from webapp.chat import runtime
+from webapp.chat.errors import GenerationFailedError, application_error, openai_error
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
 from webapp.chat.openai_tools import (
     TOOLS_MAX,
@@ -45,17 +37,10 @@ from webapp.chat.openai_tools import (
     tool_plan,
 )
 from webapp.chat.personas import Persona
+from webapp.chat.turns import StatelessTurnRequest, TurnControl, TurnDone, TurnEvent, TurnText, turn_stream
+from webapp.core.errors import ApplicationError, NotFoundError, error_body
 from webapp.core.json_input import JsonInputError, json_loads_bounded
-from webapp.engine.engine import (
-    Completion,
-    DoneEvent,
-    ErrorEvent,
-    GenerationHandle,
-    GenerationRequest,
-    SamplingParams,
-    TokenEvent,
-)
-from webapp.engine.prompt import ChatMessage
+from webapp.engine.engine import Completion, SamplingParams
 
 MESSAGES_MAX = 200
 CONTENT_MAX = 32_000
@@ -148,19 +133,6 @@ class ChatCompletionSerializer(serializers.Serializer):
         return attrs
 
 
-def _error(exc: Exception, status: int) -> JsonResponse:
-    frame = error_frame(exc) or {"code": "server_error", "message": "internal error", "field": None}
-    body = {key: value for key, value in frame.items() if key != "type"}
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    if isinstance(exc, ServerBusyError):
-        kind = "rate_limit_error"
-    response = JsonResponse({"error": {**body, "type": kind, "param": body["field"]}}, status=status)
-    if isinstance(exc, ApplicationError):
-        for name, value in exc.headers().items():
-            response[name] = value
-    return response
-
-
 def _models() -> list[tuple[str, Persona | None]]:
     spec = runtime.model_spec_get()
     return [(spec.alias, None), *((p.id, p) for p in runtime.personas_get().personas.values())]
@@ -168,7 +140,7 @@ def _models() -> list[tuple[str, Persona | None]]:
 
 async def models_list(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
-        return _error(ApplicationError("use GET", code="method_not_allowed"), 405)
+        return openai_error(ApplicationError("use GET", code="method_not_allowed", status=405))
     created = int(time.time())
     data = [{"id": name, "object": "model", "created": created, "owned_by": "personachat"} for name, _ in _models()]
     return JsonResponse({"object": "list", "data": data})
@@ -190,7 +162,7 @@ def _persona_for(data: dict[str, Any]) -> Persona | None:
     )
 
 
-def _generation_request(data: dict[str, Any], persona: Persona | None) -> GenerationRequest:
+def _turn_request(data: dict[str, Any], persona: Persona | None) -> StatelessTurnRequest:
     defaults = runtime.model_spec_get().sampling
     plan: ToolPlan = data["tool_plan"]
     messages = messages_with_tools(data["messages"])
@@ -198,11 +170,11 @@ def _generation_request(data: dict[str, Any], persona: Persona | None) -> Genera
     while leading_system < len(messages) - 1 and messages[leading_system].role == "system":
         leading_system += 1
     tools_message = plan.system_message()
-    pinned = [
+    pinned = (
         *(persona.pinned_messages() if persona else []),
         *messages[:leading_system],
         *([tools_message] if tools_message else []),
-    ]
+    )
     max_tokens = data.get("max_completion_tokens") or data.get("max_tokens") or defaults.max_tokens
     temperature = data.get("temperature")
     top_p = data.get("top_p")
@@ -217,98 +189,77 @@ def _generation_request(data: dict[str, Any], persona: Persona | None) -> Genera
         stop=data.get("stop") or (),
         ignore_eos=defaults.ignore_eos,
     )
-    return GenerationRequest(
+    return StatelessTurnRequest(
         pinned=pinned,
-        history=messages[leading_system:-1],
+        history=tuple(messages[leading_system:-1]),
         user=messages[-1],
         sampling=sampling,
         grammar=data["grammar"],
+        ground_for=data.get("user"),
     )
-
-
-def _submit(request: GenerationRequest, user_id: str | None) -> tuple[GenerationHandle, list[dict[str, Any]]]:
-    """Ground the last user message on the user's documents (office, with `user`), then submit.
-
-    Blocking (search, tokenizing): runs on a worker thread.
-    """
-    engine = runtime.engine_get()
-    sources: list[dict[str, Any]] = []
-    if user_id and request.user.role == "user" and request.grammar is None:
-        grounding = services.turn_grounding(
-            runtime.grounder_get(),
-            engine,
-            persona_messages=request.pinned,
-            user_id=user_id,
-            text=request.user.content,
-            history=[],
-            max_tokens=request.sampling.max_tokens,
-        )
-        if grounding is not None and grounding.sources:
-            request = replace(request, user=ChatMessage("user", grounding.prompt_text))
-            sources = list(services.sources_public(grounding))
-    handle = services.engine_submit(engine, request, field="messages", what="messages", code="context_length_exceeded")
-    return handle, sources
 
 
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        return _error(ApplicationError("use POST", code="method_not_allowed"), 405)
-    stats = runtime.request_stats_get()
+        return openai_error(ApplicationError("use POST", code="method_not_allowed", status=405))
+    counted = runtime.CountedRequest()  # finished when the reply is out (or the request failed)
+    control = TurnControl(can_wait_for_approval=False)
     try:
-        body = json_loads_bounded(request.body or b"null")
-    except JsonInputError as exc:
-        return _error(ApplicationError(f"request body: {exc}", code=exc.code, field=exc.field), 400)
-    if not isinstance(body, dict):
-        return _error(ApplicationError("request body must be a JSON object", code="malformed_json"), 400)
-    serializer = ChatCompletionSerializer(data=body)
-    try:
+        try:
+            body = json_loads_bounded(request.body or b"null")
+        except JsonInputError as exc:
+            raise ApplicationError(f"request body: {exc}", code=exc.code, field=exc.field) from exc
+        if not isinstance(body, dict):
+            raise ApplicationError("request body must be a JSON object", code="malformed_json")
+        serializer = ChatCompletionSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        generation = _generation_request(data, _persona_for(data))
-        handle, sources = await sync_to_async(_submit, thread_sensitive=False)(generation, data.get("user"))
-    except serializers.ValidationError as exc:
-        return _error(exc, 400)
-    except ApplicationError as exc:
-        return _error(exc, exc.status_code)
+        turn = _turn_request(data, _persona_for(data))
+        events = turn_stream(turn, deps=runtime.turn_deps(), control=control)
+        await anext(events)  # TurnStarted: accepted (or refused: busy, too long for the context)
+    except Exception as exc:
+        counted.finish()
+        return openai_error(exc)
 
-    stats.request_started()
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": data["model"]}
-    if sources:  # an extension field: the document chunks the reply was grounded on (office)
-        meta["sources"] = sources
     plan: ToolPlan = data["tool_plan"]
-    if data["stream"] and plan.active:
-        # A call can't be told from an answer until it is complete: generate, then stream it.
-        include_usage = data.get("stream_options", {}).get("include_usage", False)
-        response = StreamingHttpResponse(
-            _sse_whole(handle, meta, plan, include_usage=include_usage), content_type="text/event-stream; charset=utf-8"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+    include_usage = data.get("stream_options", {}).get("include_usage", False)
     if data["stream"]:
-        include_usage = data.get("stream_options", {}).get("include_usage", False)
+        # A call can't be told from an answer until it is complete: with tools, generate, then stream it.
+        chunks = _sse_whole if plan.active else _sse
         response = StreamingHttpResponse(
-            _sse(handle, meta, include_usage=include_usage), content_type="text/event-stream; charset=utf-8"
+            chunks(events, meta, plan, counted=counted, include_usage=include_usage),
+            content_type="text/event-stream; charset=utf-8",
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-
-    started = time.perf_counter()
-    completion = await _completion_await(handle)
-    stats.request_finished(ok=completion is not None, seconds=time.perf_counter() - started)
-    if completion is None:
-        return _error(GenerationFailedError("generation failed; see the server log"), 503)
-    message, finish_reason = _reply_message(completion, plan)
+    try:
+        done = await _done_await(events)
+    except Exception as exc:
+        counted.finish()
+        return openai_error(exc)
+    counted.succeeded()
+    counted.finish()
+    if done.sources:  # an extension field: the document chunks the reply was grounded on (office)
+        meta["sources"] = list(done.sources)
+    message, finish_reason = _reply_message(done.completion, plan)
     return JsonResponse(
         {
             **meta,
             "object": "chat.completion",
             "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-            "usage": _usage(completion),
+            "usage": _usage(done.completion),
         }
     )
+
+
+async def _done_await(events: AsyncIterator[TurnEvent]) -> TurnDone:
+    async for event in events:
+        if isinstance(event, TurnDone):
+            return event
+    raise GenerationFailedError("generation ended without a result")
 
 
 def _reply_message(completion: Completion, plan: ToolPlan) -> tuple[dict[str, Any], str]:
@@ -318,43 +269,47 @@ def _reply_message(completion: Completion, plan: ToolPlan) -> tuple[dict[str, An
     return {"role": "assistant", "content": completion.text}, _finish_reason(completion)
 
 
+def _failure_chunk(exc: Exception) -> bytes:
+    error = application_error(exc) or GenerationFailedError("generation failed; see the server log")
+    failure = {"error": {**error_body(error)["error"], "type": "server_error"}}
+    return f"data: {json.dumps(failure)}\n\n".encode()
+
+
 async def _sse_whole(
-    handle: GenerationHandle, meta: dict[str, Any], plan: ToolPlan, *, include_usage: bool
+    events: AsyncIterator[TurnEvent],
+    meta: dict[str, Any],
+    plan: ToolPlan,
+    *,
+    counted: runtime.CountedRequest,
+    include_usage: bool,
 ) -> AsyncIterator[bytes]:
     """The SSE stream of a reply that may be a tool call: sent once it is complete."""
-    started, ok = time.perf_counter(), False
     try:
-        completion = await _completion_await(handle)
-        if completion is None:
-            failure = {"error": {"code": "generation_failed", "message": "generation failed", "type": "server_error"}}
-            yield f"data: {json.dumps(failure)}\n\n".encode()
+        try:
+            done = await _done_await(events)
+        except Exception as exc:
+            yield _failure_chunk(exc)
             return
-        message, finish_reason = _reply_message(completion, plan)
+        if done.sources:
+            meta = {**meta, "sources": list(done.sources)}
+        message, finish_reason = _reply_message(done.completion, plan)
         delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
         if "tool_calls" in message:
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
         yield _chunk(meta, delta, None)
         yield _chunk(meta, {}, finish_reason)
         if include_usage:
-            usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(completion)}
+            usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(done.completion)}
             yield f"data: {json.dumps(usage)}\n\n".encode()
-        ok = True
+        counted.succeeded()
         yield b"data: [DONE]\n\n"
     finally:
-        runtime.request_stats_get().request_finished(ok=ok, seconds=time.perf_counter() - started)
-
-
-async def _completion_await(handle: GenerationHandle) -> Completion | None:
-    async for event in handle.aevents():
-        if isinstance(event, DoneEvent):
-            return event.completion
-        if isinstance(event, ErrorEvent):
-            return None
-    return None
+        counted.finish()
+        await events.aclose()
 
 
 def _finish_reason(completion: Completion) -> str:
-    return "length" if completion.finish_reason == "length" else "stop"
+    return {"length": "length", "deadline": "deadline"}.get(completion.finish_reason, "stop")
 
 
 def _usage(completion: Completion) -> dict[str, int]:
@@ -375,27 +330,39 @@ def _chunk(meta: dict[str, Any], delta: dict[str, Any], finish_reason: str | Non
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
 
-async def _sse(handle: GenerationHandle, meta: dict[str, Any], *, include_usage: bool) -> AsyncIterator[bytes]:
-    """The SSE stream. If the client goes away, Django cancels this generator, and leaving
-    `aevent_batches` cancels the generation."""
-    started, ok = time.perf_counter(), False
+async def _sse(
+    events: AsyncIterator[TurnEvent],
+    meta: dict[str, Any],
+    plan: ToolPlan,
+    *,
+    counted: runtime.CountedRequest,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """The SSE stream. If the client goes away, Django cancels this generator, and closing
+    the turn's events cancels the generation."""
     try:
         yield _chunk(meta, {"role": "assistant", "content": ""}, None)
-        async for batch in handle.aevent_batches():
-            text = "".join(e.text for e in batch if isinstance(e, TokenEvent))
-            if text:
-                yield _chunk(meta, {"content": text}, None)
-            last = batch[-1]
-            if isinstance(last, ErrorEvent):
-                failure = {"error": {"code": "generation_failed", "message": last.message, "type": "server_error"}}
-                yield f"data: {json.dumps(failure)}\n\n".encode()
-                return
-            if isinstance(last, DoneEvent):
-                yield _chunk(meta, {}, _finish_reason(last.completion))
-                if include_usage:
-                    usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(last.completion)}
-                    yield f"data: {json.dumps(usage)}\n\n".encode()
-                ok = True
+        try:
+            async for event in events:
+                if isinstance(event, TurnText):
+                    yield _chunk(meta, {"content": event.text}, None)
+                elif isinstance(event, TurnDone):
+                    if event.sources:
+                        meta = {**meta, "sources": list(event.sources)}
+                    yield _chunk(meta, {}, _finish_reason(event.completion))
+                    if include_usage:
+                        usage = {
+                            **meta,
+                            "object": "chat.completion.chunk",
+                            "choices": [],
+                            "usage": _usage(event.completion),
+                        }
+                        yield f"data: {json.dumps(usage)}\n\n".encode()
+                    counted.succeeded()
+        except Exception as exc:
+            yield _failure_chunk(exc)
+            return
         yield b"data: [DONE]\n\n"
     finally:
-        runtime.request_stats_get().request_finished(ok=ok, seconds=time.perf_counter() - started)
+        counted.finish()
+        await events.aclose()

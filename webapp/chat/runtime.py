@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from django.conf import settings
@@ -18,6 +20,7 @@ from webapp.chat import lifecycle
 from webapp.chat.errors import ModelNotReadyError, ShuttingDownError
 from webapp.chat.metrics import HttpMetrics, RequestStats
 from webapp.chat.personas import PersonaCatalog, catalog_load
+from webapp.chat.turns import Grounder, ToolRunner, TurnDeps
 from webapp.engine.engine import Engine
 from webapp.engine.registry import ModelSpec, registry_load
 from webapp.store.chat_store import ChatStore
@@ -148,19 +151,86 @@ def engine_override(engine: Engine | None) -> None:
         _state = "ready" if engine is not None else "idle"
 
 
-def grounder_get() -> Any:
-    """The office app's grounder (sources from the user's documents); None in other apps."""
-    if settings.APP_MODE != "office":
-        return None
-    from webapp.office.runtime import grounder_get as office_grounder_get
+@dataclass(frozen=True)
+class AppWiring:
+    """What this process's app adds to the chat, decided in one place: webapp.config.wiring.
 
-    return office_grounder_get()
+    The chat app never imports the office app; the office app hands its grounder and tool
+    runner (and its own routes and start-up) in through this record.
+    """
+
+    ui: str  # which chat page: "office" (documents, sources, tools) or "character"
+    llama_view: Any  # the DRF view of POST /<app>/Llama
+    turn_serializer: Any  # validates a turn (REST and WebSocket alike)
+    regenerate_serializer: Any
+    grounder_get: Callable[[], Grounder | None] = lambda: None
+    tools_get: Callable[[], ToolRunner | None] = lambda: None
 
 
-def tool_runner_get() -> Any:
-    """The office app's tools as its model calls them; None in other apps."""
-    if settings.APP_MODE != "office":
-        return None
-    from webapp.office.runtime import chat_tool_runner_get
+_wiring: AppWiring | None = None
 
-    return chat_tool_runner_get()
+
+def wiring_install(wiring: AppWiring) -> None:
+    global _wiring
+    _wiring = wiring
+
+
+def wiring_get() -> AppWiring:
+    if _wiring is None:
+        raise RuntimeError("no app wiring installed: settings.APP_WIRING runs at start-up (webapp.chat.apps)")
+    return _wiring
+
+
+def turn_deps() -> TurnDeps:
+    """The collaborators of a stored turn in this process. Raises ModelNotReadyError while loading."""
+    wiring = wiring_get()
+    return TurnDeps(
+        engine=engine_get(), store=chat_store_get(), grounder=wiring.grounder_get(), tools=wiring.tools_get()
+    )
+
+
+_sockets_lock = threading.Lock()
+_sockets_open = 0
+
+
+def websocket_opened(delta: int) -> None:
+    """A chat WebSocket opened (+1) or closed (-1); /performance reports active_connections."""
+    global _sockets_open
+    with _sockets_lock:
+        _sockets_open += delta
+
+
+def websockets_open() -> int:
+    with _sockets_lock:
+        return _sockets_open
+
+
+class CountedRequest:
+    """One chat request counted for /performance, whatever its outcome: the one place that counts.
+
+    Start it before parsing the request; `succeeded()` once the reply is out; the request
+    ends at `finish` (or when the `with` block is left). A request that fails or raises is
+    counted as failed and never stays active. Used by every chat interface (REST, WebSocket,
+    the OpenAI API).
+    """
+
+    def __init__(self) -> None:
+        self._stats = request_stats_get()
+        self._stats.request_started()
+        self._began = time.perf_counter()
+        self._ok = False
+        self._finished = False
+
+    def succeeded(self) -> None:
+        self._ok = True
+
+    def finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._stats.request_finished(ok=self._ok, seconds=time.perf_counter() - self._began)
+
+    def __enter__(self) -> CountedRequest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from webapp.chat.errors import NotFoundError
+from webapp.core.errors import NotFoundError
 from webapp.store.chat_store import ChatStore, Conversation, Message
 
 

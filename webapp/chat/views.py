@@ -6,7 +6,6 @@ through the REST API and chats over the WebSocket (static/chat/chat.js).
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -30,7 +29,7 @@ APPS = {
 
 
 def chat_page(request: HttpRequest) -> HttpResponse:
-    app = settings.APP_MODE
+    app = runtime.wiring_get().ui
     other = APPS["character" if app == "office" else "office"]
     page_config = {
         "app": app,

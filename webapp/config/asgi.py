@@ -23,8 +23,9 @@ except EnvError as exc:
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.conf import settings
 
-from webapp.chat import lifecycle, runtime
+from webapp.chat import lifecycle
 from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
+from webapp.config import wiring
 from webapp.config.daphne_body import form_parsing_off
 from webapp.engine.registry import RegistryError
 
@@ -33,11 +34,7 @@ form_parsing_off()
 lifecycle.shutdown_hook_install(timeout_s=settings.ENV.drain_s)
 
 try:
-    runtime.engine_start_loading()
-    if settings.APP_MODE == "office":
-        from webapp.office.runtime import retrieval_start_loading
-
-        retrieval_start_loading()
+    wiring.startup()
 except RegistryError as exc:
     raise SystemExit(f"error: {exc}") from None
 

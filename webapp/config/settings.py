@@ -30,6 +30,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "webapp.config.urls"
+# What this app adds to the chat (office: documents, grounding, tools): see webapp.config.wiring.
+APP_WIRING = "webapp.config.wiring.install"
 ASGI_APPLICATION = "webapp.config.asgi.application"
 APPEND_SLASH = False
 

@@ -7,11 +7,12 @@ from django.contrib.staticfiles.views import serve as static_serve
 from django.urls import include, path, re_path
 
 from webapp.chat import views
+from webapp.config.wiring import app_urlpatterns
 
 urlpatterns = [
     # nginx sends "/" to one of the apps; either can serve the landing page.
     path("", views.landing_page, name="landing"),
-    path(f"{settings.APP_MODE}/", include("webapp.chat.urls")),
+    path(f"{settings.APP_MODE}/", include(app_urlpatterns())),
     # Swagger UI's assets (and, later, the chat UI's). insecure=True serves them with
     # DEBUG off; they are small, versioned files from installed packages.
     re_path(

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from webapp.chat.errors import NotFoundError
+from webapp.core.errors import NotFoundError
 from webapp.office.errors import FileTooLargeError, IndexingFailedError, UnreadableFileError, UnsupportedFileError
 from webapp.retrieval.chunking import Chunk, chunks_split
 from webapp.retrieval.extract import SUPPORTED_EXTENSIONS, ExtractionError, document_extract

@@ -1,28 +1,33 @@
-"""The office app's application errors (rendered by webapp.chat.errors' one error path)."""
+"""The office app's errors: uploads and indexing (one hierarchy: webapp.core.errors)."""
 
 from __future__ import annotations
 
-from rest_framework import status
+from webapp.core.errors import (
+    ConflictError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UnprocessableError,
+    UnsupportedMediaTypeError,
+)
 
-from webapp.chat.errors import ApplicationError
 
-
-class FileTooLargeError(ApplicationError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+class FileTooLargeError(PayloadTooLargeError):
     code = "file_too_large"
 
 
-class UnsupportedFileError(ApplicationError):
-    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+class UnsupportedFileError(UnsupportedMediaTypeError):
     code = "unsupported_type"
 
 
-class UnreadableFileError(ApplicationError):
+class UnreadableFileError(UnprocessableError):
     """The file has a supported type but no text we can index (empty, corrupt, encrypted, scanned)."""
 
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
 
-
-class IndexingFailedError(ApplicationError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+class IndexingFailedError(UnavailableError):
     code = "indexing_failed"
+
+
+class ApprovalClosedError(ConflictError):
+    """A tool call's approval that was already decided, or expired."""
+
+    code = "approval_closed"

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
-from webapp.chat.errors import ApplicationError
 from webapp.chat.runtime import _built_once
+from webapp.core.errors import ApplicationError
 from webapp.engine.registry import embedding_spec_load
 from webapp.office import tool_calls
 from webapp.office.grounding import Grounder, WebHit, WebSearchUnavailable

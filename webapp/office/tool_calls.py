@@ -15,33 +15,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from rest_framework import status
-
-from webapp.chat.errors import ApplicationError, NotFoundError
-from webapp.chat.tool_turns import ToolStep
+from webapp.chat.turns import ToolStep
+from webapp.core.errors import ApplicationError, NotFoundError
+from webapp.office.errors import ApprovalClosedError
 from webapp.store.office_store import Approval, OfficeStore
 from webapp.tools import ToolContext, ToolError, ToolForbiddenError, ToolRegistry
 
 APPROVAL_TTL = timedelta(minutes=15)
 CallSource = Literal["api", "chat", "slash"]
-
-
-class ToolCallError(ApplicationError):
-    """A ToolError in the one error shape, with the tool's own status and headers."""
-
-    def __init__(self, exc: ToolError) -> None:
-        extra = {"retry_after": getattr(exc, "retry_after_s", None)} if hasattr(exc, "retry_after_s") else {}
-        super().__init__(exc.message, field=exc.field, code=exc.code, **extra)
-        self.status_code = exc.status
-        self._headers = exc.headers()
-
-    def headers(self) -> dict[str, str]:
-        return self._headers
-
-
-class ApprovalClosedError(ApplicationError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "approval_closed"
 
 
 @dataclass(frozen=True)
@@ -80,8 +61,8 @@ def tool_call(
 
     try:
         registry.get(name)
-    except ToolError as exc:
-        raise ToolCallError(exc) from exc  # no audit entry for a tool that does not exist
+    except ToolError:
+        raise  # no audit entry for a tool that does not exist
     try:
         checked = registry.arguments_check(name, arguments)
         decision = registry.decide(name, ctx)
@@ -90,7 +71,7 @@ def tool_call(
         registry.rate_check(name, ctx.user_id)
     except ToolError as exc:
         audit(exc.code, error=exc.message)
-        raise ToolCallError(exc) from exc
+        raise
 
     if decision.needs_approval:
         approval = store.approval_create(user_id=ctx.user_id, tool=name, arguments=checked, source=source)
@@ -117,7 +98,7 @@ def _execute(
         result = registry.execute(name, ctx, arguments)
     except ToolError as exc:
         audit(exc.code, error=exc.message, approval_id=approval_id)
-        raise ToolCallError(exc) from exc
+        raise
     audit("ok", approval_id=approval_id)
     return ToolCallOutcome(
         tool=name,
@@ -184,19 +165,19 @@ def approval_decide(
 def tool_spec_public(*, registry: ToolRegistry, name: str) -> dict[str, Any]:
     try:
         return registry.get(name).public()
-    except ToolError as exc:
-        raise ToolCallError(exc) from exc
+    except ToolError:
+        raise
 
 
 def tool_rate_status(*, registry: ToolRegistry, name: str, user_id: str) -> dict[str, Any]:
     try:
         return {"tool": name, "user_id": user_id, **registry.rate_status(name, user_id)}
-    except ToolError as exc:
-        raise ToolCallError(exc) from exc
+    except ToolError:
+        raise
 
 
 class ChatToolRunner:
-    """The tool service as the chat's model uses it (webapp.chat.tool_turns.ToolRunner).
+    """The tool service as the chat's model uses it (webapp.chat.turns.ToolRunner).
 
     Same rules and audit as the REST endpoint, with source "chat"; refusals and failures
     become steps the model hears about instead of errors that end the turn.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from webapp.chat.errors import NotFoundError
+from webapp.core.errors import NotFoundError
 from webapp.office import documents
 from webapp.retrieval.search import Retriever
 from webapp.store.office_store import OfficeStore

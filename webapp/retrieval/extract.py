@@ -25,6 +25,8 @@ from docx.table import Table
 from pypdf import PasswordType, PdfReader
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from webapp.core.errors import ApplicationError
+
 SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".txt": "txt",
     ".md": "md",
@@ -40,15 +42,14 @@ PDF_MAX_PAGES = 2000
 DOCX_MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
 
 
-class ExtractionError(Exception):
+class ExtractionError(ApplicationError):
     """A file that cannot be indexed; `code` is stable for clients, str(exc) is a clear human message.
 
-    Codes: "unsupported_type", "empty_file", "invalid_file", "encrypted_pdf", "no_text".
+    Codes: "unsupported_type" (415), "empty_file", "invalid_file", "encrypted_pdf", "no_text" (422).
     """
 
     def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code, status=415 if code == "unsupported_type" else 422, field="file")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import re
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
+from webapp.core.errors import ApplicationError
 from webapp.tools.limits import ConcurrencyGate, GateFullError, RateLimit, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -96,24 +96,11 @@ class ToolSpec:
         }
 
 
-class ToolError(Exception):
-    """A failed tool call the client can act on. The message is safe to show."""
+class ToolError(ApplicationError):
+    """A failed tool call the client can act on (the project's one error type). The message is safe to show."""
 
     code = "tool_error"
     status = 500
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-    def headers(self) -> dict[str, str]:
-        """Extra HTTP response headers for this error."""
-        return {}
-
-    def as_error_body(self) -> dict[str, Any]:
-        """The house error shape's inner object: {"code", "message", "field"}."""
-        return {"code": self.code, "message": self.message, "field": self.field}
 
 
 class UnknownToolError(ToolError):
@@ -132,20 +119,13 @@ class ToolForbiddenError(ToolError):
 
 
 class _RetryLaterError(ToolError):
-    """A refusal that will pass: carries how long to wait."""
+    """A refusal that will pass: carries how long to wait (`retry_after_s`, and Retry-After)."""
 
     status = 429
 
     def __init__(self, message: str, *, retry_after_s: float, field: str | None = None) -> None:
-        super().__init__(message, field=field)
+        super().__init__(message, field=field, retry_after=retry_after_s)
         self.retry_after_s = retry_after_s
-
-    def headers(self) -> dict[str, str]:
-        # Retry-After takes whole seconds; rounding down would invite a retry that fails.
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
-
-    def as_error_body(self) -> dict[str, Any]:
-        return {**super().as_error_body(), "retry_after_s": round(self.retry_after_s, 3)}
 
 
 class ToolRateLimitedError(_RetryLaterError):
