@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from webapp.chat import runtime, services
+from webapp.chat import resume, runtime, services
 from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
 from webapp.chat.turns import TurnDeps, TurnRequest, turn_collect
 from webapp.engine.llama import LlamaEngine
@@ -191,6 +191,35 @@ def test_disconnect_cancels_generation_at_once(store: ChatStore, engine: LlamaEn
     assert reply.role == "assistant"
     assert reply.meta["finish_reason"] == "stopped" and reply.meta["stopped_by"] == "disconnect"
     assert reply.meta["tokens"] < 100
+
+
+def test_a_dropped_socket_nobody_resumes_is_stopped_after_the_grace_period(
+    store: ChatStore, engine: LlamaEngine, max_tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    max_tokens(400)
+    monkeypatch.setattr(resume, "RESUME_GRACE_S", 0.5)
+    db_id, user_id = str(uuid.uuid4()), "ws-user"
+
+    async def scenario() -> tuple[float, bool]:
+        communicator = await connected()
+        await communicator.send_json_to({"type": "message", **message_frame(db_id, user_id, STORY)})
+        start = await communicator.receive_json_from(timeout=TIMEOUT)
+        assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token"
+        await communicator.disconnect(code=1006)  # the network, not the user: resumable for a while
+        dropped_at = time.perf_counter()
+        await asyncio.sleep(0.2)
+        still_running = engine.active_requests() > 0 and resume.stream_find(start["message_id"], user_id) is not None
+        while engine.active_requests() or engine.queue_depth():
+            assert time.perf_counter() - dropped_at < 3.0, "nobody resumed, yet the turn kept going"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # its reply is being stored
+        return dropped_at, still_running
+
+    _, still_running = asyncio.run(scenario())
+    assert still_running, "within the grace period the turn goes on, waiting for a resume"
+    reply = store.messages_all(db_id)[-1]
+    assert reply.meta["finish_reason"] == "stopped" and reply.meta["stopped_by"] == "disconnect"
+    assert reply.meta["tokens"] < 400
 
 
 BAD_FRAMES = [

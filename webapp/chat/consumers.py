@@ -6,6 +6,8 @@ Protocol (the README and the OpenAPI description say the same):
            {"type": "regenerate", "db_id", "user_id", "persona" | character fields}
            {"type": "stop"}
            {"type": "approval", "approval_id", "decision": "approve" | "deny"}  (a paused tool call)
+           {"type": "resume", "message_id", "user_id", "offset"}  after a dropped connection: the
+             rest of a reply still running (or just finished), from character `offset` on
   server → {"type": "status", "state", "model"}   on connect, and when the model is ready
            {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates"}
            {"type": "queued", "position"}         while waiting for a free slot (1 = next)
@@ -13,6 +15,7 @@ Protocol (the README and the OpenAPI description say the same):
            {"type": "tool_call", "tool", "arguments", "status"}  running, then ok | error |
              approval_required (with "approval_id": the turn waits for an approval frame) | denied
            {"type": "done", "message_id", "finish_reason", "usage", "timings", "sources", "tool_calls"}
+           {"type": "resumed", "message_id", "offset"}  then the frames the socket missed, then live
            {"type": "error", "code", "message", "field"}   the socket stays usable
              (code "server_busy" adds "retry_after" seconds and "queue_size")
 
@@ -32,6 +35,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from webapp.chat import inputs, runtime, services
 from webapp.chat.errors import error_frame
+from webapp.chat.resume import TurnStream, stream_find
 from webapp.chat.turns import (
     TurnControl,
     TurnDone,
@@ -43,7 +47,7 @@ from webapp.chat.turns import (
     TurnToolStep,
     turn_stream,
 )
-from webapp.core.errors import ApplicationError
+from webapp.core.errors import ApplicationError, NotFoundError
 from webapp.core.json_input import JsonInputError, json_loads_bounded
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._closed = False
         self._turn: asyncio.Task[None] | None = None
         self._control: TurnControl | None = None
+        self._stream: TurnStream | None = None
         self._watch: asyncio.Task[None] | None = None
         await self.accept()
         runtime.websocket_opened(+1)
@@ -75,9 +80,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._closed = True
         if self._watch is not None:
             self._watch.cancel()
-        if self._running():
+        if not self._running():
+            return
+        if code in (1000, 1001) or self._stream is None:  # the user closed the page or the socket
             self._stop("disconnect")
             await asyncio.wait({self._turn}, timeout=CLOSE_WAIT_S)  # type: ignore[arg-type]
+        else:  # the network dropped it (1006): the reply goes on for a while, for a resume
+            self._stream.detach()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -95,9 +104,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     )
                 self._control.decide(frame.get("approval_id"), frame.get("decision"))  # type: ignore[arg-type]
                 return
+            if kind == "resume":
+                await self._resume(frame)
+                return
             if kind not in ("message", "regenerate"):
                 raise ApplicationError(
-                    f"type: unknown frame type {kind!r} (expected message, regenerate, stop or approval)",
+                    f"type: unknown frame type {kind!r} (expected message, regenerate, stop, approval or resume)",
                     field="type",
                     code="unknown_type",
                 )
@@ -109,21 +121,48 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             await self._error_send(exc)
             return
-        self._control = TurnControl(can_wait_for_approval=True)
-        self._turn = asyncio.create_task(self._turn_run(kind, frame, self._control))
+        control = TurnControl(can_wait_for_approval=True)
+        stream = TurnStream(user_id=frame.get("user_id"), on_abandoned=lambda: control.stop("disconnect"))
+        stream.attach(self._send)
+        stream.control, self._control, self._stream = control, control, stream
+        self._turn = stream.task = asyncio.create_task(self._turn_run(kind, frame, control, stream))
 
     # --- one turn ---------------------------------------------------------------------
 
-    async def _turn_run(self, kind: str, frame: dict[str, Any], control: TurnControl) -> None:
-        """Validate the frame, run the turn and forward its events; errors become error frames."""
+    async def _turn_run(self, kind: str, frame: dict[str, Any], control: TurnControl, stream: TurnStream) -> None:
+        """Validate the frame, run the turn and send its events through `stream` (which a
+        resumed socket may have taken over); errors become error frames."""
         with runtime.CountedRequest() as counted:
             try:
                 request = _turn_request(kind, frame)
                 async for event in turn_stream(request, deps=runtime.turn_deps(), control=control):
-                    await self._send(_frame_of(event))
+                    await stream.emit(_frame_of(event))
                 counted.succeeded()
             except Exception as exc:
-                await self._error_send(exc)
+                await stream.emit(_error_frame_of(exc))
+            finally:
+                stream.finish()
+
+    async def _resume(self, frame: dict[str, Any]) -> None:
+        """Take over a turn whose socket dropped: send what this socket missed, then the rest live."""
+        if self._running():
+            raise ApplicationError(
+                'a reply is still being generated; wait for "done" or send {"type": "stop"}',
+                code="generation_in_progress",
+            )
+        offset = frame.get("offset", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise ApplicationError("offset: must be a whole number of characters, 0 or more", field="offset")
+        stream = stream_find(frame.get("message_id"), frame.get("user_id"))
+        if stream is None:
+            raise NotFoundError(
+                "message_id: no reply of this user_id to resume (it ended a while ago, or runs elsewhere); "
+                "reload the conversation",
+                field="message_id",
+            )
+        self._stream, self._control, self._turn = stream, stream.control, stream.task
+        await self._send({"type": "resumed", "message_id": stream.message_id, "offset": offset})
+        await stream.replay(self._send, offset=offset)
 
     def _running(self) -> bool:
         return self._turn is not None and not self._turn.done()
@@ -158,16 +197,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._closed = True
 
     async def _error_send(self, exc: Exception) -> None:
-        frame = error_frame(exc)
-        if frame is None:
-            log.error("chat turn failed", exc_info=exc)
-            frame = {
-                "type": "error",
-                "code": "server_error",
-                "message": "internal error; see the server log",
-                "field": None,
-            }
-        await self._send(frame)
+        await self._send(_error_frame_of(exc))
+
+
+def _error_frame_of(exc: Exception) -> dict[str, Any]:
+    frame = error_frame(exc)
+    if frame is None:
+        log.error("chat turn failed", exc_info=exc)
+        frame = {
+            "type": "error",
+            "code": "server_error",
+            "message": "internal error; see the server log",
+            "field": None,
+        }
+    return frame
 
 
 def _frame_of(event: TurnEvent) -> dict[str, Any]:
