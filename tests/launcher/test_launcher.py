@@ -67,3 +67,18 @@ def test_launcher_with_missing_model_exits_naming_the_path(tmp_path):
     assert result.returncode == 2
     assert str(tmp_path / "nowhere" / "missing-model.gguf") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_second_replica_on_the_embedded_store_refuses_to_start(stack):
+    """montydb serves one process: a second character app on the running stack's store exits, naming why."""
+    result = run(
+        [sys.executable, "-c", "import webapp.config.asgi"],
+        {
+            "APP_MODE": "character",
+            "VAR_DIR": str(stack.config.var_dir),
+            "MODEL_REGISTRY": str(stack.config.registry),
+        },
+    )
+    assert result.returncode != 0
+    assert "embedded store of the character app" in result.stderr and "MONGO_URL" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from webapp.config.env import REPO_ROOT
 from webapp.store.chat_store import ChatStore, Conversation
-from webapp.store.client import StoreConfig, database_get
+from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim
 
 
 @pytest.fixture(autouse=True)
@@ -287,3 +290,49 @@ def test_append_racing_a_cold_read_is_not_lost_from_the_cache(tmp_path: Path) ->
 
     assert [m.content for m in restarted.messages_all("c1")] == ["m0", "m1", "racing"]
     assert [m.content for m in restarted.messages_recent("c1")] == ["m0", "m1", "racing"]
+
+
+def test_two_writers_on_one_store_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    """Two processes (replicas) on one shared MongoDB, played by two ChatStores on one database,
+    each with its own cache: concurrent appends to one conversation get distinct, gap-free
+    places, and each store's window shows the other's messages."""
+    config = StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path)
+    db, lock = database_get(config), database_lock(config)
+    first = ChatStore(db, app="office", embedded=True, lock=lock, shared=True, window=8)
+    second = ChatStore(db, app="office", embedded=True, lock=lock, shared=True, window=8)
+    conversation = conversation_new(first)
+    assert second.conversation_get("c1") == conversation and second.messages_recent("c1") == []
+
+    def writer(store: ChatStore, name: str) -> None:
+        for i in range(15):
+            store.message_append(conversation, role="user", content=f"{name} {i}", persona="assistant")
+            store.messages_recent("c1")  # reads interleave with the other writer's appends
+
+    threads = [threading.Thread(target=writer, args=(store, name)) for store, name in ((first, "a"), (second, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    stored = first.messages_all("c1")
+    assert [m.seq for m in stored] == list(range(30)), "no place given twice, none skipped"
+    assert sorted(m.content for m in stored) == sorted([f"a {i}" for i in range(15)] + [f"b {i}" for i in range(15)])
+    for store in (first, second):
+        assert [m.id for m in store.messages_recent("c1")] == [m.id for m in stored[-8:]]
+    # A later append through one is seen by the other's next read.
+    last = first.message_append(conversation, role="assistant", content="late", persona="assistant")
+    assert second.messages_recent("c1")[-1].id == last.id
+
+
+def test_a_second_serving_process_on_the_embedded_store_is_refused(tmp_path: Path) -> None:
+    config = StoreConfig(app="character", mongo_url=None, embedded_dir=tmp_path)
+    embedded_claim(config)
+    embedded_claim(config)  # the same process again: fine
+    claim = (
+        "from pathlib import Path\n"
+        "from webapp.store.client import StoreConfig, embedded_claim\n"
+        f"embedded_claim(StoreConfig(app='character', mongo_url=None, embedded_dir=Path({str(tmp_path)!r})))"
+    )
+    other = subprocess.run([sys.executable, "-c", claim], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert other.returncode != 0
+    assert "is in use by pid" in other.stderr and "MONGO_URL" in other.stderr

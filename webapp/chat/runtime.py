@@ -24,7 +24,7 @@ from webapp.chat.turns import Grounder, ToolRunner, TurnDeps
 from webapp.engine.engine import Engine
 from webapp.engine.registry import ModelSpec, registry_load
 from webapp.store.chat_store import ChatStore
-from webapp.store.client import StoreConfig, database_get, database_lock
+from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,15 @@ def personas_get() -> PersonaCatalog:
     return catalog_load(settings.ENV.personas_dir, settings.APP_MODE)
 
 
+def store_config() -> StoreConfig:
+    return StoreConfig(
+        app=settings.APP_MODE, mongo_url=settings.ENV.mongo_url, embedded_dir=settings.ENV.var_dir / "mongo"
+    )
+
+
 @_built_once
 def chat_store_get() -> ChatStore:
-    config = StoreConfig(
-        app=settings.APP_MODE,
-        mongo_url=settings.ENV.mongo_url,
-        embedded_dir=settings.ENV.var_dir / "mongo",
-    )
+    config = store_config()
     store = ChatStore(database_get(config), app=settings.APP_MODE, embedded=config.embedded, lock=database_lock(config))
     store.indexes_ensure()
     return store
@@ -95,6 +97,8 @@ def engine_start_loading() -> None:
     spec = model_spec_get()
     spec.check_file()
     personas_get()  # a broken persona file should stop start-up too, not the first request
+    # This process serves the app: an embedded store must not be served by another one too.
+    embedded_claim(store_config())
     # Open the store (and create its tables) before the first request, and store the replies
     # the last process of this app left unfinished (it crashed or was killed mid-reply).
     recovered = chat_store_get().checkpoints_recover()

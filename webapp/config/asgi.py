@@ -28,6 +28,7 @@ from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
 from webapp.config import wiring
 from webapp.config.daphne_body import form_parsing_off
 from webapp.engine.registry import RegistryError
+from webapp.store.client import StoreInUseError
 
 form_parsing_off()
 
@@ -35,7 +36,7 @@ lifecycle.shutdown_hook_install(timeout_s=settings.ENV.drain_s)
 
 try:
     wiring.startup()
-except RegistryError as exc:
+except (RegistryError, StoreInUseError) as exc:
     raise SystemExit(f"error: {exc}") from None
 
 application = ProtocolTypeRouter(

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
-from webapp.chat.runtime import _built_once
+from webapp.chat.runtime import _built_once, store_config
 from webapp.core.errors import ApplicationError
 from webapp.engine.registry import embedding_spec_load
 from webapp.office import tool_calls
@@ -23,7 +23,7 @@ from webapp.retrieval.embedding import embedder_load
 from webapp.retrieval.index import ChunkIndex, QdrantChunkIndex, SqliteChunkIndex
 from webapp.retrieval.lexical import TermExtractor
 from webapp.retrieval.search import Retriever
-from webapp.store.client import StoreConfig, database_get, database_lock
+from webapp.store.client import database_get, database_lock
 from webapp.store.office_store import OfficeStore
 from webapp.tools import SearxngClient, ToolContext, ToolRegistry
 
@@ -31,12 +31,6 @@ log = logging.getLogger(__name__)
 
 WEB_QUERY_MAX = 300
 WEB_RESULTS = 3
-
-
-def store_config() -> StoreConfig:
-    return StoreConfig(
-        app=settings.APP_MODE, mongo_url=settings.ENV.mongo_url, embedded_dir=settings.ENV.var_dir / "mongo"
-    )
 
 
 @_built_once

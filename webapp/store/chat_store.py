@@ -18,8 +18,16 @@ Documents:
 The chat hot path needs only the conversation and its last few messages. montydb has no
 real indexes (every `find` decodes the whole collection), so the store keeps the active
 conversations and their recent messages in memory: read once on first use, updated on
-every write. That is correct because exactly one process serves each app and every
-write goes through this class.
+every write.
+
+Several writers. A message's `seq` is reserved in the database, by one atomic
+`find_one_and_update` that increments the conversation's `message_count`, never taken
+from this process's cache, so two processes (replicas of an app on one MongoDB) never
+give two messages the same place. With `shared` (the default with MongoDB), the cached
+window is checked against the stored `message_count` on every read (one lookup by _id)
+and read again when another process wrote since. The embedded store (montydb on SQLite
+files) serves one process only: webapp.store.client.embedded_claim makes a second
+serving process refuse to start, so its cache is authoritative.
 """
 
 from __future__ import annotations
@@ -134,7 +142,9 @@ class ChatStore:
         cache_size: int = 512,
         window: int = 64,
         lock: contextlib.AbstractContextManager[Any] | None = None,
+        shared: bool | None = None,
     ) -> None:
+        self._shared = (not embedded) if shared is None else shared  # other processes write too
         self._conversations = db["conversations"]
         self._messages = db["messages"]
         self._checkpoints = db["checkpoints"]
@@ -225,35 +235,44 @@ class ChatStore:
         `message_id` (from `self.message_id_new()`) lets a caller announce the id before the
         message exists, as the WebSocket stream does in its start frame.
         """
-        with self._cache_lock:  # one writer at a time per store keeps `seq` gap-free
+        with self._cache_lock:
             current = self.conversation_get(conversation.db_id) or conversation
             now = _now()
-            doc: dict[str, Any] = {
-                "app": self._app,
-                "conversation_id": conversation.db_id,
-                "seq": current.message_count,
-                "role": role,
-                "content": storable(content),
-                "created_at": now,
-                **storable(meta or {}),
-            }
-            if message_id is not None:
-                doc["_id"] = self._object_id(message_id)
             with self._db_lock:
-                self._messages.insert_one(doc)
-                self._conversations.update_one(
+                # The place in the conversation is reserved atomically in the database: another
+                # process appending at the same moment gets the next one.
+                counted = self._conversations.find_one_and_update(
                     {"_id": self._key(conversation.db_id)},
                     {"$set": {"updated_at": now, "persona": persona}, "$inc": {"message_count": 1}},
+                    return_document=True,
                 )
+                if counted is None:
+                    raise KeyError(f"conversation {conversation.db_id} does not exist (deleted meanwhile?)")
+                doc: dict[str, Any] = {
+                    "app": self._app,
+                    "conversation_id": conversation.db_id,
+                    "seq": int(counted["message_count"]) - 1,
+                    "role": role,
+                    "content": storable(content),
+                    "created_at": now,
+                    **storable(meta or {}),
+                }
+                if message_id is not None:
+                    doc["_id"] = self._object_id(message_id)
+                self._messages.insert_one(doc)
             message = Message.from_doc(doc)
-            updated = replace(current, message_count=current.message_count + 1, updated_at=now, persona=persona)
+            updated = replace(current, message_count=message.seq + 1, updated_at=now, persona=persona)
             active = self._cache.get(conversation.db_id)
             if active is None:
                 self._remember(_Active(updated))
             else:
                 active.conversation = updated
                 if active.recent is not None:
-                    active.recent.append(message)
+                    previous = active.recent[-1].seq if active.recent else -1
+                    if previous == message.seq - 1:
+                        active.recent.append(message)
+                    else:
+                        active.recent = None  # another process wrote in between: read the window again
             return message
 
     def messages_recent(self, db_id: str) -> list[Message]:
@@ -264,7 +283,7 @@ class ChatStore:
         """
         with self._cache_lock:
             active = self._cache.get(db_id)
-            if active is not None and active.recent is not None:
+            if active is not None and active.recent is not None and self._window_current(db_id, active.recent):
                 return list(active.recent)
             with self._db_lock:
                 docs = list(
@@ -276,6 +295,16 @@ class ChatStore:
             if active is not None:
                 active.recent = recent
             return list(recent)
+
+    def _window_current(self, db_id: str, recent: deque[Message]) -> bool:
+        """Whether the cached window ends where the conversation does. Single-process stores
+        (embedded) know it does; shared ones ask the database (one lookup by _id)."""
+        if not self._shared:
+            return True
+        with self._db_lock:
+            doc = self._conversations.find_one({"_id": self._key(db_id)}, {"message_count": 1})
+        count = int(doc.get("message_count", 0)) if doc else 0
+        return (recent[-1].seq + 1 if recent else 0) == count
 
     def messages_all(self, db_id: str) -> list[Message]:
         with self._db_lock:

@@ -8,7 +8,9 @@ an SQLite file). The repository in `chat_store.py` uses only the API both unders
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,3 +54,43 @@ def database_lock(config: StoreConfig) -> contextlib.AbstractContextManager[Any]
     repositories of one embedded database share one lock; pymongo is thread-safe.
     """
     return threading.RLock() if config.embedded else contextlib.nullcontext()
+
+
+class StoreInUseError(RuntimeError):
+    """Another serving process already holds this app's embedded store."""
+
+
+_claims: dict[Path, Any] = {}
+
+
+def embedded_claim(config: StoreConfig) -> None:
+    """Hold this app's embedded store for this process's lifetime; refuse if another process does.
+
+    montydb on SQLite files serves one process: a second one (a second replica of the app)
+    would keep a chat cache the first one contradicts. Serving processes call this at
+    start-up; with MongoDB (`mongo_url`) several processes may share the store and it is a
+    no-op. The lock is an flock on `<embedded_dir>/<app>.lock`, released when the process
+    ends, however it ends.
+    """
+    if not config.embedded:
+        return
+    path = config.embedded_dir / f"{config.app}.lock"
+    if path in _claims:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StoreInUseError(
+            f"the embedded store of the {config.app} app ({config.embedded_dir / config.app}) is in use by "
+            f"{holder}: it serves one process only. Run one process per app, or set MONGO_URL to share a MongoDB."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _claims[path] = handle
