@@ -7,8 +7,11 @@ Screenshots go to var/screenshots/ (git-ignored) for a human to look at.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
+from html.parser import HTMLParser
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -241,6 +244,220 @@ def test_html_from_personas_users_and_the_model_is_shown_as_text(page, base):
     assert rendered["links"] == ["https://example.com"] or "https://example.com" in rendered["links"]
     assert rendered["code"] > 0, "the python block is highlighted"
     assert "<script>" in rendered["text"] and "onerror" in rendered["text"]
+
+
+MARKDOWN_SAMPLE = """## Release notes
+
+Some **bold**, *emphasis*, ~~gone~~ and `inline code`; see https://example.com/docs. or <https://example.org>.
+A [relative](notes.html) link and [mail](mailto:team@example.com), ![diagram](https://example.com/d.png "The diagram").
+
+- [ ] write tests
+- [x] ship it
+- plain item
+
+3. third
+4. fourth
+
+> quoted **text**
+
+| name | count |
+|:-----|------:|
+| a    | 1     |
+
+```python
+def add(a, b):
+    return a + b  # sum <b>
+```
+
+```html
+<script>window.__xss = 5</script>
+```
+
+```nosuchlanguage
+<b>kept as text</b>
+```
+"""
+
+# Every element the renderer makes for MARKDOWN_SAMPLE: a fixed set, whatever the text says.
+MARKDOWN_ELEMENTS = {
+    *("a", "blockquote", "br", "button", "code", "del", "div", "em", "h2", "li", "ol", "p", "path", "pre"),
+    *("span", "strong", "svg", "table", "tbody", "td", "th", "thead", "tr", "ul"),
+}
+
+
+def test_markdown_is_built_from_markdown_it_tokens_with_highlight_js_code(page, base):
+    open_app(page, base, "character")
+    found = page.evaluate(
+        """(text) => {
+            const host = document.createElement('div');
+            host.className = 'message-body md';
+            host.append(window.PersonaMarkdown.render(text));
+            const q = (s) => host.querySelector(s);
+            const blocks = [...host.querySelectorAll('.md-code')];
+            return {
+                heading: q('h2.md-heading') && q('h2.md-heading').textContent,
+                strong: q('p strong') && q('p strong').textContent,
+                del: q('del') && q('del').textContent,
+                inlineCode: q('code.md-inline-code') && q('code.md-inline-code').textContent,
+                links: [...host.querySelectorAll('a')].map((a) => [a.getAttribute('href'), a.textContent.trim(),
+                                                                   a.target, a.rel, a.className]),
+                text: host.textContent,
+                tasks: [...host.querySelectorAll('li.md-task')].map((li) => li.textContent),
+                olStart: q('ol') && q('ol').start,
+                quote: q('blockquote strong') && q('blockquote strong').textContent,
+                table: Boolean(q('.md-table-wrap > table > thead th')),
+                align: q('tbody td:last-child') && q('tbody td:last-child').style.textAlign,
+                images: host.querySelectorAll('img').length,
+                elements: [...new Set([...host.querySelectorAll('*')].map((e) => e.tagName.toLowerCase()))].sort(),
+                blocks: blocks.map((b) => ({
+                    lang: b.dataset.lang || '',
+                    label: b.querySelector('.md-code-lang').textContent,
+                    copy: b.querySelector('button.md-code-copy').getAttribute('aria-label'),
+                    tokens: [...b.querySelectorAll('pre code [class^="tok-"]')].map((t) => t.className),
+                    code: b.querySelector('pre code').textContent,
+                })),
+            };
+        }""",
+        MARKDOWN_SAMPLE,
+    )
+    assert found["heading"] == "Release notes"
+    assert (found["strong"], found["del"], found["inlineCode"]) == ("bold", "gone", "inline code")
+    links = {href: (label, target, rel, cls) for href, label, target, rel, cls in found["links"]}
+    assert links["https://example.com/docs"][0] == "https://example.com/docs", "a bare address, without its period"
+    assert links["https://example.org"][0] == "https://example.org"
+    assert links["mailto:team@example.com"][0] == "mail"
+    image = links["https://example.com/d.png"]
+    assert image[0] == "diagram" and "md-image-link" in image[3]
+    assert found["images"] == 0, "an image is a link, never loaded"
+    assert all(target == "_blank" and rel == "noopener noreferrer nofollow" for _, target, rel, _ in links.values())
+    assert "notes.html" not in links and "[relative](notes.html)" in found["text"], "a refused link stays as written"
+    assert found["tasks"] == ["☐ write tests", "☑ ship it"]
+    assert found["olStart"] == 3 and found["quote"] == "text" and found["table"] and found["align"] == "right"
+    assert set(found["elements"]) <= MARKDOWN_ELEMENTS, found["elements"]
+    python, html, unknown = found["blocks"]
+    assert (python["lang"], python["label"], python["copy"]) == ("python", "python", "Copy code (python)")
+    assert {"tok-keyword", "tok-comment"} <= set(python["tokens"]), python["tokens"]
+    assert python["code"] == "def add(a, b):\n    return a + b  # sum <b>"
+    assert html["tokens"] and html["code"] == "<script>window.__xss = 5</script>"
+    assert unknown["tokens"] == [] and unknown["code"] == "<b>kept as text</b>"
+    assert page.evaluate("window.__xss") is None
+
+    # A reply still streaming: an unclosed fence is already a code block, a dangling ** stays text.
+    streaming = page.evaluate(
+        """() => {
+            const host = document.createElement('div');
+            host.append(window.PersonaMarkdown.render('Here **it comes:\\n\\n```js\\nconst a = 1;'));
+            return [host.querySelector('p').textContent, host.querySelector('.md-code code').textContent,
+                    host.querySelectorAll('.md-code [class^="tok-"]').length];
+        }"""
+    )
+    assert streaming[0] == "Here **it comes:" and streaming[1] == "const a = 1;" and streaming[2] > 0
+
+    # Shown as a reply would be, for the screenshot; its code block's Copy copies the code.
+    page.evaluate(
+        """(text) => {
+            const article = document.createElement('article');
+            article.className = 'message message-assistant';
+            const main = document.createElement('div');
+            main.className = 'message-main';
+            const body = document.createElement('div');
+            body.className = 'message-body md';
+            body.append(window.PersonaMarkdown.render(text));
+            main.append(body);
+            article.append(main);
+            document.querySelector('[data-testid=message-list]').append(article);
+            document.getElementById('intro').hidden = true;
+        }""",
+        MARKDOWN_SAMPLE,
+    )
+    page.locator("[data-testid=message-list] .md-code").first.scroll_into_view_if_needed()
+    screenshot(page, "markdown.png")
+    copy = page.locator("[data-testid=message-list] .md-code-copy").first
+    copy.click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=message-list] .md-code-copy').textContent === 'Copied'"
+    )
+    assert page.evaluate("navigator.clipboard.readText()") == python["code"]
+
+
+class _HeadModules(HTMLParser):
+    """The module scripts and modulepreload links of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: list[str] = []
+        self.preloads: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script" and a.get("type") == "module":
+            self.entries.append(a["src"] or "")
+        elif tag == "link" and a.get("rel") == "modulepreload":
+            self.preloads.append(a["href"] or "")
+
+
+IMPORT_FROM = re.compile(
+    r"""^\s*(?:import|export)\b[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]|^\s*import\s*['"]([^'"]+)['"]""", re.M
+)
+
+
+def module_graph(base: str, entry: str) -> dict[str, str]:
+    """Every module the entry imports, transitively, fetched through nginx: url -> source."""
+    graph: dict[str, str] = {}
+    todo = [urljoin(base, entry)]
+    while todo:
+        url = todo.pop()
+        if url in graph:
+            continue
+        response = requests.get(url, timeout=10)
+        assert response.status_code == 200, url
+        # A module script must come with a JavaScript MIME type (nosniff is on).
+        assert response.headers["Content-Type"].split(";")[0] in ("text/javascript", "application/javascript"), (
+            url,
+            response.headers["Content-Type"],
+        )
+        graph[url] = response.text
+        for match in IMPORT_FROM.finditer(response.text if "/vendor/" not in url else ""):
+            specifier = match.group(1) or match.group(2)
+            assert specifier.startswith("."), f"{url} imports {specifier!r}: only relative imports, no CDN"
+            todo.append(urljoin(url, specifier))
+    return graph
+
+
+@pytest.mark.parametrize("app", ["character", "office"])
+def test_each_page_loads_native_modules_and_preloads_exactly_its_graph(base, app):
+    html = requests.get(f"{base}/{app}/", timeout=10).text
+    head = _HeadModules()
+    head.feed(html.split("<body", 1)[0])
+    (entry,) = head.entries
+    assert entry == f"/{app}/static/chat/{'office/' if app == 'office' else ''}main.js"
+    graph = module_graph(base, entry)
+    modules = {url.removeprefix(base) for url in graph}
+    assert set(head.preloads) == modules - {entry}, "the modulepreload links are the entry's imports, no more, no less"
+    office = {m for m in modules if "/static/chat/office/" in m}
+    if app == "character":
+        assert office == set(), "the character page never loads office code"
+    else:
+        assert {m.rsplit("/", 1)[1] for m in office} >= {"main.js", "documents.js", "slash.js", "tool-steps.js"}
+    # Our own modules never assign innerHTML; the one place is markdown.js's highlight(), for
+    # highlight.js's escaped output.
+    own = {url: text for url, text in graph.items() if "/vendor/" not in url}
+    assignments = {
+        url.rsplit("/static/chat/", 1)[1]: len(re.findall(r"\.innerHTML\s*=", text)) for url, text in own.items()
+    }
+    assert {name: n for name, n in assignments.items() if n} == {"markdown.js": 1}
+
+
+def test_the_character_page_runs_without_office_modules(page, base):
+    open_app(page, base, "character")
+    loaded = page.evaluate("performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname)")
+    assert "/character/static/chat/markdown.js" in loaded
+    assert not [p for p in loaded if "/static/chat/office/" in p]
+    assert page.evaluate("window.personaChat.state.options") is None
+    open_app(page, base, "office")
+    loaded = page.evaluate("performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname)")
+    assert "/office/static/chat/office/tool-steps.js" in loaded
+    assert page.evaluate("window.personaChat.state.options") == {}
 
 
 def test_korean_input_ime_enter_and_keyboard_shortcuts(page, base):

@@ -1,0 +1,165 @@
+/*
+ * conversations.js: the sidebar's list of stored chats, and opening, starting and
+ * deleting one (the chat on screen is state.dbId, also in the address's #hash).
+ */
+import { personaName, state, uuid4 } from './state.js';
+import { els, icon, node } from './dom.js';
+import { api } from './api.js';
+import { errorClear, errorShow } from './banner.js';
+import { composerUpdate } from './composer.js';
+import { drawerClose, isPhone } from './drawer.js';
+import { pickerSync } from './personas.js';
+import { stopGeneration } from './stream.js';
+import { greetingAppend, introUpdate, threadRender } from './thread.js';
+
+/** "3 min ago", "yesterday", or a date: when a chat (or a note) last changed. */
+export function relativeTime(iso) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return '';
+  const seconds = Math.max(0, (Date.now() - t) / 1000);
+  if (seconds < 45) return 'just now';
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  if (seconds < 172800) return 'yesterday';
+  if (seconds < 7 * 86400) return `${Math.floor(seconds / 86400)} days ago`;
+  const date = new Date(t);
+  const sameYear = date.getFullYear() === new Date().getFullYear();
+  return date.toLocaleDateString(undefined, { month: 'short', day: 'numeric', year: sameYear ? undefined : 'numeric' });
+}
+
+export function hashSet(dbId) {
+  const url = dbId ? `${location.pathname}${location.search}#${dbId}` : `${location.pathname}${location.search}`;
+  history.replaceState(null, '', url);
+}
+
+/** Leaving the chat on screen: a running reply is stopped (the server keeps it). */
+function leaveCurrent() {
+  if (state.stream) stopGeneration();
+  errorClear();
+  state.viewSeq += 1;
+  state.reloadAfterReconnect = null;
+}
+
+export function newChat(personaId) {
+  leaveCurrent();
+  state.persona = state.personas.has(personaId) ? personaId : state.defaultPersona;
+  state.dbId = uuid4();
+  state.stored = false;
+  pickerSync();
+  els.messages.replaceChildren();
+  greetingAppend(state.persona);
+  introUpdate();
+  hashSet(null);
+  document.title = `${pageTitle()}`;
+  conversationsRender();
+  composerUpdate();
+  drawerClose();
+  if (!isPhone() && !els.input.disabled) els.input.focus();
+}
+
+export async function openConversation(dbId) {
+  leaveCurrent();
+  const seq = state.viewSeq;
+  const conv = state.conversations.find((c) => c.db_id === dbId);
+  let data;
+  try {
+    data = await api(`/conversations/${dbId}/messages`);
+  } catch (err) {
+    if (seq !== state.viewSeq) return;
+    errorShow(err.status === 404 ? { code: 'not_found', message: 'That chat no longer exists.' } : err);
+    if (err.status === 404) {
+      state.conversations = state.conversations.filter((c) => c.db_id !== dbId);
+      conversationsRender();
+      if (!state.dbId) newChat(state.defaultPersona);
+    }
+    return;
+  }
+  if (seq !== state.viewSeq) return;
+  state.dbId = dbId;
+  state.stored = true;
+  state.persona = conv ? conv.persona : state.defaultPersona;
+  pickerSync();
+  threadRender(data.messages || []);
+  hashSet(dbId);
+  document.title = conv && conv.title ? `${conv.title} · ${pageTitle()}` : pageTitle();
+  conversationsRender();
+  composerUpdate();
+  drawerClose();
+}
+
+async function deleteConversation(conv) {
+  const title = conv.title || 'this chat';
+  if (!window.confirm(`Delete “${title}”? This cannot be undone.`)) return;
+  const wasCurrent = conv.db_id === state.dbId;
+  if (wasCurrent && state.stream) stopGeneration();
+  try {
+    await api(`/conversations/${conv.db_id}`, { method: 'DELETE' });
+  } catch (err) {
+    if (err.status !== 404) {
+      errorShow(err);
+      return;
+    }
+  }
+  state.conversations = state.conversations.filter((c) => c.db_id !== conv.db_id);
+  if (wasCurrent) newChat(state.persona);
+  else conversationsRender();
+}
+
+export async function conversationsLoad() {
+  const data = await api('/conversations');
+  state.conversations = (data && data.conversations) || [];
+  conversationsRender();
+}
+
+export async function conversationsRefresh() {
+  try {
+    await conversationsLoad();
+  } catch (_) {
+    // The list is a convenience; the next refresh will catch up.
+  }
+}
+
+export function conversationsRender() {
+  const items = state.conversations.map((conv) => {
+    const li = node('li', 'conversation-item');
+    li.dataset.testid = 'conversation-item';
+    li.dataset.dbId = conv.db_id;
+    if (conv.db_id === state.dbId && state.stored) li.setAttribute('aria-current', 'page');
+    const open = node('button', 'conversation-open');
+    open.type = 'button';
+    const title = conv.title || 'Untitled chat';
+    open.setAttribute('aria-label', `Open chat: ${title}`);
+    open.append(node('span', 'conversation-title', title));
+    const meta = node('span', 'conversation-meta');
+    const time = node('time', null, relativeTime(conv.updated_at));
+    time.dateTime = conv.updated_at || '';
+    time.title = conv.updated_at ? new Date(conv.updated_at).toLocaleString() : '';
+    meta.append(time, document.createTextNode(` · ${personaName(conv.persona)}`));
+    open.append(meta);
+    open.addEventListener('click', () => {
+      if (conv.db_id === state.dbId && state.stored) {
+        drawerClose();
+        return;
+      }
+      openConversation(conv.db_id);
+    });
+    const del = node('button', 'icon-button conversation-delete');
+    del.type = 'button';
+    del.dataset.testid = 'delete-conversation';
+    del.setAttribute('aria-label', `Delete chat: ${title}`);
+    del.title = 'Delete chat';
+    del.append(icon('trash'));
+    del.addEventListener('click', (event) => {
+      event.stopPropagation();
+      deleteConversation(conv);
+    });
+    li.append(open, del);
+    return li;
+  });
+  els.convList.replaceChildren(...items);
+  els.convEmpty.hidden = items.length > 0;
+}
+
+function pageTitle() {
+  return document.querySelector('.brand-text').textContent.trim() + ' · Persona chat';
+}

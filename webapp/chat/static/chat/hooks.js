@@ -1,0 +1,44 @@
+/*
+ * hooks.js: where an app adds features to the shared chat. The character page runs
+ * with these defaults (main.js) and so loads no office code; office/main.js passes its
+ * own to chatStart, which puts them here before anything runs.
+ */
+export const hooks = {
+  /** Binds the app's own events (after the shared ones). */
+  bind() {},
+  /** Runs once personas and chats are loaded, before the first chat opens. */
+  start() {},
+  /**
+   * The composer's text, on every composer update: true when it is a command run here
+   * (no length limit, no socket needed). May update the hint line under the composer.
+   */
+  composerTyped(value) {
+    return false;
+  },
+  /** Enter or Send: the text to send to the model, or null when it was handled here. */
+  submitText(text) {
+    return text;
+  },
+  /** Fields added to a message frame (the options of the next message), or null. */
+  messageOptions() {
+    return null;
+  },
+  /** A frame of a type the shared code does not handle. */
+  frame(frame) {},
+  /** A reply's text before it is rendered: nodes shown above its Markdown, and the rest. */
+  replyLead(text) {
+    return { lead: [], rest: text };
+  },
+  /** A reply is finishing (done, error, stop, or shown from the store). */
+  replyFinish(article) {},
+  /** A node shown between a finished reply's text and its footer, or null. */
+  replyBelow(meta) {
+    return null;
+  },
+  /** Stop was pressed while this reply streams. */
+  replyStopping(article) {},
+  /** Escape was pressed: true when it closed something of the app's own. */
+  escape() {
+    return false;
+  },
+};

@@ -1,0 +1,330 @@
+/*
+ * stream.js: one turn, from Send (or Regenerate) to its reply's end: the optimistic
+ * bubbles, the turn's frames (start, done, error; socket.js hands them over and adds the
+ * tokens to state.stream.text), rendering the reply as it grows, Stop, retries after
+ * server_busy, and what a dropped connection leaves. state.stream is the running
+ * generation (see streamBegin).
+ */
+import { INPUT_MAX, messageData, state } from './state.js';
+import { els } from './dom.js';
+import { api } from './api.js';
+import { bannerRender, errorClear, errorShow } from './banner.js';
+import { composerUpdate, inputAutogrow, restoreInput } from './composer.js';
+import { conversationsRefresh, conversationsRender, hashSet } from './conversations.js';
+import { hooks } from './hooks.js';
+import { modelSet } from './model.js';
+import { wsOpen, wsSend } from './socket.js';
+import {
+  bodyRender,
+  bubbleFinish,
+  introUpdate,
+  messageAppend,
+  messageCreate,
+  nearBottom,
+  regenerateButtonsUpdate,
+  scrollToBottom,
+} from './thread.js';
+
+const BUSY_MAX_RETRIES = 3;
+const STOP_GRACE_MS = 10000;
+// Errors the server gives before it stores anything: the message can simply be retried.
+const REJECTED_BEFORE_START = new Set([
+  'malformed_json', 'unknown_type', 'invalid', 'blank', 'max_length', 'min_length', 'required', 'null',
+  'not_found', 'model_loading', 'generation_in_progress', 'server_busy', 'frame_too_large',
+]);
+
+export function sendMessage(text) {
+  if (state.stream) return;
+  if (!text.trim()) return;
+  if (text.length > INPUT_MAX) {
+    errorShow({ code: 'max_length', field: 'input_data', message: `must be at most ${INPUT_MAX} characters (now ${text.length}).` });
+    return;
+  }
+  if (state.model.state !== 'ready') {
+    errorShow({ code: 'model_loading', message: 'The model is still loading; try again in a moment.' });
+    return;
+  }
+  if (!wsOpen()) {
+    errorShow({ code: 'not_connected', message: 'Not connected to the chat server yet; reconnecting…' });
+    return;
+  }
+  const frame = {
+    type: 'message',
+    db_id: state.dbId,
+    user_id: state.userId,
+    input_data: text,
+    persona: state.persona,
+  };
+  Object.assign(frame, hooks.messageOptions()); // office: web search, tool calls
+  const userEl = messageCreate('user', { text });
+  const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
+  messageAppend(userEl);
+  messageAppend(bubble);
+  regenerateButtonsUpdate();
+  els.input.value = '';
+  inputAutogrow();
+  scrollToBottom();
+  streamBegin('message', frame, { userEl, bubble });
+}
+
+export function regenerate(oldArticle) {
+  if (state.stream || !wsOpen() || state.model.state !== 'ready') return;
+  const frame = { type: 'regenerate', db_id: state.dbId, user_id: state.userId, persona: state.persona };
+  const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
+  bubble.classList.add('is-new');
+  oldArticle.replaceWith(bubble);
+  regenerateButtonsUpdate();
+  if (nearBottom()) scrollToBottom();
+  streamBegin('regenerate', frame, { bubble, replaced: oldArticle });
+}
+
+function streamBegin(kind, frame, { userEl, bubble, replaced }) {
+  state.stream = {
+    kind,
+    frame,
+    dbId: frame.db_id,
+    persona: frame.persona,
+    userEl: userEl || null,
+    bubble,
+    replaced: replaced || null,
+    text: '',
+    messageId: null,
+    started: false,
+    stopRequested: false,
+    stopTimer: null,
+    retries: 0,
+    renderQueued: false,
+  };
+  errorClear();
+  const sent = wsSend(frame);
+  composerUpdate();
+  if (!sent) connectionLost();
+}
+
+function streamEnd(s) {
+  if (state.stream === s) state.stream = null;
+  clearTimeout(s.stopTimer);
+  if (state.busy && state.busy.stream === s) busyCancel();
+  state.queuePosition = null;
+  bannerRender();
+}
+
+/** Renders the streaming reply again at the next frame (once per frame, however many tokens came). */
+export function streamScheduleRender(s) {
+  if (s.renderQueued) return;
+  s.renderQueued = true;
+  requestAnimationFrame(() => {
+    s.renderQueued = false;
+    if (state.stream !== s) return;
+    const stick = nearBottom();
+    bodyRender(s.bubble, s.text, true);
+    if (stick) scrollToBottom();
+  });
+}
+
+export function stopGeneration() {
+  const s = state.stream;
+  if (!s || s.stopRequested) return;
+  s.stopRequested = true;
+  if (state.busy && state.busy.stream === s) {
+    // Not sent again yet (waiting to retry after server_busy): just take it back.
+    streamTakeBack(s);
+    return;
+  }
+  wsSend({ type: 'stop' });
+  hooks.replyStopping(s.bubble); // office: a call waiting for approval is denied by the stop
+  // Should "done" never come (an old server, a lost frame), do not stay stuck.
+  s.stopTimer = setTimeout(() => {
+    if (state.stream !== s) return;
+    streamEnd(s);
+    const data = messageData.get(s.bubble);
+    data.text = s.text;
+    data.meta = Object.assign({}, data.meta, { finish_reason: 'stopped' });
+    bubbleFinish(s.bubble, {});
+    regenerateButtonsUpdate();
+    composerUpdate();
+  }, STOP_GRACE_MS);
+}
+
+export function onStart(frame) {
+  const s = state.stream;
+  if (!s) return;
+  s.started = true;
+  s.messageId = frame.message_id || null;
+  state.queuePosition = null;
+  busyCancel();
+  bannerRender();
+  if (s.messageId) s.bubble.dataset.messageId = s.messageId;
+  messageData.get(s.bubble).id = s.messageId;
+  if (s.userEl && frame.user_message_id) {
+    s.userEl.dataset.messageId = frame.user_message_id;
+    messageData.get(s.userEl).id = frame.user_message_id;
+  }
+  if (s.dbId === state.dbId && !state.stored) {
+    state.stored = true;
+    hashSet(state.dbId);
+    const now = new Date().toISOString();
+    const title = (s.frame.input_data || 'New chat').trim().replace(/\s+/g, ' ').slice(0, 80);
+    if (!state.conversations.some((c) => c.db_id === s.dbId)) {
+      state.conversations.unshift({
+        db_id: s.dbId,
+        persona: s.persona,
+        title,
+        message_count: 1,
+        created_at: now,
+        updated_at: now,
+      });
+    }
+    conversationsRender();
+  }
+}
+
+export function onDone(frame) {
+  const s = state.stream;
+  if (!s) return;
+  streamEnd(s);
+  const data = messageData.get(s.bubble);
+  data.text = s.text;
+  if (frame.message_id) {
+    data.id = frame.message_id;
+    s.bubble.dataset.messageId = frame.message_id;
+  }
+  const usage = frame.usage || {};
+  data.meta = {
+    finish_reason: frame.finish_reason,
+    tokens: usage.completion_tokens,
+    timings: frame.timings || null,
+    sources: Array.isArray(frame.sources) ? frame.sources : [],
+    tool_calls: Array.isArray(frame.tool_calls) ? frame.tool_calls : [],
+  };
+  const stick = nearBottom();
+  bubbleFinish(s.bubble, {});
+  regenerateButtonsUpdate();
+  if (stick && s.bubble.isConnected) scrollToBottom();
+  composerUpdate();
+  conversationsRefresh();
+  storedTextSync(s.dbId, s.bubble);
+}
+
+/**
+ * After "done", take the reply's text from the store: Copy then copies exactly what
+ * was saved, even if the streamed pieces differed from it (whitespace, a lost frame).
+ */
+async function storedTextSync(dbId, article) {
+  const data = messageData.get(article);
+  if (!data.id) return;
+  let body;
+  try {
+    body = await api(`/conversations/${dbId}/messages`);
+  } catch (_) {
+    return;
+  }
+  const stored = (body.messages || []).find((m) => m.id === data.id);
+  if (!stored || stored.content === data.text || !article.isConnected || article.dataset.streaming === 'true') return;
+  data.text = stored.content;
+  bodyRender(article, data.text, false);
+}
+
+export function onError(frame) {
+  const s = state.stream;
+  if (frame.code === 'no_pending_approval') {
+    // An Approve / Deny that came too late (the call was already settled): the turn goes on.
+    errorShow(frame);
+    return;
+  }
+  if (frame.code === 'model_loading') modelSet('loading', null, null);
+  if (s && !s.started && frame.code === 'server_busy') {
+    if (s.retries < BUSY_MAX_RETRIES) {
+      s.retries += 1;
+      busyWait(s, Number(frame.retry_after) > 0 ? Number(frame.retry_after) : 2);
+      return;
+    }
+  }
+  if (s && !s.started && REJECTED_BEFORE_START.has(frame.code)) {
+    streamTakeBack(s);
+  } else if (s) {
+    // Failed after it started (or in a way that may have stored the question).
+    streamEnd(s);
+    const data = messageData.get(s.bubble);
+    data.text = s.text;
+    bubbleFinish(s.bubble, { error: frame.message || 'The reply failed.' });
+    if (s.kind === 'message' && s.dbId === state.dbId) state.stored = true;
+    regenerateButtonsUpdate();
+    composerUpdate();
+    if (s.dbId === state.dbId) conversationsRefresh();
+  }
+  errorShow(frame);
+}
+
+/** The server refused a turn before storing anything: undo the optimistic bubbles. */
+function streamTakeBack(s) {
+  streamEnd(s);
+  if (s.kind === 'message') {
+    s.bubble.remove();
+    if (s.userEl) s.userEl.remove();
+    if (s.dbId === state.dbId) restoreInput(s.frame.input_data);
+  } else if (s.replaced && s.bubble.isConnected) {
+    s.bubble.replaceWith(s.replaced);
+  }
+  introUpdate();
+  regenerateButtonsUpdate();
+  composerUpdate();
+}
+
+/** server_busy before the turn started: wait retry_after seconds, then send the same frame again. */
+function busyWait(s, seconds) {
+  busyCancel();
+  const busy = { seconds: Math.max(1, Math.ceil(seconds)), timer: null, stream: s };
+  state.busy = busy;
+  const tick = () => {
+    if (state.busy !== busy) return;
+    busy.seconds -= 1;
+    if (busy.seconds > 0) {
+      bannerRender();
+      busy.timer = setTimeout(tick, 1000);
+      return;
+    }
+    state.busy = null;
+    bannerRender();
+    if (state.stream !== s) return;
+    if (!wsSend(s.frame)) connectionLost();
+    composerUpdate();
+  };
+  bannerRender();
+  composerUpdate();
+  busy.timer = setTimeout(tick, 1000);
+}
+
+function busyCancel() {
+  if (!state.busy) return;
+  clearTimeout(state.busy.timer);
+  state.busy = null;
+  bannerRender();
+}
+
+/** The socket dropped: a running stream is cut; reload its conversation once back. */
+export function connectionLost() {
+  busyCancel();
+  state.queuePosition = null;
+  const s = state.stream;
+  if (!s) return;
+  const text = s.text;
+  const visible = s.bubble.isConnected;
+  if (!s.started) {
+    // No "start" yet: as far as we know nothing was stored. Undo; the reload after
+    // reconnecting shows the truth should the server have stored the question.
+    streamTakeBack(s);
+  } else {
+    streamEnd(s);
+    if (visible) {
+      messageData.get(s.bubble).text = text;
+      bubbleFinish(s.bubble, { interrupted: true });
+    }
+  }
+  if (visible && (s.started || state.stored)) {
+    state.reloadAfterReconnect = { dbId: s.dbId, messageId: s.messageId, text };
+  }
+  regenerateButtonsUpdate();
+  bannerRender();
+  composerUpdate();
+}

@@ -1,0 +1,282 @@
+/*
+ * thread.js: the messages on screen: a message's element, a reply's body (Markdown, with
+ * the cursor while it streams), its footer (stats, badges, Copy, Regenerate), the
+ * greeting and intro, a stored conversation shown again, and scrolling.
+ */
+import { IS_CHARACTER, messageData, personaName, state } from './state.js';
+import { els, icon, node } from './dom.js';
+import { hooks } from './hooks.js';
+import { copyText, render } from './markdown.js';
+import { regenerate } from './stream.js';
+
+function initialOf(name) {
+  const first = Array.from((name || '?').trim())[0] || '?';
+  return first.toUpperCase();
+}
+
+/**
+ * Builds one message element. role: "user" | "assistant". Options: id, text,
+ * streaming, meta, persona, greeting.
+ */
+export function messageCreate(role, options) {
+  const o = options || {};
+  const article = node('article', `message message-${role}`);
+  article.dataset.testid = 'message';
+  article.dataset.role = role;
+  article.dataset.streaming = o.streaming ? 'true' : 'false';
+  article.setAttribute('aria-busy', o.streaming ? 'true' : 'false');
+  if (o.id) article.dataset.messageId = o.id;
+  if (o.greeting) {
+    article.dataset.greeting = 'true';
+    article.classList.add('message-greeting');
+  }
+  const persona = state.personas.get(o.persona || state.persona);
+  const main = node('div', 'message-main');
+  const body = node('div', role === 'assistant' ? 'message-body md' : 'message-body');
+  body.dataset.testid = 'message-body';
+  if (role === 'assistant') {
+    const name = personaName(o.persona || state.persona);
+    const avatar = node('div', 'message-avatar', initialOf(name));
+    avatar.setAttribute('aria-hidden', 'true');
+    article.append(avatar);
+    main.append(node('div', 'message-name', name));
+    if (persona && persona.language) body.lang = persona.language;
+  }
+  const footer = node('div', 'message-footer');
+  main.append(body, footer);
+  article.append(main);
+  messageData.set(article, {
+    role,
+    id: o.id || null,
+    text: o.text || '',
+    meta: o.meta || null,
+    greeting: Boolean(o.greeting),
+    body,
+    footer,
+    flags: {},
+  });
+  if (role === 'user') {
+    body.textContent = o.text || '';
+  } else {
+    bodyRender(article, o.text || '', Boolean(o.streaming));
+  }
+  return article;
+}
+
+export function bodyRender(article, text, streaming) {
+  const data = messageData.get(article);
+  // office: a reply that opens with "Web search was not used: …" shows that as a notice.
+  const { lead, rest } = data.role === 'assistant' ? hooks.replyLead(text) : { lead: [], rest: text };
+  data.body.replaceChildren(...lead, render(rest));
+  if (streaming) cursorPlace(data.body);
+}
+
+/** Puts the cursor at the end of the deepest last block, so it sits after the text. */
+function cursorPlace(body) {
+  const cursor = node('span', 'cursor');
+  cursor.setAttribute('aria-hidden', 'true');
+  let target = body;
+  for (;;) {
+    const last = target.lastChild;
+    if (!last || last.nodeType !== Node.ELEMENT_NODE) break;
+    const tag = last.tagName;
+    if (['P', 'UL', 'OL', 'LI', 'BLOCKQUOTE', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'PRE'].includes(tag)) {
+      target = last;
+    } else if (tag === 'DIV' && last.classList.contains('md-code')) {
+      target = last.querySelector('code') || last;
+      break;
+    } else {
+      break;
+    }
+  }
+  target.append(cursor);
+}
+
+function formatStats(meta) {
+  const parts = [];
+  const t = meta.timings || {};
+  if (typeof t.ttft_ms === 'number') parts.push(`TTFT ${Math.round(t.ttft_ms)} ms`);
+  if (typeof t.tokens_per_s === 'number') parts.push(`${t.tokens_per_s.toFixed(1)} tok/s`);
+  if (typeof meta.tokens === 'number') parts.push(`${meta.tokens} token${meta.tokens === 1 ? '' : 's'}`);
+  return parts.join(' · ');
+}
+
+function actionButton(label, iconName, testid, onClick) {
+  const button = node('button', 'action-button');
+  button.type = 'button';
+  button.dataset.testid = testid;
+  button.setAttribute('aria-label', label);
+  button.title = label;
+  button.append(icon(iconName), node('span', null, label.split(' ')[0]));
+  button.addEventListener('click', onClick);
+  return button;
+}
+
+/**
+ * A reply is over (done, error, stop or a cut connection): drop the cursor and write
+ * the footer (stats, badges, copy). flags: { interrupted, error }.
+ */
+export function bubbleFinish(article, flags) {
+  const data = messageData.get(article);
+  Object.assign(data.flags, flags);
+  if (data.role === 'assistant' && !data.greeting) hooks.replyFinish(article); // office: its tool steps
+  article.dataset.streaming = 'false';
+  article.setAttribute('aria-busy', 'false');
+  bodyRender(article, data.text, false);
+  const meta = data.meta || {};
+  if (!data.text && !data.greeting && !data.flags.error) {
+    let note = 'The reply was empty.';
+    if (data.flags.interrupted) note = 'The connection dropped before any text arrived.';
+    else if (meta.finish_reason === 'stopped') note = 'Stopped before any text arrived.';
+    data.body.append(node('p', 'message-placeholder', note));
+  }
+  const footer = data.footer;
+  footer.replaceChildren();
+  if (!data.greeting) {
+    // The stats line always exists on a finished reply; its badges live inside it,
+    // so "stopped" reads as part of the line: "TTFT 80 ms · 40.2 tok/s · 12 tokens stopped".
+    const stats = node('span', 'reply-stats', formatStats(meta));
+    stats.dataset.testid = 'reply-stats';
+    const badges = [];
+    if (meta.finish_reason === 'stopped') {
+      badges.push(badge('stopped', 'Stopped before the end'));
+    } else if (meta.finish_reason === 'length') {
+      badges.push(badge('length', 'Cut at the maximum reply length'));
+    } else if (meta.finish_reason === 'deadline') {
+      badges.push(badge('deadline', 'Ended at the time limit for one reply'));
+    } else if (meta.finish_reason === 'interrupted') {
+      badges.push(badge('interrupted', 'The server stopped while this reply was being written; this is what it had'));
+    }
+    if (data.flags.interrupted && meta.finish_reason !== 'interrupted') {
+      badges.push(badge('interrupted', 'The connection dropped while this reply was streaming'));
+    }
+    if (data.flags.error) badges.push(badge('error', 'The reply failed'));
+    for (const b of badges) {
+      if (stats.firstChild) stats.append(document.createTextNode(' '));
+      stats.append(b);
+    }
+    footer.append(stats);
+    if (data.errorEl) data.errorEl.remove();
+    if (data.flags.error) {
+      const error = node('div', 'message-error', data.flags.error);
+      footer.before(error);
+      data.errorEl = error;
+    }
+    if (data.belowEl) data.belowEl.remove();
+    data.belowEl = hooks.replyBelow(meta); // office: the Sources row
+    if (data.belowEl) footer.before(data.belowEl);
+  }
+  if (data.text) {
+    const copy = actionButton('Copy reply', 'copy', 'copy-reply', async () => {
+      const ok = await copyText(messageData.get(article).text);
+      copy.classList.toggle('is-done', ok);
+      copy.lastChild.textContent = ok ? 'Copied' : 'Copy failed';
+      setTimeout(() => {
+        copy.classList.remove('is-done');
+        copy.lastChild.textContent = 'Copy';
+      }, 1500);
+    });
+    footer.append(copy);
+  }
+}
+
+function badge(kind, title) {
+  const b = node('span', `badge badge-${kind}`, kind);
+  b.title = title;
+  b.dataset.badge = kind;
+  return b;
+}
+
+/** Only the last assistant reply of a stored chat can be regenerated. */
+export function regenerateButtonsUpdate() {
+  els.messages.querySelectorAll('[data-testid="regenerate"]').forEach((b) => b.remove());
+  if (state.stream || !state.stored) return;
+  const all = els.messages.querySelectorAll('[data-testid="message"]');
+  const last = all[all.length - 1];
+  if (!last || last.dataset.role !== 'assistant' || last.dataset.greeting) return;
+  if (last.dataset.streaming === 'true') return; // a reply about to stream: nothing to regenerate yet
+  const hasUser = els.messages.querySelector('[data-role="user"]');
+  if (!hasUser) return;
+  const data = messageData.get(last);
+  const button = actionButton('Regenerate reply', 'regenerate', 'regenerate', () => regenerate(last));
+  data.footer.append(button);
+}
+
+export function messageAppend(article) {
+  article.classList.add('is-new'); // only live messages animate in, not a reopened history
+  els.messages.append(article);
+  introUpdate();
+}
+
+export function greetingAppend(personaId) {
+  const persona = state.personas.get(personaId);
+  if (!IS_CHARACTER || !persona || !persona.greeting) return;
+  const article = messageCreate('assistant', { text: persona.greeting, greeting: true, persona: personaId });
+  bubbleFinish(article, {});
+  els.messages.append(article);
+}
+
+export function introUpdate() {
+  // A turn, or a card an office slash command left.
+  const hasTurns = Boolean(els.messages.querySelector('[data-testid="message"]:not([data-greeting]), .tool-card'));
+  const persona = state.personas.get(state.persona);
+  if (hasTurns || !persona) {
+    els.intro.hidden = true;
+    return;
+  }
+  els.introAvatar.textContent = initialOf(persona.name);
+  els.introName.textContent = persona.name;
+  els.introDescription.textContent = persona.description || '';
+  els.intro.lang = persona.language || 'en';
+  if (IS_CHARACTER) {
+    els.introHint.textContent = '';
+    els.introHint.hidden = true;
+  } else {
+    els.introHint.textContent = persona.greeting || 'How can I help?';
+    els.introHint.hidden = false;
+  }
+  els.intro.hidden = false;
+}
+
+/** Shows a conversation's stored messages (replaced replies hidden). */
+export function threadRender(messages, options) {
+  const o = options || {};
+  els.messages.replaceChildren();
+  const replaced = new Set();
+  for (const m of messages) {
+    if (m.meta && m.meta.regenerates) replaced.add(m.meta.regenerates);
+  }
+  greetingAppend(state.persona);
+  let interruptedShown = false;
+  for (const m of messages) {
+    if (m.role === 'assistant' && replaced.has(m.id)) continue;
+    if (m.role !== 'user' && m.role !== 'assistant') continue;
+    const article = messageCreate(m.role, { id: m.id, text: m.content, meta: m.meta || {} });
+    if (m.role === 'assistant') {
+      const wasCut = o.interrupted && o.interrupted.messageId && o.interrupted.messageId === m.id;
+      if (wasCut) interruptedShown = true;
+      bubbleFinish(article, wasCut ? { interrupted: true } : {});
+    }
+    els.messages.append(article);
+  }
+  if (o.interrupted && !interruptedShown && o.interrupted.text) {
+    // The server kept no part of the cut reply: show what had arrived.
+    const article = messageCreate('assistant', { text: o.interrupted.text });
+    bubbleFinish(article, { interrupted: true });
+    els.messages.append(article);
+  }
+  introUpdate();
+  regenerateButtonsUpdate();
+  scrollToBottom();
+}
+
+/** The thread is scrolled (nearly) to its end: new text keeps it there. */
+export function nearBottom() {
+  const s = els.scroller;
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+}
+
+export function scrollToBottom() {
+  els.scroller.scrollTop = els.scroller.scrollHeight;
+  els.jumpBottom.hidden = true;
+}
