@@ -7,8 +7,11 @@ Screenshots go to var/screenshots/ (git-ignored) for a human to look at.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from urllib.parse import urljoin
@@ -565,3 +568,87 @@ def test_connection_lost_shows_reconnecting_and_recovers(page, base, ui_stack):
     assert not banner.is_visible() or "reconnect" not in (banner.text_content() or "").lower()
     send(page, "Hello again!")
     wait_done(page)
+
+
+class DroppingProxy:
+    """A TCP proxy in front of nginx whose connections can all be dropped at once, the way a
+    network drops them: no WebSocket close frame (the page and the app see 1006)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def drop_all(self) -> None:
+        with self.lock:
+            dropped, self.open = self.open, []
+        for sock in dropped:
+            # shutdown wakes the pump threads blocked in recv (a bare close would not); neither
+            # side gets a WebSocket close frame.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.drop_all()
+
+
+def test_a_dropped_connection_resumes_the_reply_on_screen(browser, ui_stack):
+    proxy = DroppingProxy(ui_stack.config.gateway_port)
+    via = f"http://localhost:{proxy.port}"
+    page = _page(browser, via, viewport={"width": 1280, "height": 800})
+    try:
+        open_app(page, via, "character")
+        page.select_option("[data-testid=persona-picker]", "captain-rhea")
+        send(page, STORY)
+        page.wait_for_function(
+            """() => {
+                const all = document.querySelectorAll('[data-testid=message][data-role=assistant]');
+                const m = all[all.length - 1];
+                return m && m.dataset.streaming === 'true'
+                    && m.querySelector('[data-testid=message-body]').textContent.trim().length > 20;
+            }"""
+        )
+        proxy.drop_all()
+        page.wait_for_function(
+            "() => /reconnect/i.test(document.querySelector('[data-testid=status-banner]').textContent)"
+        )
+        screenshot(page, "chat-resuming.png")
+        wait_done(page)  # reconnected and resumed: the same reply ran to its end
+        reply = page.locator(LAST_ASSISTANT)
+        db_id = page.evaluate("window.personaChat.state.dbId")
+        messages = stored(via, "character", db_id, user_id_of(page))
+        assert [m["role"] for m in messages] == ["user", "assistant"], "one reply, written once"
+        assert messages[1]["meta"]["finish_reason"] == "length", "never stopped: it ran to max_tokens"
+        assert reply.get_attribute("data-message-id") == messages[1]["id"]
+        shown = reply.locator("[data-testid=message-body]").text_content()
+        assert words(shown) == words(rendered(page, messages[1]["content"])), "nothing lost, nothing twice"
+        assert reply.locator("[data-badge=interrupted]").count() == 0
+        assert page.uncaught == []
+    finally:
+        page.context.close()
+        proxy.close()

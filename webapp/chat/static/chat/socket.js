@@ -12,7 +12,7 @@ import { composerUpdate } from './composer.js';
 import { conversationsRefresh } from './conversations.js';
 import { hooks } from './hooks.js';
 import { modelSet } from './model.js';
-import { connectionLost, onDone, onError, onStart, streamScheduleRender } from './stream.js';
+import { connectionLost, onDone, onError, onStart, resumeAfterReconnect, streamScheduleRender } from './stream.js';
 import { threadRender } from './thread.js';
 
 const RECONNECT_MIN_MS = 500;
@@ -105,6 +105,12 @@ export function wsSend(frame) {
 }
 
 async function afterReconnect() {
+  if (resumeAfterReconnect()) return; // the reply goes on where it was
+  await pendingReload();
+}
+
+/** Reload the conversation a dropped stream belonged to, showing what the store has. */
+export async function pendingReload() {
   const pending = state.reloadAfterReconnect;
   state.reloadAfterReconnect = null;
   if (!pending || pending.dbId !== state.dbId) return;
@@ -137,6 +143,9 @@ function frameHandle(frame) {
       break;
     case 'start':
       onStart(frame);
+      break;
+    case 'resumed':
+      if (state.stream) state.stream.resuming = false;
       break;
     case 'token':
       if (state.queuePosition !== null) {

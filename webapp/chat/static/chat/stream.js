@@ -13,7 +13,7 @@ import { composerUpdate, inputAutogrow, restoreInput } from './composer.js';
 import { conversationsRefresh, conversationsRender, hashSet } from './conversations.js';
 import { hooks } from './hooks.js';
 import { modelSet } from './model.js';
-import { wsOpen, wsSend } from './socket.js';
+import { pendingReload, wsOpen, wsSend } from './socket.js';
 import {
   bodyRender,
   bubbleFinish,
@@ -227,6 +227,10 @@ async function storedTextSync(dbId, article) {
 
 export function onError(frame) {
   const s = state.stream;
+  if (s && s.resuming && frame.field === 'message_id') {
+    resumeFailed(s);
+    return;
+  }
   if (frame.code === 'no_pending_approval') {
     // An Approve / Deny that came too late (the call was already settled): the turn goes on.
     errorShow(frame);
@@ -302,7 +306,11 @@ function busyCancel() {
   bannerRender();
 }
 
-/** The socket dropped: a running stream is cut; reload its conversation once back. */
+/**
+ * The socket dropped. A reply that had started keeps running on the server for a while:
+ * it stays on screen, and once the socket is back it is resumed from what was received
+ * (resumeAfterReconnect). Anything else is cut; its conversation is reloaded once back.
+ */
 export function connectionLost() {
   busyCancel();
   state.queuePosition = null;
@@ -310,6 +318,12 @@ export function connectionLost() {
   if (!s) return;
   const text = s.text;
   const visible = s.bubble.isConnected;
+  if (s.started && s.messageId && visible && !s.stopRequested) {
+    s.suspended = true;
+    bannerRender();
+    composerUpdate();
+    return;
+  }
   if (!s.started) {
     // No "start" yet: as far as we know nothing was stored. Undo; the reload after
     // reconnecting shows the truth should the server have stored the question.
@@ -327,4 +341,34 @@ export function connectionLost() {
   regenerateButtonsUpdate();
   bannerRender();
   composerUpdate();
+}
+
+/**
+ * Back after a drop: ask for the rest of the suspended reply. Returns false when there is
+ * nothing to resume (or the socket is not open), so the caller reloads instead.
+ */
+export function resumeAfterReconnect() {
+  const s = state.stream;
+  if (!s || !s.suspended) return false;
+  s.suspended = false;
+  const frame = { type: 'resume', message_id: s.messageId, user_id: s.frame.user_id, offset: s.text.length };
+  if (!wsSend(frame)) {
+    connectionLost();
+    return false;
+  }
+  s.resuming = true;
+  return true;
+}
+
+/** The server could not resume the reply (it ended long ago, or the app restarted): show what came, reload. */
+function resumeFailed(s) {
+  s.resuming = false;
+  streamEnd(s);
+  const data = messageData.get(s.bubble);
+  data.text = s.text;
+  bubbleFinish(s.bubble, { interrupted: true });
+  state.reloadAfterReconnect = { dbId: s.dbId, messageId: s.messageId, text: s.text };
+  regenerateButtonsUpdate();
+  composerUpdate();
+  pendingReload();
 }
