@@ -36,7 +36,7 @@ MAX_USERS = 200  # the locustfile enforces the same cap for its web UI
 MAX_DURATION_S = 1800
 
 
-def _answers(host: str) -> bool:
+def stack_answers(host: str) -> bool:
     try:
         return requests.get(f"{host}/office/health", timeout=3).status_code == 200
     except requests.RequestException:
@@ -44,29 +44,75 @@ def _answers(host: str) -> bool:
 
 
 @contextmanager
-def stack_ensured(host: str) -> Iterator[None]:
-    """Use the stack at `host`; start one on the default ports if nothing answers there."""
-    if _answers(host):
-        yield
+def stack_ensured(host: str, config: StackConfig | None = None) -> Iterator[bool]:
+    """Use the stack at `host`; start one (`config`, default ports) if nothing answers there.
+
+    Yields whether it started the stack (which it stops afterwards).
+    """
+    if stack_answers(host):
+        yield False
         return
-    config = StackConfig()
+    config = config or StackConfig()
     if urlparse(host).port != config.gateway_port:
         raise SystemExit(f"error: nothing answers at {host}, and a stack can only be started on the default port")
     print(f"nothing answers at {host}: starting the stack ...", flush=True)
     stack = Stack(config)
     stack.start()
     try:
-        yield
+        yield True
     finally:
         stack.stop()
 
 
-def _settings(args: argparse.Namespace, run_id: str, started: datetime, ended: datetime) -> dict[str, object]:
+def locust_run(
+    *,
+    host: str,
+    users: int,
+    spawn_rate: float,
+    duration_s: int,
+    run_dir: Path,
+    weights: str = "",
+    think: str = "1,3",
+    stop_timeout_s: int = 30,
+) -> None:
+    """Run perf/locustfile.py headless against `host`; its rows go to `run_dir`/requests.csv.
+
+    At the end of `duration_s`, users finish the turn they are in for up to `stop_timeout_s`.
+    """
+    env = {
+        **os.environ,
+        "LOAD_RUN_DIR": str(run_dir),
+        "LOAD_WEIGHTS": weights,
+        "LOAD_THINK": think,
+        "LOAD_MAX_SECONDS": str(duration_s + stop_timeout_s + 30),
+    }
+    command = [
+        sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "perf" / "locustfile.py"), "--headless",
+        "-u", str(users), "-r", str(spawn_rate), "-t", f"{duration_s}s", "--stop-timeout", str(stop_timeout_s),
+        "--host", host, "--only-summary",
+    ]  # fmt: skip
+    # Locust exits 1 when any request failed (429s are expected under load): the CSV says what happened.
+    subprocess.run(command, env=env, cwd=REPO_ROOT, check=False)
+
+
+def run_settings(
+    *,
+    run_id: str,
+    started: datetime,
+    ended: datetime,
+    host: str,
+    users: int,
+    spawn_rate: float,
+    duration_s: int,
+    weights: str,
+    think: str,
+) -> dict[str, object]:
+    """The run's settings.json: what was asked for, and what the stack at `host` serves."""
     models, slots = {}, {}
     for app in ("office", "character"):
         try:
-            models[app] = requests.get(f"{args.host}/{app}/health", timeout=5).json().get("model")
-            slots[app] = requests.get(f"{args.host}/{app}/performance", timeout=5).json().get("slots")
+            models[app] = requests.get(f"{host}/{app}/health", timeout=5).json().get("model")
+            slots[app] = requests.get(f"{host}/{app}/performance", timeout=5).json().get("slots")
         except (requests.RequestException, ValueError):
             pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -75,12 +121,12 @@ def _settings(args: argparse.Namespace, run_id: str, started: datetime, ended: d
         "run_id": run_id,
         "started_at": started.isoformat(timespec="seconds"),
         "ended_at": ended.isoformat(timespec="seconds"),
-        "users": args.users,
-        "spawn_rate": args.spawn_rate,
-        "duration_s": args.duration,
-        "host": args.host,
-        "weights": args.weights or "default",
-        "think_time_s": [float(x) for x in args.think.split(",")],
+        "users": users,
+        "spawn_rate": spawn_rate,
+        "duration_s": duration_s,
+        "host": host,
+        "weights": weights or "default",
+        "think_time_s": [float(x) for x in think.split(",")],
         "model": models,
         "slots": slots,
         "commit": commit.stdout.strip() or None,
@@ -110,24 +156,18 @@ def main(argv: list[str] | None = None) -> Path:
     run_id = started.strftime("%Y%m%d-%H%M%S")
     run_dir = args.out_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "LOAD_RUN_DIR": str(run_dir),
-        "LOAD_WEIGHTS": args.weights,
-        "LOAD_THINK": args.think,
-        "LOAD_MAX_SECONDS": str(args.duration + 60),
-    }
-    command = [
-        sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "perf" / "locustfile.py"), "--headless",
-        "-u", str(args.users), "-r", str(args.spawn_rate), "-t", f"{args.duration}s", "--stop-timeout", "30",
-        "--host", args.host, "--only-summary",
-    ]  # fmt: skip
     with stack_ensured(args.host):
         print(f"load test {run_id}: {args.users} users for {args.duration} s against {args.host}", flush=True)
-        # Locust exits 1 when any request failed (429s are expected under load): the CSV says what happened.
-        subprocess.run(command, env=env, cwd=REPO_ROOT, check=False)
+        locust_run(
+            host=args.host, users=args.users, spawn_rate=args.spawn_rate, duration_s=args.duration,
+            run_dir=run_dir, weights=args.weights, think=args.think,
+        )  # fmt: skip
         ended = datetime.now(UTC)
-        (run_dir / "settings.json").write_text(json.dumps(_settings(args, run_id, started, ended), indent=2))
+        settings = run_settings(
+            run_id=run_id, started=started, ended=ended, host=args.host, users=args.users,
+            spawn_rate=args.spawn_rate, duration_s=args.duration, weights=args.weights, think=args.think,
+        )  # fmt: skip
+        (run_dir / "settings.json").write_text(json.dumps(settings, indent=2))
     if not (run_dir / "requests.csv").exists():
         raise SystemExit(f"error: the load test wrote no {run_dir / 'requests.csv'}")
     out = dashboard.build(args.out_dir / "runs", args.out_dir / "dashboard" / "index.html", run_id=run_id)

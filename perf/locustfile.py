@@ -10,6 +10,15 @@ A 429 is handled as a real client would: wait Retry-After, try again (at most
 MAX_RETRIES times). The refused attempt is a row with is_retry_record=true; the final
 outcome is one more row with retry_count and is_final_failure.
 
+Rows of turns that store a reply carry the server's ids, so that a run can be reconciled
+against the store (perf/soak.py): `db_id` and `message_id` come from REST's
+X-Conversation-Id and X-Message-Id headers (a 200), and from the WebSocket's `start`
+frame (`message_id`, `db_id`; `done` repeats the `message_id`). A WebSocket turn that
+fails after `start` keeps them: the server stores that reply (stopped or finished) all the
+same. The OpenAI endpoint is stateless: both stay empty. A turn cut off because Locust
+stopped its user (past --stop-timeout) is a final row with failure_reason
+"client_stopped", so that every turn that reached the server has a row.
+
 Normally run by `python -m perf.load` (headless, bounded). For the web UI:
     .venv/bin/locust -f perf/locustfile.py --host http://127.0.0.1:8080   # then open :8089
 
@@ -21,6 +30,7 @@ Load only ever goes to loopback: any other host stops the run at once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -37,6 +47,7 @@ from urllib.parse import urlparse
 
 import gevent
 import websocket
+from gevent import GreenletExit
 from locust import HttpUser, between, events, task
 from locust.env import Environment
 
@@ -48,7 +59,8 @@ RETRY_WAIT_CAP_S = 30.0
 FIELDS = [
     "timestamp", "elapsed_s", "run_id", "user_id", "test_type", "endpoint", "persona", "status_code",
     "response_time", "ttft", "tokens", "tokens_per_s", "success", "failure_reason", "retry_count",
-    "retry_after_seconds", "is_retry_record", "is_final_failure", "response_size", "active_users",
+    "retry_after_seconds", "is_retry_record", "is_final_failure", "response_size", "active_users", "db_id",
+    "message_id",
 ]  # fmt: skip
 
 QUESTIONS = {
@@ -100,6 +112,8 @@ class Recorder:
         self._file.flush()
 
     def write(self, row: dict[str, Any]) -> None:
+        if self._file.closed:  # a user stopped after the test ended: nothing left to write to
+            return
         self._writer.writerow(row)
         self._file.flush()
 
@@ -162,6 +176,8 @@ class Outcome:
     size: int = 0
     failure_reason: str = ""
     retry_after_s: float | None = None
+    db_id: str = ""  # the conversation and the reply's id, as the server announced them
+    message_id: str = ""
 
     @property
     def success(self) -> bool:
@@ -186,6 +202,9 @@ class ChatUser(HttpUser):
     def on_start(self) -> None:
         self.user_id = f"load-{uuid.uuid4().hex[:8]}"
         self.rng = random.Random()  # noqa: S311 - load-test scenarios, not secrets
+        self._retry = 0  # the attempt in progress: its retry count, start, and what it heard so far
+        self._attempt_started = (time.time(), time.perf_counter())
+        self._in_flight: Outcome | None = None
         self._conversation_new()
 
     def _conversation_new(self) -> None:
@@ -197,7 +216,11 @@ class ChatUser(HttpUser):
     @task
     def turn(self) -> None:
         question = self.rng.choice(QUESTIONS[self.app])
-        reply = self._with_retries(lambda: self.send(question))
+        try:
+            reply = self._with_retries(lambda: self.send(question))
+        except GreenletExit:  # Locust stopped this user mid-turn: the turn's final row says so
+            self._record_stopped()
+            raise
         if reply is not None:
             self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
         self.turns_left -= 1
@@ -209,6 +232,8 @@ class ChatUser(HttpUser):
 
     def _with_retries(self, attempt: Callable[[], tuple[Outcome, str | None]]) -> str | None:
         for retry in range(MAX_RETRIES + 1):
+            self._retry, self._in_flight = retry, None
+            self._attempt_started = (time.time(), time.perf_counter())
             outcome, reply = attempt()
             again = outcome.status_code == 429 and retry < MAX_RETRIES
             self._record(outcome, retry_count=retry, is_retry_record=again)
@@ -216,6 +241,20 @@ class ChatUser(HttpUser):
                 return reply
             gevent.sleep(min(outcome.retry_after_s or 1.0, RETRY_WAIT_CAP_S))
         return None
+
+    def _record_stopped(self) -> None:
+        """The final row of a turn whose user was stopped mid-attempt (or mid-wait for a retry)."""
+        started, clock = self._attempt_started
+        partial = self._in_flight
+        outcome = Outcome(
+            status_code=0,
+            response_time_ms=(time.perf_counter() - clock) * 1000,
+            started_at=started,
+            failure_reason="client_stopped",
+            db_id=partial.db_id if partial else "",
+            message_id=partial.message_id if partial else "",
+        )
+        self._record(outcome, retry_count=self._retry, is_retry_record=False)
 
     def _record(self, outcome: Outcome, *, retry_count: int, is_retry_record: bool) -> None:
         if recorder is None:
@@ -245,6 +284,8 @@ class ChatUser(HttpUser):
                 "is_final_failure": str(not is_retry_record and not outcome.success).lower(),
                 "response_size": outcome.size,
                 "active_users": runner.user_count if runner is not None else 0,
+                "db_id": outcome.db_id,
+                "message_id": outcome.message_id,
             }
         )
 
@@ -301,6 +342,8 @@ class RestUser(ChatUser):
             if response.status_code == 200:
                 try:
                     reply = response.json()
+                    outcome.db_id = response.headers.get("X-Conversation-Id", "")
+                    outcome.message_id = response.headers.get("X-Message-Id", "")
                     outcome.tokens = int(response.headers.get("X-Completion-Tokens", 0))
                     outcome.ttft_ms = float(response.headers.get("X-TTFT-Ms", 0)) or None  # measured by the server
                     response.success()
@@ -334,8 +377,14 @@ class WsUser(ChatUser):
         self.socket: websocket.WebSocket | None = None
 
     def on_stop(self) -> None:
+        self._hang_up()
+
+    def _hang_up(self) -> None:
+        """Close the socket (code 1000: the server stops and stores a reply in progress)."""
         if self.socket is not None:
-            self.socket.close()
+            with contextlib.suppress(OSError, websocket.WebSocketException):
+                self.socket.close()
+        self.socket = None
 
     def _connect(self) -> websocket.WebSocket:
         if self.socket is None or not self.socket.connected:
@@ -349,6 +398,7 @@ class WsUser(ChatUser):
         frame["persona"] = self.persona
         started, clock = time.time(), time.perf_counter()
         outcome = Outcome(status_code=101, response_time_ms=0.0, started_at=started)
+        self._in_flight = outcome  # its ids, should this user be stopped mid-turn
         pieces: list[str] = []
         try:
             ws = self._connect()
@@ -360,8 +410,12 @@ class WsUser(ChatUser):
                     if outcome.ttft_ms is None:
                         outcome.ttft_ms = (time.perf_counter() - clock) * 1000
                     pieces.append(message["text"])
+                elif message["type"] == "start":
+                    outcome.db_id = str(message.get("db_id") or "")
+                    outcome.message_id = str(message.get("message_id") or "")
                 elif message["type"] == "done":
                     outcome.tokens = message["usage"]["completion_tokens"]
+                    outcome.message_id = str(message.get("message_id") or outcome.message_id)
                     break
                 elif message["type"] == "error":
                     busy = message["code"] == "server_busy"
@@ -372,7 +426,7 @@ class WsUser(ChatUser):
         except (OSError, websocket.WebSocketException) as exc:
             outcome.status_code, outcome.failure_reason = 0, "connection_error"
             log.info("websocket failed: %s", exc)
-            self.socket = None
+            self._hang_up()  # a client that gives up hangs up (a reply already started is still stored)
         outcome.response_time_ms = (time.perf_counter() - clock) * 1000
         self._report(f"{self.endpoint} turn", outcome)
         if outcome.ttft_ms is not None:

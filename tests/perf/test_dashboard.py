@@ -3,6 +3,7 @@ an empty run, escaping of data and a page that loads nothing from elsewhere."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import re
@@ -35,6 +36,8 @@ FIELDS = (  # the header perf/locustfile.py writes, in its order
     "is_final_failure",
     "response_size",
     "active_users",
+    "db_id",
+    "message_id",
 )
 OFFICE = "POST /office/Llama"
 CHARACTER = "WS /character/ws/chat/"
@@ -83,6 +86,9 @@ def row(elapsed_s: float, endpoint: str, persona: str, status: int, response_ms:
         "is_final_failure": str(not success and not retry).lower(),
         "response_size": 100,
         "active_users": 4,
+        # A successful turn names its conversation and the stored reply; the dashboard does not use them.
+        "db_id": "6f1c1d4e-2b1a-4c39-9a51-8f2b8d0a4e11" if success else "",
+        "message_id": f"{int(elapsed_s * 10):024x}" if success else "",
     }
     values.update(extra)
     return values
@@ -146,6 +152,17 @@ def page_parse(text: str) -> _Page:
     page = _Page()
     page.feed(text)
     return page
+
+
+def test_fields_are_the_locustfile_header() -> None:
+    # Read, not imported: importing the locustfile imports locust, which monkey-patches the process for gevent.
+    source = (Path(__file__).resolve().parents[2] / "perf" / "locustfile.py").read_text(encoding="utf-8")
+    assigned = next(
+        node.value
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "FIELDS" for t in node.targets)
+    )
+    assert tuple(ast.literal_eval(assigned)) == FIELDS
 
 
 @pytest.fixture

@@ -1,14 +1,16 @@
-"""A short real Locust run against the real stack: the CSV, then the dashboard built from it."""
+"""A short real Locust run against the real stack: the CSV, the soak's reconciliation of it against the
+store, then the dashboard built from it."""
 
 from __future__ import annotations
 
 import csv
 import re
+import uuid
 
 import pytest
 import requests
 
-from perf import load
+from perf import load, soak
 from perf.dashboard import run_summary
 
 pytestmark = pytest.mark.slow
@@ -16,8 +18,9 @@ pytestmark = pytest.mark.slow
 REQUIRED = [
     "user_id", "test_type", "endpoint", "persona", "status_code", "response_time", "ttft", "tokens",
     "tokens_per_s", "success", "failure_reason", "retry_count", "retry_after_seconds", "timestamp",
-    "response_size", "is_retry_record", "is_final_failure",
+    "response_size", "is_retry_record", "is_final_failure", "db_id", "message_id",
 ]  # fmt: skip
+OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 
 
 def test_a_short_load_test_writes_real_rows_and_a_dashboard_served_by_nginx(stack, gateway):
@@ -43,6 +46,20 @@ def test_a_short_load_test_writes_real_rows_and_a_dashboard_served_by_nginx(stac
         assert row["persona"] in ("assistant", "writer", "captain-rhea", "seoyeon")
     ws = [r for r in ok if r["test_type"].startswith("ws_")]
     assert all(float(r["tokens_per_s"]) > 0 for r in ws)
+    rest = [r for r in ok if r["test_type"].startswith("rest_")]
+    assert rest, "REST users ran"
+    for row in ws + rest:  # turns that store a reply name it, and their conversation
+        assert str(uuid.UUID(row["db_id"])) == row["db_id"] and OBJECT_ID.fullmatch(row["message_id"]), row
+    assert all(r["db_id"] == r["message_id"] == "" for r in rows if r["test_type"] == "openai_office")
+    assert len({r["message_id"] for r in ws + rest}) == len(ws + rest)
+
+    # Every successful turn's reply is in the store exactly once, as the soak checks it.
+    assert soak.idle_wait(gateway, timeout_s=120)
+    turns = soak.turns_from_rows(rows)
+    stored, warnings = soak.store_fetch(gateway, turns)
+    result = soak.reconcile(turns, stored)
+    assert result.clean and not warnings, result
+    assert result.reconciled == len(ws + rest)
 
     summary = run_summary(run_dir)
     html = page.read_text(encoding="utf-8")
