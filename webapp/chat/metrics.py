@@ -1,12 +1,25 @@
 """What this process measures: chat request counters (GET /<app>/performance) and HTTP
-metrics, and the Prometheus text of both plus the engine's counters (GET /<app>/metrics)."""
+metrics, and the Prometheus exposition of both plus the engine's counters (GET /<app>/metrics).
+
+The counters live here and in the engine; /metrics reads them through a prometheus-client
+collector (`ChatCollector`) registered in a registry of its own (never the process-wide
+default one) and rendered by prometheus-client's `generate_latest`.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from webapp.engine.llama import EngineStats
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class HttpMetrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, str], int] = {}
-        self._durations: dict[str, list[float]] = {}  # route -> [bucket counts..., sum, count]
+        self._durations: dict[str, list[float]] = {}  # route -> [cumulative bucket counts..., sum, count]
 
     def observe(self, *, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -83,80 +96,109 @@ class HttpMetrics:
             row[-2] += seconds
             row[-1] += 1
 
-    def prometheus_lines(self, app: str) -> list[str]:
+    def metric_families(self, app: str) -> list[Metric]:
+        """The request counter and the duration histogram as they are now, labelled with `app`."""
         with self._lock:
             counts = dict(self._counts)
             durations = {route: list(row) for route, row in self._durations.items()}
-        lines = [
-            "# HELP personachat_http_requests_total HTTP requests answered, by route, method and status.",
-            "# TYPE personachat_http_requests_total counter",
-        ]
+        requests = CounterMetricFamily(
+            "personachat_http_requests_total",
+            "HTTP requests answered, by route, method and status.",
+            labels=("app", "route", "method", "status"),
+        )
         for (route, method, status), n in sorted(counts.items()):
-            labels = _labels(app=app, route=route, method=method, status=status)
-            lines.append(f"personachat_http_requests_total{labels} {n}")
-        lines += [
-            "# HELP personachat_http_request_duration_seconds Time until the response headers, by route.",
-            "# TYPE personachat_http_request_duration_seconds histogram",
-        ]
+            requests.add_metric((app, route, method, status), n)
+        duration = HistogramMetricFamily(
+            "personachat_http_request_duration_seconds",
+            "Time until the response headers, by route.",
+            labels=("app", "route"),
+        )
         for route, row in sorted(durations.items()):
-            for bound, n in zip(HTTP_BUCKETS, row, strict=False):
-                labels = _labels(app=app, route=route, le=f"{bound:g}")
-                lines.append(f"personachat_http_request_duration_seconds_bucket{labels} {n:g}")
-            labels = _labels(app=app, route=route, le="+Inf")
-            lines.append(f"personachat_http_request_duration_seconds_bucket{labels} {row[-1]:g}")
-            lines.append(f"personachat_http_request_duration_seconds_sum{_labels(app=app, route=route)} {row[-2]:.6f}")
-            lines.append(f"personachat_http_request_duration_seconds_count{_labels(app=app, route=route)} {row[-1]:g}")
-        return lines
+            buckets = [(f"{bound:g}", n) for bound, n in zip(HTTP_BUCKETS, row, strict=False)]
+            duration.add_metric((app, route), [*buckets, ("+Inf", row[-1])], sum_value=row[-2])
+        return [requests, duration]
 
 
-def _labels(**labels: str) -> str:
-    def escape(value: str) -> str:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class EngineStatsSource(Protocol):
+    """What /metrics needs of the engine (webapp.engine.llama.LlamaEngine)."""
 
-    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels.items()) + "}"
+    def stats(self) -> EngineStats: ...
 
 
-def prometheus_text(*, app: str, model: str, stats: StatsSnapshot, engine: Any | None, http: HttpMetrics) -> str:
+GAUGE, COUNTER = GaugeMetricFamily, CounterMetricFamily
+Kind = type[GaugeMetricFamily | CounterMetricFamily]
+
+# (name, kind, HELP text, StatsSnapshot field)
+CHAT_METRICS: tuple[tuple[str, Kind, str, str], ...] = (
+    ("personachat_chat_requests_total", COUNTER, "Chat turns started (REST, WebSocket, OpenAI).", "total_requests"),
+    ("personachat_chat_requests_failed_total", COUNTER, "Chat turns that failed.", "failed_requests"),
+    ("personachat_chat_requests_active", GAUGE, "Chat turns in progress.", "active_requests"),
+)
+# (name, kind, HELP text, EngineStats field, divisor to the metric's unit)
+ENGINE_METRICS: tuple[tuple[str, Kind, str, str, int], ...] = (
+    ("personachat_engine_slots", GAUGE, "Slots (sequences decoded together).", "slots", 1),
+    ("personachat_engine_busy_slots", GAUGE, "Slots generating now.", "busy_slots", 1),
+    ("personachat_engine_queue_depth", GAUGE, "Requests waiting for a slot.", "queue_depth", 1),
+    ("personachat_engine_estimated_wait_seconds", GAUGE, "Estimated wait for a slot.", "estimated_wait_s", 1),
+    ("personachat_engine_tokens_per_second", GAUGE, "Measured decode rate of the batch.", "tokens_per_s", 1),
+    ("personachat_engine_ttft_p50_seconds", GAUGE, "Median time to first token.", "ttft_p50_ms", 1000),
+    ("personachat_engine_ttft_p95_seconds", GAUGE, "95th percentile time to first token.", "ttft_p95_ms", 1000),
+    ("personachat_engine_prompt_tokens_total", COUNTER, "Prompt tokens of admitted requests.", "prompt_tokens", 1),
+    (
+        "personachat_engine_prompt_tokens_reused_total",
+        COUNTER,
+        "Prompt tokens found in a slot's KV cache (not evaluated).",
+        "prompt_tokens_reused",
+        1,
+    ),
+    ("personachat_engine_completion_tokens_total", COUNTER, "Tokens generated.", "completion_tokens", 1),
+    ("personachat_engine_requests_refused_total", COUNTER, "Requests refused with 429.", "requests_refused", 1),
+    ("personachat_engine_decode_steps_total", COUNTER, "llama_decode calls.", "decode_steps", 1),
+)
+
+
+class ChatCollector(Collector):
+    """One app's measurements for prometheus-client: chat requests, the engine, HTTP.
+
+    Every `collect()` reads the current values: the request counters' snapshot it was
+    given, `engine.stats()` (engine None while the model loads: personachat_model_ready 0
+    and no engine metrics) and the HTTP counters.
+    """
+
+    def __init__(
+        self, *, app: str, model: str, stats: StatsSnapshot, engine: EngineStatsSource | None, http: HttpMetrics
+    ) -> None:
+        self._app = app
+        self._model = model
+        self._stats = stats
+        self._engine = engine
+        self._http = http
+
+    def collect(self) -> Iterator[Metric]:
+        app = self._app
+        for name, kind, help_text, field in CHAT_METRICS:
+            yield _family(kind, name, help_text, getattr(self._stats, field), app=app)
+        ready = 0 if self._engine is None else 1
+        yield _family(
+            GAUGE, "personachat_model_ready", "1 once the model is loaded.", ready, app=app, model=self._model
+        )
+        if self._engine is not None:
+            engine_stats = self._engine.stats()
+            for name, kind, help_text, field, divisor in ENGINE_METRICS:
+                yield _family(kind, name, help_text, getattr(engine_stats, field) / divisor, app=app)
+        yield from self._http.metric_families(app)
+
+
+def _family(kind: Kind, name: str, help_text: str, value: float, **labels: str) -> Metric:
+    family = kind(name, help_text, labels=tuple(labels))
+    family.add_metric(tuple(labels.values()), value)
+    return family
+
+
+def prometheus_text(
+    *, app: str, model: str, stats: StatsSnapshot, engine: EngineStatsSource | None, http: HttpMetrics
+) -> str:
     """The whole /metrics page in Prometheus' text format (version 0.0.4)."""
-    base = {"app": app}
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, value: float, **labels: str) -> None:
-        lines.extend(
-            [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{_labels(**base, **labels)} {value:g}"]
-        )
-
-    metric(
-        "personachat_chat_requests_total",
-        "counter",
-        "Chat turns started (REST, WebSocket, OpenAI).",
-        stats.total_requests,
-    )
-    metric("personachat_chat_requests_failed_total", "counter", "Chat turns that failed.", stats.failed_requests)
-    metric("personachat_chat_requests_active", "gauge", "Chat turns in progress.", stats.active_requests)
-    metric("personachat_model_ready", "gauge", "1 once the model is loaded.", 1 if engine else 0, model=model)
-    if engine is not None:
-        s = engine.stats()
-        metric("personachat_engine_slots", "gauge", "Slots (sequences decoded together).", s.slots)
-        metric("personachat_engine_busy_slots", "gauge", "Slots generating now.", s.busy_slots)
-        metric("personachat_engine_queue_depth", "gauge", "Requests waiting for a slot.", s.queue_depth)
-        metric("personachat_engine_estimated_wait_seconds", "gauge", "Estimated wait for a slot.", s.estimated_wait_s)
-        metric("personachat_engine_tokens_per_second", "gauge", "Measured decode rate of the batch.", s.tokens_per_s)
-        metric("personachat_engine_ttft_p50_seconds", "gauge", "Median time to first token.", s.ttft_p50_ms / 1000)
-        metric(
-            "personachat_engine_ttft_p95_seconds", "gauge", "95th percentile time to first token.", s.ttft_p95_ms / 1000
-        )
-        metric(
-            "personachat_engine_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.", s.prompt_tokens
-        )
-        metric(
-            "personachat_engine_prompt_tokens_reused_total",
-            "counter",
-            "Prompt tokens found in a slot's KV cache (not evaluated).",
-            s.prompt_tokens_reused,
-        )
-        metric("personachat_engine_completion_tokens_total", "counter", "Tokens generated.", s.completion_tokens)
-        metric("personachat_engine_requests_refused_total", "counter", "Requests refused with 429.", s.requests_refused)
-        metric("personachat_engine_decode_steps_total", "counter", "llama_decode calls.", s.decode_steps)
-    lines += http.prometheus_lines(app)
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)  # ours alone: never prometheus-client's global REGISTRY
+    registry.register(ChatCollector(app=app, model=model, stats=stats, engine=engine, http=http))
+    return generate_latest(registry).decode("utf-8")

@@ -1,111 +1,167 @@
 """Every environment variable the service reads, in one place, typed and validated.
 
-Production differs from development only by these variables. A bad value stops start-up
-with an `EnvError` that names the variable and what it accepts.
+Production differs from development only by these variables. `Env` is a pydantic model:
+each field names its variable (`validation_alias`), its default and, in its description,
+what it accepts. A bad value stops start-up with an `EnvError` that names the variable
+and what it accepts. A variable that is set but empty counts as unset where a default or
+"not configured" makes sense (marked `_EMPTY_IS_UNSET`); APP_MODE, LOG_LEVEL and
+SECURITY_MODE must be spelled out, and an empty ALLOWED_HOSTS allows no host.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError, PydanticUseDefault
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_MODES = ("office", "character")
-_DEV_SECRET = "dev-only-insecure-secret-key"  # noqa: S105 - rejected when DJANGO_DEBUG is off
+_DEV_SECRET = "dev-only-insecure-secret-key"  # noqa: S105 - rejected when PRODUCTION is true
+_BOOLEAN = "a boolean (true/false/1/0)"
 
 
 class EnvError(Exception):
     """An environment variable is missing or malformed."""
 
 
-@dataclass(frozen=True)
-class Env:
-    app_mode: str
-    debug: bool
-    secret_key: str
-    allowed_hosts: tuple[str, ...]
-    mongo_url: str | None
-    var_dir: Path
-    model_registry: Path
-    personas_dir: Path
-    log_level: str
-    qdrant_url: str | None = None
-    searxng_url: str | None = None
-    security_mode: str = "development"
-    admin_users: tuple[str, ...] = ()
-    drain_s: float = 20.0
+def _empty_is_unset(raw: Any) -> Any:
+    if raw == "":
+        raise PydanticUseDefault
+    return raw
 
 
-def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise EnvError(f"{name} must be a boolean (true/false/1/0), got {raw!r}")
+def _flag(raw: Any) -> Any:
+    """true/yes/on/1 and false/no/off/0, any case; anything else is left for pydantic to refuse."""
+    if isinstance(raw, str):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+    return raw
 
 
-def _path(environ: Mapping[str, str], name: str, default: Path) -> Path:
-    raw = environ.get(name)
-    return Path(raw).resolve() if raw else default
+def _comma_separated(raw: Any) -> Any:
+    return tuple(item.strip() for item in raw.split(",") if item.strip()) if isinstance(raw, str) else raw
+
+
+def _starting_with(*prefixes: str) -> Callable[[str | None], str | None]:
+    def check(value: str | None) -> str | None:
+        if value is not None and not value.startswith(prefixes):
+            raise ValueError(f"must start with {' or '.join(prefixes)}")
+        return value
+
+    return check
+
+
+def _without_trailing_slash(value: str | None) -> str | None:
+    return value.rstrip("/") if value else value
+
+
+def _resolved(value: Path) -> Path:
+    return value.resolve()
+
+
+def _upper(raw: Any) -> Any:
+    return raw.upper() if isinstance(raw, str) else raw
+
+
+def _seconds(raw: Any) -> Any:
+    """Python's own float(), as before: pydantic's number parsing is stricter about spaces and '_'."""
+    return float(raw) if isinstance(raw, str) else raw
+
+
+# Before-validators run last-listed first: an empty value becomes the default before anything else.
+_EMPTY_IS_UNSET = BeforeValidator(_empty_is_unset)
+Flag = Annotated[bool, Field(strict=True), BeforeValidator(_flag), _EMPTY_IS_UNSET]
+Folder = Annotated[Path, AfterValidator(_resolved), _EMPTY_IS_UNSET]
+HttpUrl = Annotated[
+    str | None,
+    AfterValidator(_starting_with("http://", "https://")),
+    AfterValidator(_without_trailing_slash),
+    _EMPTY_IS_UNSET,
+]
+MongoUrl = Annotated[str | None, AfterValidator(_starting_with("mongodb://", "mongodb+srv://")), _EMPTY_IS_UNSET]
+RedisUrl = Annotated[str | None, AfterValidator(_starting_with("redis://", "rediss://")), _EMPTY_IS_UNSET]
+Names = Annotated[tuple[str, ...], BeforeValidator(_comma_separated)]
+
+
+def _variable(name: str, default: Any, accepts: str) -> Any:
+    """A field read from the environment variable `name`; `accepts` ends up in its error message."""
+    return Field(default, validation_alias=name, description=accepts)
+
+
+class Env(BaseModel):
+    """The service's settings, read from the environment by `env_load`."""
+
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    app_mode: Literal["office", "character"] = _variable("APP_MODE", "office", "one of office, character")
+    debug: Flag = _variable("DJANGO_DEBUG", False, _BOOLEAN)
+    secret_key: Annotated[str, _EMPTY_IS_UNSET] = _variable("DJANGO_SECRET_KEY", _DEV_SECRET, "a secret string")
+    allowed_hosts: Names = _variable("ALLOWED_HOSTS", ("localhost", "127.0.0.1", "[::1]"), "comma-separated host names")
+    mongo_url: MongoUrl = _variable("MONGO_URL", None, "a URL that starts with mongodb:// or mongodb+srv://")
+    var_dir: Folder = _variable("VAR_DIR", REPO_ROOT / "var", "a folder")
+    model_registry: Folder = _variable("MODEL_REGISTRY", REPO_ROOT / "models" / "registry.toml", "a file path")
+    personas_dir: Folder = _variable("PERSONAS_DIR", REPO_ROOT / "personas", "a folder")
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = _variable(
+        "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"
+    )
+    qdrant_url: HttpUrl = _variable("QDRANT_URL", None, "a URL that starts with http:// or https://")
+    searxng_url: HttpUrl = _variable("SEARXNG_URL", None, "a URL that starts with http:// or https://")
+    # Shared by the replicas of an app: the tools' rate limits and concurrency caps.
+    redis_url: RedisUrl = _variable("REDIS_URL", None, "a URL that starts with redis:// or rediss://")
+    security_mode: Literal["development", "production"] = _variable(
+        "SECURITY_MODE", "development", "development or production"
+    )
+    admin_users: Names = _variable("OFFICE_ADMINS", (), "comma-separated user_ids")
+    drain_s: Annotated[float, Field(ge=0, le=300, allow_inf_nan=False), BeforeValidator(_seconds), _EMPTY_IS_UNSET] = (
+        _variable("SHUTDOWN_DRAIN_S", 20.0, "seconds between 0 and 300")
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _secret_set_in_production(cls, data: Any, handler: ModelWrapValidatorHandler[Env]) -> Env:
+        """PRODUCTION=true refuses the development secret key. PRODUCTION is read for nothing
+        else, and (as always) only when the secret key is the development one."""
+        env = handler(data)
+        if env.secret_key == _DEV_SECRET and isinstance(data, Mapping):
+            production = _flag(data.get("PRODUCTION") or False)
+            if not isinstance(production, bool):
+                raise PydanticCustomError(
+                    "env", "PRODUCTION must be {accepts}, got {raw}", {"accepts": _BOOLEAN, "raw": repr(production)}
+                )
+            if production:
+                raise PydanticCustomError("env", "DJANGO_SECRET_KEY must be set when PRODUCTION is true")
+        return env
+
+
+_ACCEPTS = {str(field.validation_alias): str(field.description) for field in Env.model_fields.values()}
 
 
 def env_load(environ: Mapping[str, str] = os.environ) -> Env:
-    app_mode = environ.get("APP_MODE", "office")
-    if app_mode not in APP_MODES:
-        raise EnvError(f"APP_MODE must be one of {', '.join(APP_MODES)}, got {app_mode!r}")
-
-    mongo_url = environ.get("MONGO_URL") or None
-    if mongo_url and not mongo_url.startswith(("mongodb://", "mongodb+srv://")):
-        raise EnvError(f"MONGO_URL must start with mongodb:// or mongodb+srv://, got {mongo_url!r}")
-
-    debug = _bool(environ, "DJANGO_DEBUG", False)
-    secret_key = environ.get("DJANGO_SECRET_KEY") or _DEV_SECRET
-    if secret_key == _DEV_SECRET and _bool(environ, "PRODUCTION", False):
-        raise EnvError("DJANGO_SECRET_KEY must be set when PRODUCTION is true")
-
-    log_level = environ.get("LOG_LEVEL", "INFO").upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise EnvError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-
-    qdrant_url = environ.get("QDRANT_URL") or None
-    if qdrant_url and not qdrant_url.startswith(("http://", "https://")):
-        raise EnvError(f"QDRANT_URL must start with http:// or https://, got {qdrant_url!r}")
-    searxng_url = environ.get("SEARXNG_URL") or None
-    if searxng_url and not searxng_url.startswith(("http://", "https://")):
-        raise EnvError(f"SEARXNG_URL must start with http:// or https://, got {searxng_url!r}")
-    security_mode = environ.get("SECURITY_MODE", "development")
-    if security_mode not in ("development", "production"):
-        raise EnvError(f"SECURITY_MODE must be development or production, got {security_mode!r}")
-    admins = tuple(u.strip() for u in environ.get("OFFICE_ADMINS", "").split(",") if u.strip())
-
-    raw_drain = environ.get("SHUTDOWN_DRAIN_S") or "20"
+    """Read the service's settings from `environ`; raise EnvError naming a variable that is wrong."""
+    variables = {name: environ[name] for name in (*_ACCEPTS, "PRODUCTION") if name in environ}
     try:
-        drain_s = float(raw_drain)
-    except ValueError:
-        drain_s = -1.0
-    if not 0 <= drain_s <= 300:
-        raise EnvError(f"SHUTDOWN_DRAIN_S must be seconds between 0 and 300, got {raw_drain!r}")
+        return Env.model_validate(variables)
+    except ValidationError as exc:
+        raise EnvError("; ".join(_problem(error, variables) for error in exc.errors())) from exc
 
-    hosts = tuple(h.strip() for h in environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip())
-    var_dir = _path(environ, "VAR_DIR", REPO_ROOT / "var")
-    return Env(
-        app_mode=app_mode,
-        debug=debug,
-        secret_key=secret_key,
-        allowed_hosts=hosts,
-        mongo_url=mongo_url,
-        var_dir=var_dir,
-        model_registry=_path(environ, "MODEL_REGISTRY", REPO_ROOT / "models" / "registry.toml"),
-        personas_dir=_path(environ, "PERSONAS_DIR", REPO_ROOT / "personas"),
-        log_level=log_level,
-        qdrant_url=qdrant_url.rstrip("/") if qdrant_url else None,
-        searxng_url=searxng_url.rstrip("/") if searxng_url else None,
-        security_mode=security_mode,
-        admin_users=admins,
-        drain_s=drain_s,
-    )
+
+def _problem(error: ErrorDetails, variables: Mapping[str, str]) -> str:
+    if not error["loc"]:  # a rule across variables: its message names them
+        return error["msg"]
+    name = str(error["loc"][0])
+    return f"{name} must be {_ACCEPTS.get(name, 'valid')}, got {variables.get(name)!r}"

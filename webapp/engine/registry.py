@@ -1,17 +1,38 @@
 """The model registry: which GGUF file each app serves, and how to load and sample it.
 
-The registry is a TOML file (`models/registry.toml` by default) with one table per app.
-Paths are resolved relative to the registry file's folder. Loading validates every
-field and names the offending key; `ModelSpec.check_file()` names the missing path.
+The registry is a TOML file (`models/registry.toml` by default) with one table per app
+and an optional [embedding] table. The specs are pydantic dataclasses: pydantic checks
+each key's type and range, and the loaders turn its errors into one `RegistryError` that
+names the file, the table and the key. Types are strict: a string is never a number, a
+float never an int, a bool never a number (a TOML integer is fine where a float is
+expected). The specs are still frozen standard dataclasses, so `dataclasses.replace`
+works on them, and validates the changed spec again. Relative paths are resolved against
+the registry file's folder; `check_file()` names a missing model file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 APPS = ("office", "character")
 
@@ -20,39 +41,73 @@ class RegistryError(Exception):
     """The registry file is missing, malformed, or points at a model that cannot be read."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SamplingDefaults:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    max_tokens: int = 256
+    """An app's [app.sampling] table; a key it does not know is refused (it is likely a typo)."""
+
+    temperature: StrictFloat = 0.7
+    top_p: StrictFloat = 0.95
+    top_k: StrictInt = 40
+    min_p: StrictFloat = 0.05
+    repeat_penalty: StrictFloat = 1.1
+    max_tokens: StrictInt = 256
     # Never end a reply early: every reply runs to max_tokens (or a stop string). Test and
     # benchmark stacks set it, so that what they measure or stop has a known length.
-    ignore_eos: bool = False
+    ignore_eos: StrictBool = False
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One app's model: where it is, how to load it, how to sample from it."""
+    """One app's model: where it is, how to load it, how to sample from it.
 
-    app: str
-    alias: str
+    Validated with `{"folder": <registry folder>}` as context, a relative `path` is
+    resolved against that folder.
+    """
+
+    app: StrictStr
+    alias: StrictStr
     path: Path
-    n_ctx: int
-    n_gpu_layers: int
-    gpu: int
-    n_threads: int | None = None
-    slots: int = 8
-    batch_tokens: int = 512
-    prefill_chunk: int = 256
-    max_wait_s: float = 120.0
+    n_ctx: Annotated[StrictInt, Field(ge=256)]
+    n_gpu_layers: StrictInt = 0
+    gpu: StrictInt = 0
+    n_threads: StrictInt | None = None  # None (0 in the file): llama.cpp's default, one per core
+    slots: Annotated[StrictInt, Field(ge=1, le=64)] = 8
+    batch_tokens: Annotated[StrictInt, Field(le=8192)] = 512
+    prefill_chunk: Annotated[StrictInt, Field(ge=1)] = 256
+    max_wait_s: Annotated[StrictFloat, Field(gt=0)] = 120.0
     # A reply ends (finish_reason "deadline") this long after it was submitted, queue included.
-    max_generation_s: float = 180.0
-    chat_template: str | None = None
-    package: str | None = None
-    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    max_generation_s: Annotated[StrictFloat, Field(gt=0)] = 180.0
+    chat_template: StrictStr | None = None  # None ("" in the file): the one in the GGUF metadata
+    package: StrictStr | None = None
+    sampling: SamplingDefaults = dataclasses.field(default_factory=SamplingDefaults)
+
+    @field_validator("path")
+    @classmethod
+    def _path_resolved(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolved(value, info)
+
+    @field_validator("n_threads", "chat_template", "package")
+    @classmethod
+    def _zero_is_unset(cls, value: int | str | None) -> int | str | None:
+        return value or None
+
+    @field_validator("batch_tokens")
+    @classmethod
+    def _batch_holds_every_slot(cls, value: int, info: ValidationInfo) -> int:
+        slots = info.data.get("slots")
+        if slots is not None and value < slots:
+            raise PydanticCustomError("registry_rule", "must be between slots ({slots}) and 8192", {"slots": slots})
+        return value
+
+    @field_validator("prefill_chunk")
+    @classmethod
+    def _chunk_fits_a_batch(cls, value: int, info: ValidationInfo) -> int:
+        batch_tokens = info.data.get("batch_tokens")
+        if batch_tokens is not None and value > batch_tokens:
+            raise PydanticCustomError(
+                "registry_rule", "must be 1-batch_tokens ({batch_tokens})", {"batch_tokens": batch_tokens}
+            )
+        return value
 
     def check_file(self) -> None:
         """Raise RegistryError naming the path unless the GGUF file exists and is readable."""
@@ -81,17 +136,28 @@ class EmbeddingSpec:
     (each model has its own scale).
     """
 
-    alias: str
-    kind: str
+    alias: StrictStr
+    kind: Literal["bert", "gguf"]
     path: Path
-    languages: tuple[str, ...]
-    package: str | None = None
-    package_path: str = ""
-    max_tokens: int = 256
-    n_gpu_layers: int = 0
-    min_similarity: float = 0.0
+    languages: Annotated[tuple[StrictStr, ...], Field(min_length=1)] = ("*",)
+    package: StrictStr | None = None
+    package_path: StrictStr = ""
+    max_tokens: StrictInt = 256
+    n_gpu_layers: StrictInt = 0
+    min_similarity: StrictFloat = 0.0
+
+    @field_validator("path")
+    @classmethod
+    def _path_resolved(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolved(value, info)
+
+    @field_validator("package")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
 
     def check_file(self) -> None:
+        """Raise RegistryError naming the path unless the model (a bert folder's weights, or the GGUF) is there."""
         wanted = self.path / "model.safetensors" if self.kind == "bert" else self.path
         if not wanted.is_file():
             raise RegistryError(
@@ -109,120 +175,118 @@ DEFAULT_EMBEDDING = {
     "languages": ["en"],
 }
 
-
-def embedding_spec_load(path: Path) -> EmbeddingSpec:
-    """Read the [embedding] table (the packaged MiniLM when there is none)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, tomllib.TOMLDecodeError) as exc:
-        raise RegistryError(f"model registry {path} cannot be read: {exc}") from exc
-    table = data.get("embedding", DEFAULT_EMBEDDING)
-    where = f"{path}: [embedding]"
-    if not isinstance(table, dict):
-        raise RegistryError(f"{where} must be a table")
-    kind = str(_typed(table, "kind", str, where))
-    if kind not in ("bert", "gguf"):
-        raise RegistryError(f"{where}: 'kind' must be 'bert' or 'gguf', got {kind!r}")
-    languages = table.get("languages", ["*"])
-    if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
-        raise RegistryError(f"{where}: 'languages' must be a non-empty list of language codes, got {languages!r}")
-    raw_path = Path(str(_typed(table, "path", str, where)))
-    resolved = raw_path if raw_path.is_absolute() else (path.parent / raw_path)
-    package = str(_typed(table, "package", str, where, "")) or None
-    package_path = str(_typed(table, "package_path", str, where, ""))
-    if not resolved.exists() and package:
-        # Not linked into models/ (a container mounts models/ over the image's): read it
-        # straight from the installed package.
-        found = importlib.util.find_spec(package)
-        if found is not None and found.submodule_search_locations:
-            resolved = Path(next(iter(found.submodule_search_locations))) / (package_path or raw_path.name)
-    return EmbeddingSpec(
-        alias=str(_typed(table, "alias", str, where)),
-        kind=kind,
-        path=resolved,
-        languages=tuple(languages),
-        package=package,
-        package_path=package_path,
-        max_tokens=int(_typed(table, "max_tokens", int, where, 256)),  # type: ignore[arg-type]
-        n_gpu_layers=int(_typed(table, "n_gpu_layers", int, where, 0)),  # type: ignore[arg-type]
-        min_similarity=float(_typed(table, "min_similarity", float, where, 0.0)),  # type: ignore[arg-type]
-    )
-
-
-def _typed(table: dict, key: str, kind: type, where: str, default: object = ...) -> object:
-    if key not in table:
-        if default is ...:
-            raise RegistryError(f"{where}: missing key '{key}'")
-        return default
-    value = table[key]
-    # TOML ints are acceptable where floats are expected; bools are never numbers here.
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RegistryError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _sampling(table: object, where: str) -> SamplingDefaults:
-    if not isinstance(table, dict):
-        raise RegistryError(f"{where}: 'sampling' must be a table ([app.sampling]), got {table!r}")
-    base = SamplingDefaults()
-    values = {
-        name: _typed(table, name, type(getattr(base, name)), f"{where}.sampling", getattr(base, name))
-        for name in SamplingDefaults.__dataclass_fields__
-    }
-    unknown = set(table) - set(values)
-    if unknown:
-        raise RegistryError(f"{where}.sampling: unknown keys {sorted(unknown)}")
-    return SamplingDefaults(**values)  # type: ignore[arg-type]
+_MODEL_SPEC = TypeAdapter(ModelSpec)
+_EMBEDDING_SPEC = TypeAdapter(EmbeddingSpec)
 
 
 def registry_load(path: Path) -> dict[str, ModelSpec]:
     """Read the registry file and return one ModelSpec per app."""
+    data = _toml_read(path)
+    specs: dict[str, ModelSpec] = {}
+    problems: list[str] = []
+    for app in APPS:
+        table = data.get(app)
+        if not isinstance(table, dict):
+            raise RegistryError(f"{path}: missing table [{app}]")
+        try:
+            specs[app] = _MODEL_SPEC.validate_python({**table, "app": app}, context={"folder": path.parent})
+        except ValidationError as exc:
+            problems += _problems(exc, table=app)
+    if problems:
+        raise RegistryError(f"{path}: " + "; ".join(problems))
+    return specs
+
+
+def embedding_spec_load(path: Path) -> EmbeddingSpec:
+    """Read the [embedding] table (the packaged MiniLM when there is none).
+
+    When the model is not at its path but `package` names an installed Python package
+    (a container mounts models/ over the image's), it is read straight from the package.
+    """
+    table = _toml_read(path).get("embedding", DEFAULT_EMBEDDING)
+    if not isinstance(table, dict):
+        raise RegistryError(f"{path}: [embedding] must be a table")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        spec = _EMBEDDING_SPEC.validate_python(table, context={"folder": path.parent})
+    except ValidationError as exc:
+        raise RegistryError(f"{path}: " + "; ".join(_problems(exc, table="embedding"))) from exc
+    if not spec.path.exists() and spec.package:
+        found = importlib.util.find_spec(spec.package)
+        if found is not None and found.submodule_search_locations:
+            folder = Path(next(iter(found.submodule_search_locations)))
+            spec = dataclasses.replace(spec, path=folder / (spec.package_path or spec.path.name))
+    return spec
+
+
+def registry_table(spec: ModelSpec | EmbeddingSpec) -> dict[str, Any]:
+    """The TOML table (a plain dict, every key) that the loaders read back as this spec.
+
+    Unset optional keys are left out; the app's name is the table's name, not a key.
+    """
+    adapter: TypeAdapter[Any] = _MODEL_SPEC if isinstance(spec, ModelSpec) else _EMBEDDING_SPEC
+    table: dict[str, Any] = adapter.dump_python(spec, mode="json", exclude_none=True)
+    table.pop("app", None)
+    return table
+
+
+def _toml_read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise RegistryError(f"model registry not found: {path}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise RegistryError(f"model registry {path} is not valid TOML: {exc}") from exc
 
-    specs: dict[str, ModelSpec] = {}
-    for app in APPS:
-        where = f"{path}: [{app}]"
-        table = data.get(app)
-        if not isinstance(table, dict):
-            raise RegistryError(f"{path}: missing table [{app}]")
-        raw_path = Path(str(_typed(table, "path", str, where)))
-        n_threads = _typed(table, "n_threads", int, where, 0)
-        template = _typed(table, "chat_template", str, where, "")
-        specs[app] = ModelSpec(
-            app=app,
-            alias=str(_typed(table, "alias", str, where)),
-            path=raw_path if raw_path.is_absolute() else (path.parent / raw_path),
-            n_ctx=int(_typed(table, "n_ctx", int, where)),  # type: ignore[arg-type]
-            n_gpu_layers=int(_typed(table, "n_gpu_layers", int, where, 0)),  # type: ignore[arg-type]
-            gpu=int(_typed(table, "gpu", int, where, 0)),  # type: ignore[arg-type]
-            n_threads=int(n_threads) or None,  # type: ignore[arg-type]
-            slots=int(_typed(table, "slots", int, where, 8)),  # type: ignore[arg-type]
-            batch_tokens=int(_typed(table, "batch_tokens", int, where, 512)),  # type: ignore[arg-type]
-            prefill_chunk=int(_typed(table, "prefill_chunk", int, where, 256)),  # type: ignore[arg-type]
-            max_wait_s=float(_typed(table, "max_wait_s", float, where, 120.0)),  # type: ignore[arg-type]
-            max_generation_s=float(_typed(table, "max_generation_s", float, where, 180.0)),  # type: ignore[arg-type]
-            chat_template=str(template) or None,
-            package=str(_typed(table, "package", str, where, "")) or None,
-            sampling=_sampling(table.get("sampling", {}), where),
-        )
-        spec = specs[app]
-        if spec.n_ctx < 256:
-            raise RegistryError(f"{where}: 'n_ctx' must be at least 256, got {spec.n_ctx}")
-        if not 1 <= spec.slots <= 64:
-            raise RegistryError(f"{where}: 'slots' must be 1-64, got {spec.slots}")
-        if not spec.slots <= spec.batch_tokens <= 8192:
-            raise RegistryError(f"{where}: 'batch_tokens' must be between slots and 8192, got {spec.batch_tokens}")
-        if spec.max_generation_s <= 0:
-            raise RegistryError(f"{where}: 'max_generation_s' must be positive, got {spec.max_generation_s}")
-        if spec.max_wait_s <= 0:
-            raise RegistryError(f"{where}: 'max_wait_s' must be positive, got {spec.max_wait_s}")
-        if not 1 <= spec.prefill_chunk <= spec.batch_tokens:
-            raise RegistryError(f"{where}: 'prefill_chunk' must be 1-batch_tokens, got {spec.prefill_chunk}")
-    return specs
+
+def _resolved(value: Path, info: ValidationInfo) -> Path:
+    folder = (info.context or {}).get("folder")
+    return value if value.is_absolute() or folder is None else folder / value
+
+
+# What a key must be, by pydantic error type; {names} come from the error's context.
+_MUST_BE = {
+    "int_type": "must be int",
+    "float_type": "must be float",
+    "string_type": "must be str",
+    "bool_type": "must be bool (true or false)",
+    "path_type": "must be str (a path)",
+    "tuple_type": "must be a list",
+    "dataclass_type": "must be a table",
+    "literal_error": "must be {expected}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "greater_than": "must be greater than {gt}",
+    "too_short": "must not be empty",
+}
+
+
+def _problems(exc: ValidationError, *, table: str) -> list[str]:
+    """One line per problem, each naming its TOML table and key."""
+    problems: list[str] = []
+    unknown: dict[str, list[str]] = {}
+    for error in exc.errors():
+        where, key = _table_and_key(error, table)
+        if error["type"] == "unexpected_keyword_argument":
+            unknown.setdefault(where, []).append(key)
+        elif error["type"] == "missing":
+            problems.append(f"[{where}]: missing key '{key}'")
+        elif error["type"] == "registry_rule":
+            problems.append(f"[{where}]: '{key}' {error['msg']}, got {error['input']!r}")
+        else:
+            must_be = _MUST_BE.get(error["type"], "is not valid ({msg})").format(
+                msg=error["msg"], **error.get("ctx", {})
+            )
+            if key == "sampling":
+                must_be += f" ([{table}.sampling])"
+            problems.append(f"[{where}]: '{key}' {must_be}, got {error['input']!r}")
+    problems += [f"[{where}]: unknown keys {sorted(keys)}" for where, keys in unknown.items()]
+    return problems
+
+
+def _table_and_key(error: ErrorDetails, table: str) -> tuple[str, str]:
+    """Split an error's location into the TOML table and the key in it ('languages[0]' for an item)."""
+    loc = list(error["loc"])
+    if len(loc) > 1 and loc[0] == "sampling":
+        table, loc = f"{table}.sampling", loc[1:]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return table, key

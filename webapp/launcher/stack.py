@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from supervisor.xmlrpc import SupervisorTransport
 
 from webapp.chat.personas import catalog_load
 from webapp.config.env import REPO_ROOT
-from webapp.engine.registry import APPS, ModelSpec, RegistryError, embedding_spec_load, registry_load
+from webapp.engine.registry import APPS, ModelSpec, RegistryError, embedding_spec_load, registry_load, registry_table
 from webapp.launcher.nginx import nginx_config_write
 
 
@@ -78,53 +79,26 @@ def registry_derive(
     ignore_eos: bool | None = None,
     max_generation_s: float | None = None,
 ) -> Path:
-    """Write a copy of the registry at `source` with absolute model paths and some sampling overridden.
+    """Write a copy of the registry at `source` with absolute model paths and some settings overridden.
 
-    Tests and benchmarks use it to serve the same model with short or greedy replies.
+    Every key of every table is kept (chat_template and package included); an override
+    left at None keeps the source's value. Tests and benchmarks use it to serve the same
+    model with short or greedy replies.
     """
     specs = model_files_prepare(source)
-    lines: list[str] = []
+    overrides = {"slots": slots, "max_wait_s": max_wait_s, "max_generation_s": max_generation_s}
+    sampling_overrides = {"max_tokens": max_tokens, "temperature": temperature, "ignore_eos": ignore_eos}
+    data: dict[str, dict[str, Any]] = {}
     for app in APPS:
-        spec = specs[app]
-        s = spec.sampling
-        lines += [
-            f"[{app}]",
-            f'alias = "{spec.alias}"',
-            f'path = "{spec.path.resolve()}"',
-            f"n_ctx = {spec.n_ctx}",
-            f"n_gpu_layers = {spec.n_gpu_layers}",
-            f"gpu = {spec.gpu}",
-            f"n_threads = {spec.n_threads or 0}",
-            f"slots = {spec.slots if slots is None else slots}",
-            f"batch_tokens = {spec.batch_tokens}",
-            f"prefill_chunk = {spec.prefill_chunk}",
-            f"max_wait_s = {spec.max_wait_s if max_wait_s is None else max_wait_s}",
-            f"max_generation_s = {spec.max_generation_s if max_generation_s is None else max_generation_s}",
-            f"[{app}.sampling]",
-            f"temperature = {s.temperature if temperature is None else temperature}",
-            f"top_p = {s.top_p}",
-            f"top_k = {s.top_k}",
-            f"min_p = {s.min_p}",
-            f"repeat_penalty = {s.repeat_penalty}",
-            f"max_tokens = {s.max_tokens if max_tokens is None else max_tokens}",
-            f"ignore_eos = {str(s.ignore_eos if ignore_eos is None else ignore_eos).lower()}",
-            "",
-        ]
+        table = registry_table(specs[app])
+        table["path"] = str(specs[app].path.resolve())
+        table.update({key: value for key, value in overrides.items() if value is not None})
+        table["sampling"].update({key: value for key, value in sampling_overrides.items() if value is not None})
+        data[app] = table
     embedding = embedding_spec_load(source)
-    languages = ", ".join(f'"{code}"' for code in embedding.languages)
-    lines += [
-        "[embedding]",
-        f'alias = "{embedding.alias}"',
-        f'kind = "{embedding.kind}"',
-        f'path = "{embedding.path.resolve()}"',
-        f"languages = [{languages}]",
-        f"max_tokens = {embedding.max_tokens}",
-        f"n_gpu_layers = {embedding.n_gpu_layers}",
-        f"min_similarity = {embedding.min_similarity}",
-        "",
-    ]
+    data["embedding"] = {**registry_table(embedding), "path": str(embedding.path.resolve())}
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text("\n".join(lines))
+    dest.write_text(tomli_w.dumps(data), encoding="utf-8")
     registry_load(dest)  # fail here, not in a subprocess, if it is wrong
     return dest
 
