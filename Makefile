@@ -25,14 +25,15 @@ system-deps:
 	}
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here);
-# Noto CJK fonts let it draw Hangul in screenshots.
+# Noto CJK fonts let it draw Hangul in screenshots; the shared tool limits are tested
+# against a real redis-server.
 test-deps:
-	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/opentype/noto ] || { \
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/opentype/noto ] && [ -x /usr/bin/redis-server ] || { \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "error: the browser tests need Debian's chromium: run 'sudo apt-get install -y chromium chromium-driver fonts-noto-cjk', then retry." >&2; exit 1; \
+	    echo "error: the tests need Debian's chromium and redis-server: run 'sudo apt-get install -y chromium chromium-driver fonts-noto-cjk redis-server', then retry." >&2; exit 1; \
 	  fi; \
-	  echo "installing chromium from Debian's packages ..."; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-cjk; \
+	  echo "installing chromium and redis-server from Debian's packages ..."; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-cjk redis-server; \
 	}
 
 $(VENV)/bin/python:

@@ -362,3 +362,11 @@ def test_app_is_restarted_after_a_crash_and_has_time_to_drain(compose: dict[str,
     assert svc["restart"] in ("unless-stopped", "always")
     grace = svc["stop_grace_period"]
     assert grace.endswith("s") and int(grace[:-1]) >= env_load({}).drain_s + STORE_WAIT_S
+
+
+def test_office_shares_its_tool_limits_through_the_redis_service(compose: dict[str, Any]) -> None:
+    office = service(compose, "office")
+    url = urlsplit(environment(office)["REDIS_URL"])
+    assert url.scheme == "redis" and url.hostname in compose["services"]
+    assert "redis" in office["depends_on"] and office["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert env_load({"REDIS_URL": environment(office)["REDIS_URL"]}).redis_url

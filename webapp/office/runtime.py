@@ -25,7 +25,7 @@ from webapp.retrieval.lexical import TermExtractor
 from webapp.retrieval.search import Retriever
 from webapp.store.client import database_get, database_lock
 from webapp.store.office_store import OfficeStore
-from webapp.tools import SearxngClient, ToolContext, ToolRegistry
+from webapp.tools import LimitsBackend, RedisLimits, SearxngClient, ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,18 @@ def tool_registry_get() -> ToolRegistry:
         searxng=searxng,
         store=office_store_get,
         retriever=retriever_get,
+        limits=_limits(),
     )
+
+
+def _limits() -> LimitsBackend | None:
+    """Tool limits shared by every replica (Redis, with REDIS_URL), else this process's own."""
+    url = settings.ENV.redis_url
+    if not url:
+        return None
+    import redis
+
+    return RedisLimits(redis.Redis.from_url(url, decode_responses=True), prefix=f"personachat:{settings.APP_MODE}")
 
 
 def tool_context(user_id: str) -> ToolContext:

@@ -15,6 +15,7 @@ from webapp.office import documents
 from webapp.retrieval.search import Retriever
 from webapp.store.office_store import OfficeStore
 from webapp.tools import (
+    LimitsBackend,
     RateLimit,
     SearxngClient,
     SecurityMode,
@@ -106,9 +107,11 @@ def office_registry_build(
     searxng: SearxngClient | None,
     store: Callable[[], OfficeStore],
     retriever: Callable[[], Retriever],
+    limits: LimitsBackend | None = None,
 ) -> ToolRegistry:
-    """All office tools. `store` and `retriever` are getters, so building the registry loads nothing."""
-    registry = ToolRegistry(security_mode=security_mode)
+    """All office tools. `store` and `retriever` are getters, so building the registry loads nothing.
+    `limits`: where rate limits and caps live (this process by default; Redis for replicas)."""
+    registry = ToolRegistry(security_mode=security_mode, limits=limits)
     builtin_tools_register(registry, searxng=searxng)
     registry.register(SEARCH_DOCUMENTS, _search_documents(retriever))
 

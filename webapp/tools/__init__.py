@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from webapp.tools.calculator import calculator_handler, calculator_tool_spec
 from webapp.tools.clock import current_time_handler, current_time_tool_spec
-from webapp.tools.limits import RateLimit
+from webapp.tools.limits import LimitsBackend, MemoryLimits, RateLimit, RedisLimits
 from webapp.tools.registry import (
     Decision,
     Handler,
@@ -33,7 +33,10 @@ from webapp.tools.web_search import SearxngClient, WebSearchError, web_search_ha
 __all__ = [
     "Decision",
     "Handler",
+    "LimitsBackend",
+    "MemoryLimits",
     "RateLimit",
+    "RedisLimits",
     "SearxngClient",
     "SecurityMode",
     "Sensitivity",

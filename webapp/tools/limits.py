@@ -10,9 +10,13 @@ displays; the bucket alone decides whether a call may go ahead.
 It never waits: a call that finds the gate full is refused at once, so a slow tool cannot
 pile up worker threads.
 
-All of this state is in-process memory. That is correct only because each app runs as a
-single daphne worker (see README): with several workers, each would keep its own buckets
-and a user would get the limits once per worker. Restarting the app forgets every bucket.
+Two backends, one behaviour: `MemoryLimits` keeps the buckets and gates in this process
+(one process per app: the embedded default), `RedisLimits` keeps them in Redis, so that
+every replica of the app draws from the same bucket and counts against the same cap
+(REDIS_URL; docker-compose runs one). The Redis versions do each check-and-take in one Lua
+script, timed by the Redis server's own clock, so replicas never race or disagree on the
+time. A gate's slot in Redis is a lease: a process that dies holding one frees it after
+GATE_LEASE_S instead of never. Restarting the app forgets in-memory buckets.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 # Above this many buckets, the next new key triggers a sweep of buckets that are full and
 # idle; such a bucket is indistinguishable from a fresh one, so dropping it loses nothing.
@@ -203,3 +209,162 @@ class ConcurrencyGate:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+
+class RateLimiterLike(Protocol):
+    limit: RateLimit
+
+    def token_take(self, key: str) -> float | None: ...
+
+    def status_get(self, key: str) -> RateStatus: ...
+
+
+class GateLike(Protocol):
+    limit: int
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def slot(self) -> AbstractContextManager[None]: ...
+
+
+class LimitsBackend(Protocol):
+    """Where the tools' rate limits and concurrency caps live (see the module docstring)."""
+
+    def rate_limiter(self, tool: str, limit: RateLimit) -> RateLimiterLike: ...
+
+    def gate(self, tool: str, limit: int) -> GateLike: ...
+
+
+class MemoryLimits:
+    """In this process: right for one process per app."""
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        self._clock = clock
+        self._wall_clock = wall_clock
+
+    def rate_limiter(self, tool: str, limit: RateLimit) -> RateLimiter:
+        return RateLimiter(limit, clock=self._clock, wall_clock=self._wall_clock)
+
+    def gate(self, tool: str, limit: int) -> ConcurrencyGate:
+        return ConcurrencyGate(limit)
+
+
+# --- Redis ------------------------------------------------------------------------------
+
+GATE_LEASE_S = 300.0  # a slot held longer than this by a dead process is free again
+
+# KEYS: bucket hash, calls zset. ARGV: burst, refill/s, window_s, take (1|0), call id.
+# Returns tokens left, seconds until a token (0 when taken), calls in the window, server time.
+_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local burst, rate, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or burst)
+local updated = tonumber(redis.call('HGET', KEYS[1], 'updated') or now)
+tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+local wait = 0
+if ARGV[4] == '1' then
+  if tokens >= 1 then
+    tokens = tokens - 1
+    redis.call('ZADD', KEYS[2], now, ARGV[5])
+  else
+    wait = (1 - tokens) / rate
+  end
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+local ttl = math.ceil(math.max(window, burst / rate)) + 1
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return {tostring(tokens), tostring(wait), redis.call('ZCARD', KEYS[2]), tostring(now)}
+"""
+
+# KEYS: the gate's zset (member: slot id, score: lease end). ARGV: limit, lease_s, slot id.
+_GATE_ENTER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+if held >= tonumber(ARGV[1]) then return -held end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+return held + 1
+"""
+
+
+class RedisRateLimiter:
+    """RateLimiter's token bucket in Redis: one bucket per (tool, user) for every replica."""
+
+    def __init__(self, limit: RateLimit, *, client: Any, key: str, wall_clock: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self._client = client
+        self._key = key
+        self._wall_clock = wall_clock
+        self._script = client.register_script(_BUCKET)
+
+    def _run(self, user: str, *, take: bool) -> tuple[float, float, int]:
+        keys = [f"{self._key}:{user}:bucket", f"{self._key}:{user}:calls"]
+        args = [self.limit.burst, self.limit.refill_per_s, self.limit.window_s, 1 if take else 0, uuid.uuid4().hex]
+        tokens, wait, calls, _ = self._script(keys=keys, args=args)
+        return float(tokens), float(wait), int(calls)
+
+    def token_take(self, key: str) -> float | None:
+        _, wait, _ = self._run(key, take=True)
+        return wait or None
+
+    def status_get(self, key: str) -> RateStatus:
+        tokens, _, count = self._run(key, take=False)
+        reset_in_s = (self.limit.burst - tokens) / self.limit.refill_per_s
+        return RateStatus(
+            count=count,
+            limit=self.limit.requests,
+            window_s=self.limit.window_s,
+            burst=self.limit.burst,
+            remaining=math.floor(tokens + 1e-9),
+            reset_in_s=reset_in_s,
+            reset_at=datetime.fromtimestamp(self._wall_clock() + reset_in_s, tz=UTC),
+        )
+
+
+class RedisConcurrencyGate:
+    """ConcurrencyGate in Redis: at most `limit` calls of one tool at once across every replica."""
+
+    def __init__(self, limit: int, *, client: Any, key: str, lease_s: float = GATE_LEASE_S) -> None:
+        if limit < 1:
+            raise ValueError(f"concurrency limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._client = client
+        self._key = key
+        self._lease_s = lease_s
+        self._enter = client.register_script(_GATE_ENTER)
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._client.zcount(self._key, f"({self._client.time()[0]}", "+inf"))
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        token = uuid.uuid4().hex
+        held = int(self._enter(keys=[self._key], args=[self.limit, self._lease_s, token]))
+        if held < 0:
+            raise GateFullError(f"{-held} of {self.limit} slots in use")
+        try:
+            yield
+        finally:
+            self._client.zrem(self._key, token)
+
+
+class RedisLimits:
+    """In Redis (REDIS_URL): shared by every replica of the app. Keys start with `prefix`."""
+
+    def __init__(self, client: Any, *, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def rate_limiter(self, tool: str, limit: RateLimit) -> RedisRateLimiter:
+        return RedisRateLimiter(limit, client=self._client, key=f"{self._prefix}:rate:{tool}")
+
+    def gate(self, tool: str, limit: int) -> RedisConcurrencyGate:
+        return RedisConcurrencyGate(limit, client=self._client, key=f"{self._prefix}:gate:{tool}")

@@ -37,7 +37,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
 from webapp.core.errors import ApplicationError
-from webapp.tools.limits import ConcurrencyGate, GateFullError, RateLimit, RateLimiter
+from webapp.tools.limits import GateFullError, GateLike, LimitsBackend, MemoryLimits, RateLimit, RateLimiterLike
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ class _Entry:
     spec: ToolSpec
     handler: Handler
     validator: Draft202012Validator
-    limiter: RateLimiter
-    gate: ConcurrencyGate
+    limiter: RateLimiterLike
+    gate: GateLike
 
 
 _TYPE_WORDS = {
@@ -250,12 +250,13 @@ class ToolRegistry:
         security_mode: SecurityMode = "development",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        limits: LimitsBackend | None = None,
     ) -> None:
+        """`limits`: where rate limits and concurrency caps live (default: this process, on `clock`)."""
         if security_mode not in ("development", "production"):
             raise ValueError(f"security_mode must be 'development' or 'production', got {security_mode!r}")
         self.security_mode: SecurityMode = security_mode
-        self._clock = clock
-        self._wall_clock = wall_clock
+        self._limits = limits or MemoryLimits(clock=clock, wall_clock=wall_clock)
         self._entries: dict[str, _Entry] = {}
 
     def register(self, spec: ToolSpec, handler: Handler) -> None:
@@ -280,8 +281,8 @@ class ToolRegistry:
             spec=spec,
             handler=handler,
             validator=Draft202012Validator(spec.parameters),
-            limiter=RateLimiter(spec.rate_limit, clock=self._clock, wall_clock=self._wall_clock),
-            gate=ConcurrencyGate(spec.max_concurrent),
+            limiter=self._limits.rate_limiter(spec.name, spec.rate_limit),
+            gate=self._limits.gate(spec.name, spec.max_concurrent),
         )
 
     def get(self, name: str) -> ToolSpec:
