@@ -585,8 +585,42 @@ def _owned(store: ChatStore, db_id: str, user_id: str) -> Conversation | None:
     return conversation
 
 
+def _first_round(
+    deps: TurnDeps,
+    request: TurnRequest,
+    *,
+    text: str,
+    history: Sequence[Message],
+    tools: tuple[ChatMessage, str] | None,
+    tool_mode: ToolMode | None,
+) -> tuple[GroundingLike | None, ChatMessage, GenerationHandle]:
+    """Ground `text` on the user's sources and submit round 1; the grounding, the user turn as
+    the model sees it, and the handle."""
+    grounding = _grounding(
+        deps.grounder,
+        deps.engine,
+        pinned=request.persona.pinned_messages(),
+        user_id=request.user_id,
+        text=text,
+        earlier=[m.content for m in history if m.role == "user"],
+        max_tokens=request.sampling.max_tokens,
+        web=request.web_search,
+    )
+    prompt_user = ChatMessage("user", grounding.prompt_text if grounding else text)
+    handle = _round_submit(
+        deps.engine,
+        persona=request.persona,
+        history=_chat(history),
+        user=prompt_user,
+        sampling=request.sampling,
+        tools=tools,
+        tool_mode=tool_mode,
+    )
+    return grounding, prompt_user, handle
+
+
 def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
-    store, engine = deps.store, deps.engine
+    store = deps.store
     assert store is not None and request.text is not None
     conversation = _owned(store, request.db_id, request.user_id)
     history = prompt_history(store.messages_recent(request.db_id)) if conversation is not None else []
@@ -597,25 +631,8 @@ def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
         offered = tuple(deps.tools.offered(request.tool_names))
         round_tools = tools_for_round(offered, request.tool_mode) if offered else None
     persona = request.persona
-    grounding = _grounding(
-        deps.grounder,
-        engine,
-        pinned=persona.pinned_messages(),
-        user_id=request.user_id,
-        text=request.text,
-        earlier=[m.content for m in history if m.role == "user"],
-        max_tokens=request.sampling.max_tokens,
-        web=request.web_search,
-    )
-    prompt_user = ChatMessage("user", grounding.prompt_text if grounding else request.text)
-    handle = _round_submit(
-        engine,
-        persona=persona,
-        history=_chat(history),
-        user=prompt_user,
-        sampling=request.sampling,
-        tools=round_tools,
-        tool_mode=request.tool_mode,
+    grounding, prompt_user, handle = _first_round(
+        deps, request, text=request.text, history=history, tools=round_tools, tool_mode=request.tool_mode
     )
     if conversation is None:
         conversation = store.conversation_create(
@@ -640,7 +657,7 @@ def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
 
 
 def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
-    store, engine = deps.store, deps.engine
+    store = deps.store
     assert store is not None
     conversation = _owned(store, request.db_id, request.user_id)
     if conversation is None:
@@ -655,25 +672,8 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
     history = prompt_history(messages[:last_user])
     user_message = messages[last_user]
     persona = request.persona
-    grounding = _grounding(
-        deps.grounder,
-        engine,
-        pinned=persona.pinned_messages(),
-        user_id=request.user_id,
-        text=user_message.content,
-        earlier=[m.content for m in history if m.role == "user"],
-        max_tokens=request.sampling.max_tokens,
-        web=request.web_search,
-    )
-    prompt_user = ChatMessage("user", grounding.prompt_text if grounding else user_message.content)
-    handle = _round_submit(
-        engine,
-        persona=persona,
-        history=_chat(history),
-        user=prompt_user,
-        sampling=request.sampling,
-        tools=None,
-        tool_mode=None,
+    grounding, prompt_user, handle = _first_round(
+        deps, request, text=user_message.content, history=history, tools=None, tool_mode=None
     )
     return _Turn(
         persona_id=persona.id,

@@ -71,6 +71,21 @@ class RateStatus:
     reset_at: datetime  # wall-clock time (UTC) when the bucket is full again
 
 
+def _status(limit: RateLimit, *, tokens: float, count: int, wall_now: float) -> RateStatus:
+    """A bucket's standing, whichever backend keeps it."""
+    reset_in_s = (limit.burst - tokens) / limit.refill_per_s
+    return RateStatus(
+        count=count,
+        limit=limit.requests,
+        window_s=limit.window_s,
+        burst=limit.burst,
+        # A tiny epsilon keeps float drift (2.9999999) from hiding a whole token.
+        remaining=math.floor(tokens + 1e-9),
+        reset_in_s=reset_in_s,
+        reset_at=datetime.fromtimestamp(wall_now + reset_in_s, tz=UTC),
+    )
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -128,17 +143,7 @@ class RateLimiter:
             else:
                 self._bucket_refill(bucket, now)
                 tokens, count = bucket.tokens, len(bucket.calls)
-        reset_in_s = (self.limit.burst - tokens) / self.limit.refill_per_s
-        return RateStatus(
-            count=count,
-            limit=self.limit.requests,
-            window_s=self.limit.window_s,
-            burst=self.limit.burst,
-            # A tiny epsilon keeps float drift (2.9999999) from hiding a whole token.
-            remaining=math.floor(tokens + 1e-9),
-            reset_in_s=reset_in_s,
-            reset_at=datetime.fromtimestamp(wall_now + reset_in_s, tz=UTC),
-        )
+        return _status(self.limit, tokens=tokens, count=count, wall_now=wall_now)
 
     def __len__(self) -> int:
         with self._lock:
@@ -316,16 +321,7 @@ class RedisRateLimiter:
 
     def status_get(self, key: str) -> RateStatus:
         tokens, _, count = self._run(key, take=False)
-        reset_in_s = (self.limit.burst - tokens) / self.limit.refill_per_s
-        return RateStatus(
-            count=count,
-            limit=self.limit.requests,
-            window_s=self.limit.window_s,
-            burst=self.limit.burst,
-            remaining=math.floor(tokens + 1e-9),
-            reset_in_s=reset_in_s,
-            reset_at=datetime.fromtimestamp(self._wall_clock() + reset_in_s, tz=UTC),
-        )
+        return _status(self.limit, tokens=tokens, count=count, wall_now=self._wall_clock())
 
 
 class RedisConcurrencyGate:
