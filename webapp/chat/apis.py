@@ -12,13 +12,23 @@ on the engine's thread; the view only waits for the result.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,25 +41,59 @@ from webapp.chat.inputs import (
     user_id_field,
 )
 from webapp.chat.metrics import prometheus_text
+from webapp.chat.schema import (
+    BODY_ERRORS,
+    UUID_PATTERN,
+    ErrorEnvelopeSerializer,
+    error_responses,
+    turn_headers,
+)
 from webapp.chat.services import sampling_params
 from webapp.chat.turns import turn_collect
 
 
-class ErrorSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    field = serializers.CharField(allow_null=True)
+def unknown_fields_refuse(data: Any, fields: Mapping[str, Any]) -> None:
+    """A REST body has exactly its documented fields: an unknown one is a 400 naming it.
+
+    The schema says so (additionalProperties: false, webapp.chat.schema.request_bodies_closed),
+    and a misspelt field ("inputdata") is refused instead of silently ignored.
+    """
+    if not isinstance(data, Mapping):
+        return  # the serializer itself refuses a body that is not an object
+    unknown = [str(key) for key in data if key not in fields]
+    if unknown:
+        known = ", ".join(fields)
+        detail = ErrorDetail(f"unknown field (this body's fields: {known}).", code="unknown_field")
+        raise serializers.ValidationError({unknown[0]: [detail]})
 
 
-class ErrorEnvelopeSerializer(serializers.Serializer):
-    error = ErrorSerializer()
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter: `?limit=` is a 400, as the schema's `integer` says, where
+    DRF would read an empty value of an optional field as "left out" and use the default."""
+
+    def get_value(self, dictionary: Any) -> Any:
+        if dictionary.get(self.field_name) == "":
+            return ""  # to_internal_value refuses it: "A valid integer is required."
+        return super().get_value(dictionary)
 
 
-ERRORS = {
-    400: OpenApiResponse(ErrorEnvelopeSerializer, description="invalid input; `field` names it"),
-    404: OpenApiResponse(ErrorEnvelopeSerializer, description="no such conversation for this user"),
-    503: OpenApiResponse(ErrorEnvelopeSerializer, description="model loading or generation failed"),
-}
+class BodySerializer(serializers.Serializer):
+    """A REST request body: its documented fields and no others (see unknown_fields_refuse)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown_fields_refuse(data, self.fields)
+        return super().to_internal_value(data)
+
+
+LLAMA_ERRORS = error_responses(
+    *BODY_ERRORS,
+    404,
+    429,
+    503,
+    _404="db_id belongs to another user",
+    _429="server busy: the estimated wait for the model is over its limit; nothing was stored",
+    _503="model loading (`model_loading`), shutting down (`shutting_down`), or generation failed",
+)
 
 
 def _reply(data: dict[str, Any]) -> Response:
@@ -83,6 +127,7 @@ class _LlamaApi(APIView):
     def post(self, request: Request) -> Response:
         with runtime.CountedRequest() as counted:
             serializer = self.InputSerializer(data=request.data)
+            unknown_fields_refuse(request.data, serializer.fields)
             serializer.is_valid(raise_exception=True)
             response = _reply(serializer.validated_data)
             counted.succeeded()
@@ -94,7 +139,8 @@ class OfficeLlamaApi(_LlamaApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OpenApiResponse(str, description="the assistant's reply text"), **ERRORS},
+        responses={200: OpenApiResponse(OpenApiTypes.STR, description="the assistant's reply text"), **LLAMA_ERRORS},
+        parameters=turn_headers(),
         summary="Ask the office assistant (one turn of conversation db_id)",
         description=(
             "When the user has documents, the reply is grounded on them (their sources are in "
@@ -113,14 +159,21 @@ class CharacterLlamaApi(_LlamaApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OpenApiResponse(str, description="the character's reply text"), **ERRORS},
+        responses={200: OpenApiResponse(OpenApiTypes.STR, description="the character's reply text"), **LLAMA_ERRORS},
+        parameters=turn_headers(),
         summary="Talk to a character: a stored persona, or one described inline",
+        description=(
+            "Give `persona` (a character id from GET personas), or describe one inline with "
+            "`character_name` and `context` (and optionally `greeting`), not both. Without db_id a "
+            "new conversation starts (its id is in X-Conversation-Id)."
+        ),
     )
     def post(self, request: Request) -> Response:
         return super().post(request)
 
 
 class PerformanceApi(APIView):
+    @extend_schema_serializer(component_name="Performance")
     class OutputSerializer(serializers.Serializer):
         total_requests = serializers.IntegerField()
         successful_requests = serializers.IntegerField()
@@ -141,7 +194,9 @@ class PerformanceApi(APIView):
         service_type = serializers.CharField(help_text="which app answered: office or character (seed design)")
         active_connections = serializers.IntegerField(help_text="open chat WebSockets of this app (seed design)")
 
-    @extend_schema(responses=OutputSerializer, summary="What this app measured: requests, engine, time to first token")
+    @extend_schema(
+        responses={200: OutputSerializer}, summary="What this app measured: requests, engine, time to first token"
+    )
     def get(self, request: Request) -> Response:
         snapshot = runtime.request_stats_get().snapshot()
         state, _ = runtime.engine_status()
@@ -172,7 +227,7 @@ class PerformanceApi(APIView):
 
 class MetricsApi(APIView):
     @extend_schema(
-        responses={200: OpenApiResponse(str, description="Prometheus text format 0.0.4")},
+        responses={(200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text format 0.0.4")},
         summary="The same measurements for Prometheus, plus HTTP request counts and durations",
     )
     def get(self, request: Request) -> HttpResponse:
@@ -187,9 +242,27 @@ class MetricsApi(APIView):
         return HttpResponse(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+@extend_schema_serializer(component_name="Health")
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["idle", "loading", "ready", "failed"])
+    app = serializers.ChoiceField(choices=["office", "character"])
+    model = serializers.CharField(help_text="the model's alias")
+    error = serializers.CharField(required=False, help_text="why the model failed to load (status failed)")
+
+
 class HealthApi(APIView):
     @extend_schema(
-        responses={200: OpenApiResponse(description="model loaded"), 503: OpenApiResponse(description="not ready")},
+        responses={
+            200: OpenApiResponse(HealthSerializer, description="the model is loaded"),
+            503: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="HealthUnavailable",
+                    serializers=[HealthSerializer, ErrorEnvelopeSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="the model is loading or failed to load; or the app is down (the gateway's error)",
+            ),
+        },
         summary="Ready only when this app's model is loaded",
     )
     def get(self, request: Request) -> Response:
@@ -202,14 +275,27 @@ class HealthApi(APIView):
 
 
 class PersonaListApi(APIView):
+    @extend_schema_serializer(component_name="Persona")
     class OutputSerializer(serializers.Serializer):
         id = serializers.CharField()
         name = serializers.CharField()
         description = serializers.CharField()
-        greeting = serializers.CharField()
+        greeting = serializers.CharField(help_text="the persona's first message; may be empty")
         language = serializers.CharField()
 
-    @extend_schema(responses=OutputSerializer(many=True), summary="This app's personas")
+    @extend_schema(
+        operation_id="personas_list",
+        responses={
+            200: inline_serializer(
+                "PersonaList",
+                {
+                    "default": serializers.CharField(help_text="the persona used when a turn names none"),
+                    "personas": OutputSerializer(many=True),
+                },
+            )
+        },
+        summary="This app's personas",
+    )
     def get(self, request: Request) -> Response:
         catalog = runtime.personas_get()
         return Response(
@@ -224,8 +310,9 @@ class UserQuerySerializer(serializers.Serializer):
     user_id = user_id_field()
 
 
+@extend_schema_serializer(component_name="Conversation")
 class ConversationSerializer(serializers.Serializer):
-    db_id = serializers.CharField()
+    db_id = serializers.UUIDField()
     persona = serializers.CharField()
     title = serializers.CharField()
     message_count = serializers.IntegerField()
@@ -233,16 +320,22 @@ class ConversationSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-USER_ID_PARAM = OpenApiParameter("user_id", str, required=True, description="the conversation's owner")
+DB_ID_PARAM = OpenApiParameter(
+    "db_id", OpenApiTypes.UUID, OpenApiParameter.PATH, pattern=UUID_PATTERN, description="the conversation's id"
+)
 
 
 class ConversationListApi(APIView):
     class QuerySerializer(UserQuerySerializer):
-        limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
+        limit = QueryIntegerField(min_value=1, max_value=500, default=100)
 
     @extend_schema(
-        parameters=[USER_ID_PARAM],
-        responses=ConversationSerializer(many=True),
+        operation_id="conversations_list",
+        parameters=[QuerySerializer],
+        responses={
+            200: inline_serializer("ConversationList", {"conversations": ConversationSerializer(many=True)}),
+            **error_responses(400),
+        },
         summary="A user's conversations, newest first",
     )
     def get(self, request: Request) -> Response:
@@ -256,7 +349,12 @@ class ConversationListApi(APIView):
 
 class ConversationDetailApi(APIView):
     @extend_schema(
-        parameters=[USER_ID_PARAM], responses={204: None, **ERRORS}, summary="Delete a conversation and its messages"
+        parameters=[DB_ID_PARAM, UserQuerySerializer],
+        responses={
+            204: OpenApiResponse(description="deleted, with its messages"),
+            **error_responses(400, 404, _404="no such conversation for this user"),
+        },
+        summary="Delete a conversation and its messages",
     )
     def delete(self, request: Request, db_id: str) -> Response:
         query = UserQuerySerializer(data=request.query_params)
@@ -268,6 +366,7 @@ class ConversationDetailApi(APIView):
 
 
 class MessageListApi(APIView):
+    @extend_schema_serializer(component_name="Message")
     class OutputSerializer(serializers.Serializer):
         id = serializers.CharField()
         seq = serializers.IntegerField()
@@ -277,8 +376,14 @@ class MessageListApi(APIView):
         meta = serializers.DictField()
 
     @extend_schema(
-        parameters=[USER_ID_PARAM],
-        responses={200: OutputSerializer(many=True), **ERRORS},
+        operation_id="conversations_messages_list",
+        parameters=[DB_ID_PARAM, UserQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "MessageList", {"db_id": serializers.UUIDField(), "messages": OutputSerializer(many=True)}
+            ),
+            **error_responses(400, 404, _404="no such conversation for this user"),
+        },
         summary="A conversation's messages, oldest first",
     )
     def get(self, request: Request, db_id: str) -> Response:

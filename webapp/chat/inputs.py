@@ -6,6 +6,7 @@ refused over WebSocket too, with the same code and message.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -59,9 +60,22 @@ def user_id_field() -> StrictCharField:
     return StrictCharField(max_length=USER_ID_MAX, error_messages={"max_length": "must be at most 128 characters."})
 
 
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID written the usual way (8-4-4-4-12 hex digits), as the schema's `format: uuid`
+    says: not the integers, booleans (UUID(int=0)) and other spellings uuid.UUID() reads."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str) or not _UUID_TEXT.fullmatch(data):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 def db_id_field(*, required: bool) -> serializers.UUIDField:
     """A conversation id. Without one, a new message starts a new conversation (the seed's quick start)."""
-    return serializers.UUIDField(required=required, error_messages={"invalid": "must be a UUID."})
+    return StrictUUIDField(required=required, error_messages={"invalid": "must be a UUID."})
 
 
 class OfficeTurnSerializer(serializers.Serializer):

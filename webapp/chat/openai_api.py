@@ -11,6 +11,16 @@ These are async Django views (not DRF) because they stream Server-Sent Events. I
 validated with a DRF serializer (pure, fast); submitting renders and tokenizes the
 prompt, so it runs on a worker thread; tokens are awaited from the engine's thread.
 Errors have the project's shape plus OpenAI's `type` and `param` keys, which its SDK reads.
+
+In the OpenAPI description (GET /<app>/schema): GET v1/models is there, through its
+schema-only twin `ModelListSchema`. POST v1/chat/completions is left out on purpose. Its
+contract is OpenAI's (OpenAI publishes the reference; the official `openai` package is its
+tested client, tests/chat/test_openai_api.py), and its body can't be stated truthfully in
+OpenAPI 3.0: whether `tools[].function.parameters` is accepted depends on llama.cpp's
+grammar converter being able to enforce that schema, and `messages` has rules by role and
+position (the last one is the user's or a tool's; content may be null only for an
+assistant's tool calls). A description would be looser or stricter than the endpoint, and
+a client generated from it wrong one way or the other.
 """
 
 from __future__ import annotations
@@ -22,8 +32,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.views import APIView
 
 from webapp.chat import runtime
 from webapp.chat.errors import GenerationFailedError, application_error, openai_error
@@ -133,6 +146,47 @@ class ChatCompletionSerializer(serializers.Serializer):
         return attrs
 
 
+class ModelListSchema(APIView):
+    """The OpenAPI description of GET v1/models (`models_list`, a plain async view that
+    drf-spectacular can't see; `schema_endpoints` adds this class in its place). Never routed."""
+
+    @extend_schema(
+        operation_id="v1_models_list",
+        tags=["v1"],
+        responses={
+            200: inline_serializer(
+                "ModelList",
+                {
+                    "object": serializers.ChoiceField(choices=["list"]),
+                    "data": inline_serializer(
+                        "Model",
+                        {
+                            "id": serializers.CharField(help_text="the model alias, or a persona id"),
+                            "object": serializers.ChoiceField(choices=["model"]),
+                            "created": serializers.IntegerField(help_text="Unix time"),
+                            "owned_by": serializers.CharField(),
+                        },
+                        many=True,
+                    ),
+                },
+            )
+        },
+        summary="OpenAI: the models, which are the app's model alias and its personas",
+    )
+    def get(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError("schema only: GET v1/models is served by models_list")
+
+
+def schema_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
+    """drf-spectacular PREPROCESSING_HOOK: add GET v1/models (drf-spectacular lists only DRF
+    views) through ModelListSchema. v1/chat/completions stays out: see the module docstring."""
+    try:
+        path = reverse("openai-models")
+    except NoReverseMatch:
+        return endpoints
+    return [*endpoints, (path, f"^{path.lstrip('/')}$", "GET", ModelListSchema.as_view())]
+
+
 def _models() -> list[tuple[str, Persona | None]]:
     spec = runtime.model_spec_get()
     return [(spec.alias, None), *((p.id, p) for p in runtime.personas_get().personas.values())]
@@ -201,6 +255,7 @@ def _turn_request(data: dict[str, Any], persona: Persona | None) -> StatelessTur
 
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponse:
+    """POST v1/chat/completions. Not in the OpenAPI description: see the module docstring."""
     if request.method != "POST":
         return openai_error(ApplicationError("use POST", code="method_not_allowed", status=405))
     counted = runtime.CountedRequest()  # finished when the reply is out (or the request failed)

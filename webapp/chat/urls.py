@@ -3,10 +3,41 @@ webapp.config.wiring.app_urlpatterns (which adds POST Llama, and the office's ro
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+
+from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from webapp.chat import apis, openai_api, views
+from webapp.chat.errors import openai_error
+from webapp.core.errors import ApplicationError
+
+AsyncView = Callable[..., Awaitable[HttpResponse]]
+
+
+def methods_only(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    """405 with `Allow` (RFC 9110) for any other method, in OpenAI's error envelope: the
+    OpenAI views are plain Django views, which DRF's method dispatch does not cover."""
+    allow = ", ".join(methods)
+
+    def wrap(view: AsyncView) -> AsyncView:
+        @functools.wraps(view)
+        async def guarded(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+            if request.method not in methods:
+                error = ApplicationError(
+                    f"method {request.method} is not allowed here; use {allow}", code="method_not_allowed", status=405
+                )
+                response = openai_error(error)
+                response["Allow"] = allow
+                return response
+            return await view(request, *args, **kwargs)
+
+        return guarded
+
+    return wrap
+
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),
@@ -17,8 +48,8 @@ urlpatterns = [
     path("conversations", apis.ConversationListApi.as_view(), name="conversations"),
     path("conversations/<uuid:db_id>", apis.ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:db_id>/messages", apis.MessageListApi.as_view(), name="messages"),
-    path("v1/models", openai_api.models_list, name="openai-models"),
-    path("v1/chat/completions", openai_api.chat_completions, name="openai-chat"),
+    path("v1/models", methods_only("GET")(openai_api.models_list), name="openai-models"),
+    path("v1/chat/completions", methods_only("POST")(openai_api.chat_completions), name="openai-chat"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -70,7 +70,13 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": f"Persona chat — {APP_MODE}",
     "DESCRIPTION": (
-        'REST API of the persona chat service. Errors always have the shape {"error": {"code", "message", "field"}}.'
+        'REST API of the persona chat service. Errors always have the shape {"error": {"code", "message", "field"}} '
+        "(validation errors add `details`; a body field this schema does not list is a 400 `unknown_field`). "
+        "A method a path does not list is answered 405 in that shape, with an `Allow` header (TRACE excepted: "
+        "the gateway refuses it itself). Behind the gateway every operation can also answer 503 `app_unavailable` "
+        "(with Retry-After) while the app restarts, and 413 for a body over the gateway's limit. "
+        "The OpenAI-compatible `POST v1/chat/completions` follows OpenAI's API reference and is not described "
+        "here (see webapp/chat/openai_api.py for why); `GET v1/models` is."
         "\n\n" + (REPO_ROOT / "webapp" / "chat" / "websocket_protocol.md").read_text()
     ),
     "VERSION": "0.1.0",
@@ -78,6 +84,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get components of their own: they say what DRF refuses (blank strings,
+    # files as binary), which the responses' components must not.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["webapp.chat.openai_api.schema_endpoints"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        *(["webapp.office.apis.tool_call_operations"] if APP_MODE == "office" else []),
+        "webapp.chat.schema.request_bodies_closed",
+        "webapp.chat.schema.gateway_responses",
+    ],
 }
 
 LOGGING = {

@@ -2,44 +2,67 @@
 
 Sync views, like webapp.chat.apis: each request runs on its own thread under daphne, and
 the embedding and extraction work happens there (small uploads) or on the indexer thread.
+
+`tool_call_operations` completes the OpenAPI description: POST tools/{name}/call is
+documented once per tool, each with that tool's own arguments schema (which OpenAPI can't
+tie to a path parameter), and {name} lists the real tools.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.chat.apis import ERRORS, UserQuerySerializer
+from webapp.chat.apis import BodySerializer, QueryIntegerField, UserQuerySerializer
 from webapp.chat.inputs import StrictCharField, user_id_field
+from webapp.chat.schema import BODY_ERRORS, STORE_ID_PATTERN, error_responses
 from webapp.office import documents, runtime, tool_calls
 from webapp.office.errors import FileTooLargeError
 from webapp.retrieval.search import SEARCH_MODES
+from webapp.tools import Sensitivity, ToolSpec
 
 QUERY_MAX = 1000
 K_MAX = 20
 
-USER_ID_PARAM = OpenApiParameter("user_id", str, required=True, description="the document's owner")
-UPLOAD_ERRORS = {
-    **ERRORS,
-    413: OpenApiResponse(description="file over 10 MiB, or more than 1,000,000 characters of text"),
-    415: OpenApiResponse(description="unsupported file type (.txt .md .html .pdf .docx)"),
-    422: OpenApiResponse(description="empty, corrupt, encrypted or image-only file; `code` says which"),
-}
+DOCUMENT_ID_PARAM = OpenApiParameter(
+    "document_id", str, OpenApiParameter.PATH, pattern=STORE_ID_PATTERN, description="the document's id"
+)
+TOOL_NAME_PARAM = OpenApiParameter("name", str, OpenApiParameter.PATH, description="a tool's name (GET tools)")
+APPROVAL_ID_PARAM = OpenApiParameter(
+    "approval_id", str, OpenApiParameter.PATH, pattern=STORE_ID_PATTERN, description="from a 202 approval_required"
+)
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """An integer in a JSON body: refuses "5" and true, which IntegerField would take as 5 and 1."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str | bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_serializer(component_name="Document")
 class DocumentSerializer(serializers.Serializer):
     id = serializers.CharField()
     title = serializers.CharField()
     filename = serializers.CharField()
     kind = serializers.CharField()
     size = serializers.IntegerField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=["indexing", "ready", "failed"])
     chunks = serializers.IntegerField()
     error = serializers.CharField(allow_null=True)
     error_code = serializers.CharField(allow_null=True)
@@ -50,14 +73,30 @@ class DocumentSerializer(serializers.Serializer):
 class DocumentListApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
-    class UploadSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="DocumentUpload")
+    class UploadSerializer(BodySerializer):
         file = serializers.FileField(allow_empty_file=True, error_messages={"required": "attach the file as `file`."})
         user_id = user_id_field()
         title = StrictCharField(required=False, max_length=documents.TITLE_MAX, allow_blank=True)
 
     @extend_schema(
         request={"multipart/form-data": UploadSerializer},
-        responses={201: DocumentSerializer, 202: DocumentSerializer, **UPLOAD_ERRORS},
+        responses={
+            201: OpenApiResponse(DocumentSerializer, description="indexed now (status ready)"),
+            202: OpenApiResponse(DocumentSerializer, description="more than 48 chunks: indexing (status indexing)"),
+            **error_responses(
+                *BODY_ERRORS,
+                413,
+                415,
+                422,
+                503,
+                _413="file over 10 MiB, or more than 1,000,000 characters of text (`file_too_large`)",
+                _415="not multipart/form-data, or a file type other than .txt .md .html .pdf .docx",
+                _422="empty, corrupt, encrypted or image-only file: `code` is empty_file, invalid_file, "
+                "encrypted_pdf or no_text",
+                _503="indexing failed; nothing was stored (`indexing_failed`)",
+            ),
+        },
         summary="Upload a document (.txt .md .html .pdf .docx, ≤ 10 MiB) and index it for search",
     )
     def post(self, request: Request) -> Response:
@@ -86,7 +125,13 @@ class DocumentListApi(APIView):
         )
 
     @extend_schema(
-        parameters=[USER_ID_PARAM], responses=DocumentSerializer(many=True), summary="A user's documents, newest first"
+        operation_id="documents_list",
+        parameters=[UserQuerySerializer],
+        responses={
+            200: inline_serializer("DocumentList", {"documents": DocumentSerializer(many=True)}),
+            **error_responses(400),
+        },
+        summary="A user's documents, newest first",
     )
     def get(self, request: Request) -> Response:
         query = UserQuerySerializer(data=request.query_params)
@@ -96,7 +141,11 @@ class DocumentListApi(APIView):
 
 
 class DocumentDetailApi(APIView):
-    @extend_schema(parameters=[USER_ID_PARAM], responses={200: DocumentSerializer, **ERRORS}, summary="One document")
+    @extend_schema(
+        parameters=[DOCUMENT_ID_PARAM, UserQuerySerializer],
+        responses={200: DocumentSerializer, **error_responses(400, 404)},
+        summary="One document",
+    )
     def get(self, request: Request, document_id: str) -> Response:
         query = UserQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -106,8 +155,8 @@ class DocumentDetailApi(APIView):
         return Response(DocumentSerializer(document).data)
 
     @extend_schema(
-        parameters=[USER_ID_PARAM],
-        responses={204: None, **ERRORS},
+        parameters=[DOCUMENT_ID_PARAM, UserQuerySerializer],
+        responses={204: OpenApiResponse(description="deleted"), **error_responses(400, 404)},
         summary="Delete a document with its chunks and vectors",
     )
     def delete(self, request: Request, document_id: str) -> Response:
@@ -122,6 +171,7 @@ class DocumentDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema_serializer(component_name="SearchResult")
 class SearchResultSerializer(serializers.Serializer):
     document_id = serializers.CharField()
     title = serializers.CharField()
@@ -133,7 +183,8 @@ class SearchResultSerializer(serializers.Serializer):
 
 
 class DocumentSearchApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="DocumentSearch")
+    class InputSerializer(BodySerializer):
         user_id = user_id_field()
         query = StrictCharField(
             max_length=QUERY_MAX,
@@ -142,7 +193,7 @@ class DocumentSearchApi(APIView):
                 "max_length": f"must be at most {QUERY_MAX} characters.",
             },
         )
-        k = serializers.IntegerField(
+        k = StrictIntegerField(
             min_value=1,
             max_value=K_MAX,
             default=5,
@@ -156,7 +207,18 @@ class DocumentSearchApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: SearchResultSerializer(many=True), **ERRORS},
+        responses={
+            200: inline_serializer(
+                "DocumentSearchResults",
+                {
+                    "mode": serializers.ChoiceField(
+                        choices=SEARCH_MODES, help_text="the mode used: a Korean query is ranked lexically"
+                    ),
+                    "results": SearchResultSerializer(many=True),
+                },
+            ),
+            **error_responses(*BODY_ERRORS),
+        },
         summary="Hybrid (BM25 + dense) search over the user's documents, best first",
     )
     def post(self, request: Request) -> Response:
@@ -174,14 +236,44 @@ class DocumentSearchApi(APIView):
 # --- tools, approvals, audit ------------------------------------------------------------
 
 
+@extend_schema_serializer(component_name="ToolSpec")
 class ToolSpecSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
-    parameters = serializers.DictField()
-    sensitivity = serializers.CharField()
-    rate_limit = serializers.DictField()
+    parameters = serializers.DictField(help_text="JSON Schema of the call's `arguments`")
+    sensitivity = serializers.ChoiceField(choices=["LOW", "MEDIUM", "HIGH", "CRITICAL"])
+    rate_limit = inline_serializer(
+        "ToolRateLimit",
+        {
+            "requests": serializers.IntegerField(),
+            "window_s": serializers.FloatField(),
+            "burst": serializers.IntegerField(),
+        },
+    )
     max_concurrent = serializers.IntegerField()
     needs_approval = serializers.BooleanField()
+
+
+TOOL_CALL_OK = inline_serializer(
+    "ToolCallResult",
+    {
+        "status": serializers.ChoiceField(choices=["ok"]),
+        "tool": serializers.CharField(),
+        "result": serializers.DictField(help_text="what the tool returned"),
+        "approval_id": serializers.CharField(allow_null=True),
+        "duration_ms": serializers.FloatField(),
+    },
+)
+TOOL_CALL_WAITS = inline_serializer(
+    "ToolCallApprovalRequired",
+    {
+        "status": serializers.ChoiceField(choices=["approval_required"]),
+        "tool": serializers.CharField(),
+        "approval_id": serializers.CharField(),
+        "reason": serializers.CharField(),
+        "approve_url": serializers.CharField(help_text="POST {user_id, decision} here"),
+    },
+)
 
 
 def _outcome_response(outcome: tool_calls.ToolCallOutcome) -> Response:
@@ -205,7 +297,19 @@ def _outcome_response(outcome: tool_calls.ToolCallOutcome) -> Response:
 
 
 class ToolListApi(APIView):
-    @extend_schema(responses=ToolSpecSerializer(many=True), summary="The tools, their schemas and their rules")
+    @extend_schema(
+        operation_id="tools_list",
+        responses={
+            200: inline_serializer(
+                "ToolList",
+                {
+                    "security_mode": serializers.ChoiceField(choices=["development", "production"]),
+                    "tools": ToolSpecSerializer(many=True),
+                },
+            )
+        },
+        summary="The tools, their schemas and their rules",
+    )
     def get(self, request: Request) -> Response:
         registry = runtime.tool_registry_get()
         return Response(
@@ -214,15 +318,35 @@ class ToolListApi(APIView):
 
 
 class ToolDetailApi(APIView):
-    @extend_schema(responses={200: ToolSpecSerializer, **ERRORS}, summary="One tool")
+    @extend_schema(
+        parameters=[TOOL_NAME_PARAM],
+        responses={200: ToolSpecSerializer, **error_responses(404, _404="no such tool")},
+        summary="One tool",
+    )
     def get(self, request: Request, name: str) -> Response:
         return Response(tool_calls.tool_spec_public(registry=runtime.tool_registry_get(), name=name))
 
 
 class ToolRateLimitApi(APIView):
     @extend_schema(
-        parameters=[USER_ID_PARAM],
-        responses={200: OpenApiResponse(description="count, limit, window_s, burst, remaining, reset_at"), **ERRORS},
+        parameters=[TOOL_NAME_PARAM, UserQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "ToolRateStatus",
+                {
+                    "tool": serializers.CharField(),
+                    "user_id": serializers.CharField(),
+                    "count": serializers.IntegerField(help_text="calls in the current window"),
+                    "limit": serializers.IntegerField(),
+                    "window_s": serializers.FloatField(),
+                    "burst": serializers.IntegerField(),
+                    "remaining": serializers.IntegerField(),
+                    "reset_at": serializers.DateTimeField(),
+                    "reset_in_s": serializers.FloatField(),
+                },
+            ),
+            **error_responses(400, 404, _404="no such tool"),
+        },
         summary="Where a user stands against a tool's rate limit",
     )
     def get(self, request: Request, name: str) -> Response:
@@ -236,19 +360,33 @@ class ToolRateLimitApi(APIView):
 
 
 class ToolCallApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="ToolCall")
+    class InputSerializer(BodySerializer):
         user_id = user_id_field()
         arguments = serializers.JSONField(default=dict)
         source = serializers.ChoiceField(choices=("api", "slash"), default="api")
 
     @extend_schema(
+        operation_id="tools_call",
+        parameters=[TOOL_NAME_PARAM],
         request=InputSerializer,
         responses={
-            200: OpenApiResponse(description="the tool ran: {status: ok, result}"),
-            202: OpenApiResponse(description="needs the user's approval: {status: approval_required, approval_id}"),
-            403: OpenApiResponse(description="not allowed for this user in this SECURITY_MODE"),
-            429: OpenApiResponse(description="over the rate limit or the concurrency cap; see Retry-After"),
-            **ERRORS,
+            200: OpenApiResponse(TOOL_CALL_OK, description="the tool ran"),
+            202: OpenApiResponse(TOOL_CALL_WAITS, description="the call waits for the user's approval"),
+            **error_responses(
+                *BODY_ERRORS,
+                403,
+                404,
+                429,
+                502,
+                503,
+                _400="invalid body, or `arguments` not valid for the tool (`field` names the argument)",
+                _403="not allowed for this user in this SECURITY_MODE",
+                _404="no such tool",
+                _429="over the tool's rate limit (`rate_limited`) or concurrency cap (`tool_busy`)",
+                _502="the tool's backend failed (`tool_failed`, `search_failed`)",
+                _503="the tool is not configured on this server (`not_configured`)",
+            ),
         },
         summary="Call a tool: arguments checked against its schema, rate-limited, audited",
     )
@@ -267,15 +405,41 @@ class ToolCallApi(APIView):
 
 
 class ApprovalDecideApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    @extend_schema_serializer(component_name="ApprovalDecision")
+    class InputSerializer(BodySerializer):
         user_id = user_id_field()
         decision = serializers.ChoiceField(
             choices=("approve", "deny"), error_messages={"invalid_choice": "must be 'approve' or 'deny'."}
         )
 
     @extend_schema(
+        parameters=[APPROVAL_ID_PARAM],
         request=InputSerializer,
-        responses={200: OpenApiResponse(description="{status: approved|denied, result}"), **ERRORS},
+        responses={
+            200: inline_serializer(
+                "ApprovalOutcome",
+                {
+                    "approval_id": serializers.CharField(),
+                    "tool": serializers.CharField(),
+                    "status": serializers.ChoiceField(choices=["approved", "denied"]),
+                    "result": serializers.DictField(allow_null=True, help_text="what the tool returned (approved)"),
+                },
+            ),
+            **error_responses(
+                *BODY_ERRORS,
+                403,
+                404,
+                409,
+                429,
+                502,
+                503,
+                _404="no such approval for this user (or the approved call's target is gone)",
+                _409="already decided, or expired (`approval_closed`)",
+                _429="the tool's concurrency cap is full (`tool_busy`)",
+                _502="the approved call's backend failed",
+                _503="the tool is not configured on this server",
+            ),
+        },
         summary="Approve (run) or deny (drop) a tool call that waits for this user",
     )
     def post(self, request: Request, approval_id: str) -> Response:
@@ -298,6 +462,7 @@ class ApprovalDecideApi(APIView):
         )
 
 
+@extend_schema_serializer(component_name="AuditEntry")
 class AuditEntrySerializer(serializers.Serializer):
     id = serializers.CharField()
     tool = serializers.CharField()
@@ -312,11 +477,15 @@ class AuditEntrySerializer(serializers.Serializer):
 
 class AuditListApi(APIView):
     class QuerySerializer(UserQuerySerializer):
-        limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
+        limit = QueryIntegerField(min_value=1, max_value=500, default=100)
 
     @extend_schema(
-        parameters=[USER_ID_PARAM],
-        responses=AuditEntrySerializer(many=True),
+        operation_id="audit_list",
+        parameters=[QuerySerializer],
+        responses={
+            200: inline_serializer("AuditList", {"entries": AuditEntrySerializer(many=True)}),
+            **error_responses(400),
+        },
         summary="The user's tool calls and approval decisions, newest first",
     )
     def get(self, request: Request) -> Response:
@@ -326,3 +495,73 @@ class AuditListApi(APIView):
             query.validated_data["user_id"], limit=query.validated_data["limit"]
         )
         return Response({"entries": AuditEntrySerializer(entries, many=True).data})
+
+
+# --- the OpenAPI description of the tools ---------------------------------------------------
+
+
+def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A tool's JSON Schema as an OpenAPI 3.0 schema (which refuses an empty `required`)."""
+    schema = copy.deepcopy(parameters)
+    if not schema.get("required"):
+        schema.pop("required", None)
+    return schema
+
+
+def _tool_call_statuses(spec: ToolSpec, *, production: bool) -> set[str]:
+    """What POST tools/<spec.name>/call can answer (webapp.tools.registry.ToolRegistry.decide)."""
+    always_approval = spec.needs_approval or (production and spec.sensitivity >= Sensitivity.HIGH)
+    statuses = {"400", "413", "415", "429", "503"}
+    statuses |= {"202"} if always_approval else {"200", "502"}
+    if production and spec.sensitivity == Sensitivity.CRITICAL:
+        statuses.add("403")
+    return statuses
+
+
+def tool_call_operations(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """POSTPROCESSING_HOOK (office): {name} lists the real tools, and POST tools/{name}/call
+    becomes one operation per tool whose `arguments` are that tool's own JSON Schema.
+
+    A call's arguments are checked against the named tool's schema: in OpenAPI that is only
+    true path by path. What a schema can't say stays a 400 naming the argument (an
+    expression the calculator can't evaluate, a time zone that does not exist).
+    """
+    registry = runtime.tool_registry_get()
+    specs = registry.specs()
+    paths = result.get("paths", {})
+    for path, item in list(paths.items()):
+        if "{name}" not in path:
+            continue
+        if path.endswith("/{name}/call"):
+            del paths[path]
+            generic = item["post"]
+            body = generic["requestBody"]["content"]["application/json"]["schema"]
+            component = result["components"]["schemas"].pop(body["$ref"].rsplit("/", 1)[-1])
+            for spec in specs:
+                operation = copy.deepcopy(generic)
+                operation["operationId"] = f"tools_{spec.name}_call"
+                operation["summary"] = f"Call {spec.name}: {generic['summary'].split(': ', 1)[-1]}"
+                operation["parameters"] = [p for p in operation.get("parameters", []) if p["name"] != "name"]
+                if not operation["parameters"]:
+                    del operation["parameters"]
+                operation["responses"] = {
+                    status: response
+                    for status, response in operation["responses"].items()
+                    if status in _tool_call_statuses(spec, production=registry.security_mode == "production")
+                }
+                arguments = _arguments_schema(spec.parameters)
+                properties = {**component["properties"], "arguments": arguments}
+                required = [*component.get("required", []), *(["arguments"] if arguments.get("required") else [])]
+                operation["requestBody"] = {
+                    "content": {
+                        "application/json": {"schema": {**component, "properties": properties, "required": required}}
+                    },
+                    "required": True,
+                }
+                paths[path.replace("{name}", spec.name)] = {"post": operation}
+        else:
+            for operation in item.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["name"] == "name" and parameter["in"] == "path":
+                        parameter["schema"] = {"type": "string", "enum": sorted(spec.name for spec in specs)}
+    return result
