@@ -276,3 +276,9 @@ def test_tool_through_the_registry(searxng: FakeSearxng) -> None:
 
     spec = registry.get("web_search").public()
     assert (spec["rate_limit"], spec["max_concurrent"]) == ({"requests": 10, "window_s": 60.0, "burst": 3}, 2)
+
+
+def test_a_blank_query_finds_nothing_without_asking_the_provider(searxng: FakeSearxng) -> None:
+    handler = web_search_handler_make(SearxngClient(searxng.base_url))
+    assert handler(ToolContext("alice"), {"query": " \r\n\t "}) == {"query": "", "results": []}
+    assert searxng.requests == []

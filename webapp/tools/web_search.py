@@ -202,15 +202,17 @@ def web_search_handler_make(client: SearxngClient | None) -> Handler:
     def web_search_handler(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         if client is None:
             raise ToolNotConfiguredError(NOT_CONFIGURED_MESSAGE)
-        query = args.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise ToolArgumentError("arguments.query must not be blank", field="arguments.query")
+        query = args["query"].strip()  # the schema made it a string
+        if not query:
+            # Only white space: nothing to search for, which is no error (the schema admits it,
+            # and a JSON Schema pattern for "not blank" is more than the grammar converter reads).
+            return {"query": "", "results": []}
         k = args.get("k", 5)
         # JSON Schema counts 5.0 as an integer, so accept it; anything else out of range is a 400.
         whole = (isinstance(k, int) and not isinstance(k, bool)) or (isinstance(k, float) and k.is_integer())
         if not whole or not 1 <= k <= MAX_RESULTS:
             raise ToolArgumentError(f"arguments.k must be an integer from 1 to {MAX_RESULTS}", field="arguments.k")
-        results = client.search(query.strip(), k=int(k))
-        return {"query": query.strip(), "results": [asdict(result) for result in results]}
+        results = client.search(query, k=int(k))
+        return {"query": query, "results": [asdict(result) for result in results]}
 
     return web_search_handler
