@@ -27,6 +27,8 @@ from rest_framework.response import Response
 from webapp.chat.parsers import JsonBodyError
 from webapp.core.errors import (
     ApplicationError,
+    ForbiddenError,
+    NotAuthenticatedError,
     TooManyRequestsError,
     UnavailableError,
     UnsupportedMediaTypeError,
@@ -99,6 +101,10 @@ def application_error(exc: Exception) -> ApplicationError | None:
         return ApplicationError(f"request body can't be read: {exc.detail}", code="malformed_body")
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return UnsupportedMediaTypeError(f"{exc.detail} Send Content-Type: application/json.", field="Content-Type")
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        # DRF answers 403 instead when no authenticator of the view can name a scheme.
+        kind = NotAuthenticatedError if exc.status_code == 401 else ForbiddenError
+        return kind(str(exc.detail), code=str(exc.get_codes()), field="Authorization")
     if isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         return ApplicationError(str(exc.detail), code=str(code), status=exc.status_code)
@@ -157,6 +163,16 @@ def django_bad_request(request: HttpRequest, exception: Exception | None = None)
     message = str(exception) if exception is not None and str(exception) else "bad request"
     field = "Host" if type(exception).__name__ == "DisallowedHost" else None
     return JsonResponse(error_body(ApplicationError(message, code="bad_request", field=field)), status=400)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """CSRF_FAILURE_VIEW: a form or session-authenticated write without a valid CSRF token."""
+    error = ForbiddenError(
+        f"csrfmiddlewaretoken: this write needs the CSRF token of a page from this site ({reason})",
+        code="csrf_failed",
+        field="csrfmiddlewaretoken",
+    )
+    return JsonResponse(error_body(error), status=403)
 
 
 def django_server_error(request: HttpRequest) -> JsonResponse:

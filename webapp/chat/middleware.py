@@ -1,6 +1,6 @@
-"""Request ids and HTTP metrics, for sync and async views alike.
+"""Request ids, HTTP metrics and secure cookies, for sync and async views alike.
 
-Both middlewares work in either mode, so Django never has to move an async view (the
+These middlewares work in either mode, so Django never has to move an async view (the
 OpenAI streaming endpoint) onto a thread to get through them.
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from webapp.chat import runtime
@@ -75,4 +76,19 @@ class MetricsMiddleware(_DualMiddleware):
         runtime.http_metrics_get().observe(
             route=route, method=request.method or "", status=response.status_code, seconds=time.perf_counter() - before
         )
+        return response
+
+
+class SecureCookiesMiddleware(_DualMiddleware):
+    """Session and CSRF cookies get `Secure` when the request came over TLS.
+
+    Django's SESSION_COOKIE_SECURE is one setting for every request, but one deployment is
+    reached over plain HTTP on localhost (make run) and over TLS behind a proxy; so the flag
+    follows the request (request.is_secure() trusts nginx's X-Forwarded-Proto)."""
+
+    def after(self, request: HttpRequest, response: HttpResponse, before: Any) -> HttpResponse:
+        if request.is_secure():
+            for name in (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME):
+                if name in response.cookies:
+                    response.cookies[name]["secure"] = True
         return response

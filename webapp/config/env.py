@@ -94,6 +94,9 @@ HttpUrl = Annotated[
     _EMPTY_IS_UNSET,
 ]
 MongoUrl = Annotated[str | None, AfterValidator(_starting_with("mongodb://", "mongodb+srv://")), _EMPTY_IS_UNSET]
+DatabaseUrl = Annotated[
+    str | None, AfterValidator(_starting_with("postgres://", "postgresql://", "sqlite:///")), _EMPTY_IS_UNSET
+]
 RedisUrl = Annotated[str | None, AfterValidator(_starting_with("redis://", "rediss://")), _EMPTY_IS_UNSET]
 Names = Annotated[tuple[str, ...], BeforeValidator(_comma_separated)]
 
@@ -113,6 +116,13 @@ class Env(BaseModel):
     secret_key: Annotated[str, _EMPTY_IS_UNSET] = _variable("DJANGO_SECRET_KEY", _DEV_SECRET, "a secret string")
     allowed_hosts: Names = _variable("ALLOWED_HOSTS", ("localhost", "127.0.0.1", "[::1]"), "comma-separated host names")
     mongo_url: MongoUrl = _variable("MONGO_URL", None, "a URL that starts with mongodb:// or mongodb+srv://")
+    # Accounts and sessions (Django's ORM); unset: a SQLite file under VAR_DIR/accounts/.
+    database_url: DatabaseUrl = _variable(
+        "DATABASE_URL", None, "a URL that starts with postgres://, postgresql:// or sqlite:///"
+    )
+    registration: Literal["open", "approval", "closed"] = _variable(
+        "REGISTRATION", "approval", "open, approval or closed"
+    )
     var_dir: Folder = _variable("VAR_DIR", REPO_ROOT / "var", "a folder")
     model_registry: Folder = _variable("MODEL_REGISTRY", REPO_ROOT / "models" / "registry.toml", "a file path")
     personas_dir: Folder = _variable("PERSONAS_DIR", REPO_ROOT / "personas", "a folder")

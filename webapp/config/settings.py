@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dj_database_url
+
 from webapp.config.env import REPO_ROOT, env_load
 
 ENV = env_load()
@@ -14,11 +16,17 @@ BASE_DIR = REPO_ROOT
 
 INSTALLED_APPS = [
     "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "webapp.accounts",
     "webapp.chat",
 ]
 
@@ -27,6 +35,12 @@ MIDDLEWARE = [
     "webapp.chat.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Outside the session and CSRF middlewares: it sees the cookies they set.
+    "webapp.chat.middleware.SecureCookiesMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.config.urls"
@@ -35,15 +49,61 @@ APP_WIRING = "webapp.config.wiring.install"
 ASGI_APPLICATION = "webapp.config.asgi.application"
 APPEND_SLASH = False
 
-# Chat history lives in MongoDB (webapp.store); Django's ORM is not used.
-DATABASES: dict[str, dict[str, str]] = {}
+# Accounts and sessions live in Django's ORM database, shared by both apps: a SQLite file
+# under VAR_DIR by default (WAL, so the two processes read while one writes), PostgreSQL
+# via DATABASE_URL. Chat history lives in MongoDB (webapp.store).
+if ENV.database_url:
+    DATABASES = {"default": dj_database_url.parse(ENV.database_url, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": ENV.var_dir / "accounts" / "accounts.sqlite3",
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.Account"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+LOGIN_URL = "/accounts/signin"
+LOGIN_REDIRECT_URL = "/"
+
+# One session for both apps and the landing page: the cookie's path is "/", and both apps
+# read the same session table with the same secret key. 8 hours from sign-in; HttpOnly;
+# SameSite=Lax; Secure whenever the request came over TLS (webapp.accounts.middleware).
+SESSION_COOKIE_AGE = 8 * 3600
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_FAILURE_VIEW = "webapp.chat.errors.csrf_failure"
+# nginx sets X-Forwarded-Proto; the apps listen on loopback (or the compose network) only.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 

@@ -54,6 +54,16 @@ class ApplicationError(Exception):
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
+class NotAuthenticatedError(ApplicationError):
+    """No credentials, or credentials that are not (or no longer) valid: sign in or send a key."""
+
+    status = 401
+    code = "not_authenticated"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "WWW-Authenticate": 'Bearer realm="persona-chat"'}
+
+
 class ForbiddenError(ApplicationError):
     status = 403
     code = "forbidden"

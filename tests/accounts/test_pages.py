@@ -1,0 +1,244 @@
+"""The account pages and API keys, in process: Django's real auth, forms, CSRF and the ORM
+(pytest-django's test database). The same flows through nginx are in test_identity.py,
+and in a real browser in tests/ui/test_accounts_ui.py."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+
+from webapp.accounts import keys, setup_token
+from webapp.accounts.models import Account, ApiKey, KeyScope, Role, SetupToken
+
+PASSWORD = "a long enough passphrase 7"
+
+
+@pytest.fixture
+def registration(settings: object):
+    def set_mode(mode: str) -> None:
+        settings.ENV = settings.ENV.model_copy(update={"registration": mode})  # type: ignore[attr-defined]
+
+    return set_mode
+
+
+def _csrf_client() -> Client:
+    return Client(enforce_csrf_checks=True)
+
+
+def _form_post(client: Client, path: str, data: dict[str, str]) -> object:
+    """GET the page, then POST its form with the page's hidden fields (the CSRF token, the
+    setup token) and `data`, as a browser does."""
+    page = client.get(path).content.decode()
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    assert "csrfmiddlewaretoken" in hidden, f"{path} has no CSRF token in its form"
+    return client.post(path, {**hidden, **data})
+
+
+def _admin(username: str = "root") -> Account:
+    return Account.objects.create_superuser(username=username, password=PASSWORD)
+
+
+@pytest.mark.django_db
+def test_first_admin_needs_the_setup_token_and_only_once() -> None:
+    stale = setup_token.token_issue()
+    token = setup_token.token_issue()  # a new token replaces the old one
+    client = _csrf_client()
+    form = {"username": "boss", "password1": PASSWORD, "password2": PASSWORD}
+
+    for guess, status in (("guess", 403), (stale, 403), ("", 200)):  # no token at all: the form's own error
+        wrong = _form_post(client, f"/accounts/setup?token={guess}", form)
+        assert wrong.status_code == status, guess
+        assert not Account.objects.exists()
+    assert stale not in str(SetupToken.objects.values_list("digest", flat=True).first())
+
+    right = _form_post(client, f"/accounts/setup?token={token}", form)
+    assert right.status_code == 302
+    boss = Account.objects.get(username="boss")
+    assert (boss.role, boss.is_staff, boss.is_superuser) == (Role.ADMIN, True, True)
+    assert not SetupToken.objects.exists()
+    assert client.get("/office/me").json()["username"] == "boss"
+
+    # The token is gone and an admin exists: the page sends everyone to sign-in.
+    again = Client().get(f"/accounts/setup?token={token}")
+    assert again.status_code == 302 and again["Location"].startswith("/accounts/signin")
+    assert Account.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_signup_waits_for_the_first_admin() -> None:
+    response = Client().post("/accounts/signup", {"username": "early", "password1": PASSWORD, "password2": PASSWORD})
+    assert response.status_code == 409
+    assert not Account.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("mode", "status", "role"), [("open", 302, Role.USER), ("approval", 302, Role.PENDING), ("closed", 403, None)]
+)
+def test_registration_follows_the_environment(registration, mode: str, status: int, role: Role | None) -> None:
+    _admin()
+    registration(mode)
+    form = {"username": "newbie", "password1": PASSWORD, "password2": PASSWORD}
+    # Closed: the page itself is refused, so post without it (no CSRF enforcement).
+    response = (
+        Client().post("/accounts/signup", form)
+        if mode == "closed"
+        else _form_post(_csrf_client(), "/accounts/signup", form)
+    )
+    assert response.status_code == status
+    account = Account.objects.filter(username="newbie").first()
+    assert (account.role if account else None) == role
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("short7", "too short"),
+        ("password123", "too common"),
+        ("83920174652", "entirely numeric"),
+        ("newbie-newbie", "too similar"),
+    ],
+)
+def test_signup_applies_the_password_validators(registration, password: str, rule: str) -> None:
+    _admin()
+    registration("open")
+    response = _form_post(
+        _csrf_client(), "/accounts/signup", {"username": "newbie-newbie", "password1": password, "password2": password}
+    )
+    assert response.status_code == 200
+    assert rule in response.content.decode()
+    assert not Account.objects.filter(username="newbie-newbie").exists()
+
+
+@pytest.mark.django_db
+def test_a_form_without_its_csrf_token_is_refused() -> None:
+    _admin()
+    response = _csrf_client().post("/accounts/signin", {"username": "root", "password": PASSWORD})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+    assert response.json()["error"]["field"] == "csrfmiddlewaretoken"
+    assert Account.objects.get(username="root").last_login is None
+
+
+@pytest.mark.django_db
+def test_a_wrong_password_and_an_unknown_user_get_the_same_answer() -> None:
+    _admin()
+    wrong = _form_post(_csrf_client(), "/accounts/signin", {"username": "root", "password": "not it at all"})
+    unknown = _form_post(_csrf_client(), "/accounts/signin", {"username": "nobody", "password": "not it at all"})
+    assert wrong.status_code == unknown.status_code == 200
+
+    def error(response: object) -> str:
+        found = re.search(r'data-testid="form-error">(.*?)</div>', response.content.decode(), re.S)  # type: ignore[attr-defined]
+        assert found
+        return found.group(1)
+
+    assert error(wrong) == error(unknown)
+
+
+@pytest.mark.django_db
+def test_sign_in_and_out() -> None:
+    _admin()
+    client = _csrf_client()
+    assert client.get("/office/me").status_code == 401
+    signed_in = _form_post(client, "/accounts/signin", {"username": "root", "password": PASSWORD})
+    assert signed_in.status_code == 302
+    assert client.get("/office/me").json() == {"username": "root", "role": "admin", "auth": "session", "key": None}
+    cookie = client.cookies[django_settings.SESSION_COOKIE_NAME]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["max-age"] == 8 * 3600
+    page = client.get("/accounts/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+    assert client.post("/accounts/signout", {"csrfmiddlewaretoken": token}).status_code == 302
+    assert client.get("/office/me").status_code == 401
+
+
+@pytest.mark.django_db
+def test_session_cookie_is_secure_over_tls() -> None:
+    _admin()
+    client = _csrf_client()
+    page = client.get("/accounts/signin", secure=True)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+    response = client.post(
+        "/accounts/signin",
+        {"username": "root", "password": PASSWORD, "csrfmiddlewaretoken": token},
+        secure=True,
+        headers={"Referer": "https://testserver/accounts/signin"},
+    )
+    assert response.status_code == 302
+    assert response.cookies[django_settings.SESSION_COOKIE_NAME]["secure"] is True
+    plain = _csrf_client()
+    _form_post(plain, "/accounts/signin", {"username": "root", "password": PASSWORD})
+    assert not plain.cookies[django_settings.SESSION_COOKIE_NAME]["secure"]
+
+
+@pytest.mark.django_db
+def test_a_password_change_signs_out_the_other_sessions() -> None:
+    _admin()
+    here, elsewhere = _csrf_client(), _csrf_client()
+    for client in (here, elsewhere):
+        _form_post(client, "/accounts/signin", {"username": "root", "password": PASSWORD})
+        assert client.get("/office/me").status_code == 200
+    new = "another long passphrase 8"
+    changed = _form_post(
+        here, "/accounts/password", {"old_password": PASSWORD, "new_password1": new, "new_password2": new}
+    )
+    assert changed.status_code == 302
+    assert here.get("/office/me").status_code == 200
+    assert elsewhere.get("/office/me").status_code == 401
+
+
+@pytest.mark.django_db
+def test_api_key_is_shown_once_and_stored_hashed() -> None:
+    _admin()
+    client = _csrf_client()
+    _form_post(client, "/accounts/signin", {"username": "root", "password": PASSWORD})
+    created = _form_post(client, "/accounts/", {"name": "script", "scope": "personal"})
+    secret = re.search(r'data-testid="new-key">([^<]+)<', created.content.decode()).group(1)
+    assert secret.startswith("pc_") and len(secret) > 40
+    assert secret not in client.get("/accounts/").content.decode()  # shown once
+
+    key = ApiKey.objects.get(name="script")
+    assert key.digest == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in {key.digest, key.prefix} and secret.startswith(key.prefix)
+    bearer = Client(headers={"Authorization": f"Bearer {secret}"})
+    assert bearer.get("/office/me").json() == {
+        "username": "root",
+        "role": "admin",
+        "auth": "api_key",
+        "key": {"name": "script", "scope": "personal"},
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer pc_not-a-real-key", "Bearer ", "Basic cm9vdDpwdw==", "Bearer " + "x" * 5000, "pc_no-scheme"],
+)
+def test_a_bad_key_is_401_naming_authorization(header: str) -> None:
+    response = Client(headers={"Authorization": header}).get("/office/me")
+    assert response.status_code == 401
+    assert response.json()["error"]["field"] == "Authorization"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.django_db
+def test_a_revoked_key_or_a_disabled_account_stops_at_once() -> None:
+    admin = _admin()
+    other = Account.objects.create_user(username="other", password=PASSWORD)
+    first = keys.key_create(account=admin, name="one")
+    second = keys.key_create(account=admin, name="two", scope=KeyScope.SERVICE)
+
+    assert not keys.key_revoke(account=other, key_id=first.key.pk)  # not theirs
+    assert keys.key_authenticate(first.secret) is not None
+    assert keys.key_revoke(account=admin, key_id=first.key.pk)
+    assert keys.key_authenticate(first.secret) is None
+    assert Client(headers={"Authorization": f"Bearer {first.secret}"}).get("/office/me").status_code == 401
+
+    assert keys.key_authenticate(second.secret) is not None
+    admin.is_active = False
+    admin.save()
+    assert keys.key_authenticate(second.secret) is None

@@ -1,0 +1,28 @@
+"""Django admin for accounts (at /accounts/admin/): roles, activation, keys."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+
+from webapp.accounts.models import Account, ApiKey
+
+
+@admin.register(Account)
+class AccountAdmin(UserAdmin):
+    list_display = ("username", "role", "is_active", "last_login", "date_joined")
+    list_filter = ("role", "is_active")
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Access", {"fields": ("role", "is_active")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    readonly_fields = ("last_login", "date_joined")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "account", "scope", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("scope",)
+    # The digest is the only thing stored of the secret; nobody edits it.
+    readonly_fields = ("account", "prefix", "digest", "created_at", "last_used_at")

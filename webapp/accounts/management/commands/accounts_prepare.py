@@ -1,0 +1,35 @@
+"""`manage.py accounts_prepare`: migrate the accounts database and, while no admin exists,
+print the one-time setup token. The launcher runs it once before starting the apps, so the
+two apps never migrate the same database at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from webapp.accounts import setup_token
+from webapp.accounts.models import Account, Role
+
+
+class Command(BaseCommand):
+    help = "Migrate the accounts database; print the setup token while no admin account exists."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--link", metavar="BASE_URL", help="also print the setup link under this base URL")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+            Path(settings.DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", interactive=False, verbosity=0)
+        if Account.objects.filter(role=Role.ADMIN, is_active=True).exists():
+            setup_token.token_discard()
+            return
+        token = setup_token.token_issue()
+        self.stdout.write(f"setup-token {token}")
+        if options["link"]:
+            link = f"{options['link'].rstrip('/')}/accounts/setup?token={token}"
+            self.stdout.write(f"Create the admin account (this link works once): {link}")

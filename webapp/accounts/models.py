@@ -1,0 +1,75 @@
+"""The account (Django's user with a role) and its personal API keys.
+
+A key is 32 random bytes shown once; only its SHA-256 is stored. A fast hash is right
+here, unlike for passwords: a key has 256 bits of entropy, so there is nothing to
+brute-force, and every API request checks one (Django's password hashers take ~0.3 s
+each by design). The first characters (`prefix`) are kept in clear so a user can tell
+their keys apart in a list.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "admin"
+    USER = "user", "user"
+    # Registered under REGISTRATION=approval, waiting for an admin: may sign in, not chat.
+    PENDING = "pending", "pending"
+    # Seed 003: chat only; no documents, no tools above LOW.
+    DEMO = "demo", "demo"
+
+
+class Account(AbstractUser):
+    """A person who signs in. `role` says what they may do; `is_staff`/`is_superuser` follow it
+    for admins so Django admin works; `is_active` off disables the account everywhere."""
+
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+
+    class Meta:
+        db_table = "accounts_account"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # One source of truth: the role decides access to Django admin.
+        if self.is_superuser:
+            self.role = Role.ADMIN
+        self.is_staff = self.role == Role.ADMIN
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class KeyScope(models.TextChoices):
+    # Acts as its account only: a `user_id` in a request may name only the account itself.
+    PERSONAL = "personal", "personal"
+    # A backend's key: may pass any `user_id` to keep its own end users apart, inside its account.
+    SERVICE = "service", "service"
+
+
+class ApiKey(models.Model):
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=64)
+    scope = models.CharField(max_length=16, choices=KeyScope.choices, default=KeyScope.PERSONAL)
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "accounts_api_key"
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class SetupToken(models.Model):
+    """The SHA-256 of the one-time token that creates the first admin (webapp.accounts.setup_token)."""
+
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "accounts_setup_token"

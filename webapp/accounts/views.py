@@ -1,0 +1,113 @@
+"""The account pages under /accounts/: sign-in, sign-up, sign-out, first-admin setup, and the
+account page with its API keys. Django's auth views and forms do the work (CSRF on);
+these views only choose templates and apply the registration policy."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from webapp.accounts import keys, services
+from webapp.accounts.forms import KeyCreateForm, SetupForm, SignupForm
+from webapp.accounts.models import Account, Role
+from webapp.core.errors import ApplicationError
+
+
+class SigninView(auth_views.LoginView):
+    template_name = "accounts/signin.html"
+    redirect_authenticated_user = True
+
+
+class SignoutView(auth_views.LogoutView):
+    next_page = "accounts:signin"
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "accounts/password.html"
+    success_url = "/accounts/?password=changed"
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not services.admin_exists():
+        return render(request, "accounts/message.html", {"title": "Not set up yet", "text": _NOT_SET_UP}, status=409)
+    try:
+        role = services.registration_role()
+    except ApplicationError as exc:
+        return render(
+            request, "accounts/message.html", {"title": "Registration closed", "text": exc.message}, status=403
+        )
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        account = form.save(commit=False)
+        account.role = role
+        account.save()
+        auth.login(request, account, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("accounts:account")
+    return render(request, "accounts/signup.html", {"form": form, "approval": role == Role.PENDING})
+
+
+_NOT_SET_UP = (
+    "No admin account exists yet. Open the setup link that `make run` printed (or run `manage.py createsuperuser`)."
+)
+
+
+@require_http_methods(["GET", "POST"])
+def setup(request: HttpRequest) -> HttpResponse:
+    if services.admin_exists():
+        return redirect("accounts:signin")
+    form = SetupForm(request.POST or None, initial={"token": request.GET.get("token", "")})
+    if request.method == "POST" and form.is_valid():
+        try:
+            account = services.first_admin_create(
+                token=form.cleaned_data["token"],
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password1"],
+            )
+        except ApplicationError as exc:
+            return render(
+                request, "accounts/message.html", {"title": "Setup refused", "text": exc.message}, status=exc.status
+            )
+        auth.login(request, account, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("accounts:account")
+    return render(request, "accounts/setup.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_page(request: HttpRequest) -> HttpResponse:
+    """The account: role, password, and API keys (a new key's secret is shown on this response only)."""
+    account = cast(Account, request.user)
+    new_key = None
+    form = KeyCreateForm()
+    may_have_keys = account.role in (Role.ADMIN, Role.USER)
+    if request.method == "POST" and may_have_keys:
+        if "revoke" in request.POST:
+            key_id = request.POST["revoke"]
+            if key_id.isdigit():
+                keys.key_revoke(account=account, key_id=int(key_id))
+            return redirect("accounts:account")
+        form = KeyCreateForm(request.POST)
+        if form.is_valid():
+            new_key = keys.key_create(account=account, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"])
+            form = KeyCreateForm()
+    return render(
+        request,
+        "accounts/account.html",
+        {
+            "account": account,
+            "form": form,
+            "new_key": new_key,
+            "keys": keys.keys_list(account=account) if may_have_keys else [],
+            "may_have_keys": may_have_keys,
+            "password_changed": request.GET.get("password") == "changed",
+            "registration": settings.ENV.registration,
+        },
+    )
