@@ -13,7 +13,7 @@ on the engine's thread; the view only waits for the result.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -29,10 +29,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.accounts.identity import AUTHENTICATORS
+from webapp.accounts.models import Account, ApiKey, KeyScope, Role
 from webapp.chat import runtime, selectors, services
 from webapp.chat.inputs import (
     CharacterTurnSerializer,
@@ -393,3 +396,44 @@ class MessageListApi(APIView):
             store=runtime.chat_store_get(), db_id=str(db_id), user_id=query.validated_data["user_id"]
         )
         return Response({"db_id": str(db_id), "messages": self.OutputSerializer(messages, many=True).data})
+
+
+class MeApi(APIView):
+    """Who the request authenticates as, on either app: the session cookie that /accounts/
+    set, or a personal API key."""
+
+    authentication_classes = AUTHENTICATORS
+    permission_classes = (IsAuthenticated,)
+
+    @extend_schema(
+        operation_id="me",
+        summary="Who am I",
+        description="The account this request authenticates as: a session cookie or `Authorization: Bearer <API key>`.",
+        responses={
+            200: inline_serializer(
+                "Me",
+                {
+                    "username": serializers.CharField(),
+                    "role": serializers.ChoiceField(choices=Role.choices),
+                    "auth": serializers.ChoiceField(choices=["session", "api_key"]),
+                    "key": inline_serializer(
+                        "MeKey",
+                        {"name": serializers.CharField(), "scope": serializers.ChoiceField(choices=KeyScope.choices)},
+                        allow_null=True,
+                    ),
+                },
+            ),
+            **error_responses(401, 403),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        account = cast(Account, request.user)
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        return Response(
+            {
+                "username": account.username,
+                "role": account.role,
+                "auth": "api_key" if key else "session",
+                "key": {"name": key.name, "scope": key.scope} if key else None,
+            }
+        )

@@ -71,6 +71,7 @@ class BusyErrorEnvelopeSerializer(ErrorEnvelopeSerializer):
 
 ERROR_DESCRIPTIONS = {
     400: "invalid input: `field` names it, `details` lists every problem",
+    401: "no valid session or API key: sign in, or send `Authorization: Bearer <API key>`",
     403: "not allowed for this user",
     404: "no such resource for this user (another user's id is a 404 too)",
     409: "conflict with the resource's state",

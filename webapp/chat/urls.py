@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from webapp.chat import apis, openai_api, views
@@ -19,7 +20,11 @@ AsyncView = Callable[..., Awaitable[HttpResponse]]
 
 def methods_only(*methods: str) -> Callable[[AsyncView], AsyncView]:
     """405 with `Allow` (RFC 9110) for any other method, in OpenAI's error envelope: the
-    OpenAI views are plain Django views, which DRF's method dispatch does not cover."""
+    OpenAI views are plain Django views, which DRF's method dispatch does not cover.
+
+    The guarded view is exempt from Django's CSRF middleware, which would otherwise answer
+    an unknown method with 403 before this 405: these are API views for clients with keys,
+    like DRF's (which are exempt too)."""
     allow = ", ".join(methods)
 
     def wrap(view: AsyncView) -> AsyncView:
@@ -34,7 +39,7 @@ def methods_only(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 return response
             return await view(request, *args, **kwargs)
 
-        return guarded
+        return csrf_exempt(guarded)
 
     return wrap
 
@@ -44,6 +49,7 @@ urlpatterns = [
     path("performance", apis.PerformanceApi.as_view(), name="performance"),
     path("metrics", apis.MetricsApi.as_view(), name="metrics"),
     path("health", apis.HealthApi.as_view(), name="health"),
+    path("me", apis.MeApi.as_view(), name="me"),
     path("personas", apis.PersonaListApi.as_view(), name="personas"),
     path("conversations", apis.ConversationListApi.as_view(), name="conversations"),
     path("conversations/<uuid:db_id>", apis.ConversationDetailApi.as_view(), name="conversation"),
