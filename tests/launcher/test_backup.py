@@ -72,7 +72,9 @@ def files_of(folder: Path) -> dict[str, str]:
 def data_files_of(var_dir: Path) -> dict[str, str]:
     """The files of the deployment's data folders, as a backup sees them."""
     return {
-        f"{root}/{rel}": digest for root in ("mongo", "retrieval") for rel, digest in files_of(var_dir / root).items()
+        f"{root}/{rel}": digest
+        for root in ("mongo", "retrieval", "accounts")
+        for rel, digest in files_of(var_dir / root).items()
     }
 
 
@@ -168,6 +170,7 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restored]:
             uploaded = upload(http, gateway, user_id, "travel.md", POLICY_MD)
             assert uploaded.status_code == 201 and uploaded.json()["status"] == "ready", uploaded.text
             at_backup = state_of(http, gateway, user_id)
+            first.manage("account_create", f"{user_id}-before")
 
             backup = launcher("backup", "--out", str(archive), var_dir=var_dir)  # while the apps run
 
@@ -175,6 +178,7 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restored]:
             turn(http, gateway, "character", user_id=user_id, db_id=character_db, persona="captain-rhea")
             turn(http, gateway, "office", user_id=user_id, db_id=later_office_db)
             later = upload(http, gateway, user_id, "leave.txt", KOREAN_TXT)
+            first.manage("account_create", f"{user_id}-after")
             assert later.status_code == 201, later.text
             assert state_of(http, gateway, user_id) != at_backup
         before_restore = data_files_of(var_dir)
@@ -208,11 +212,21 @@ def test_a_backup_taken_while_running_restores_exactly_what_existed(restored, ht
         assert f"mongo/{app}/personachat/conversations.collection" in listed
         assert f"mongo/{app}/personachat/messages.collection" in listed
     assert "retrieval/office.sqlite3" in listed
-    assert not [p for p in listed if not p.startswith(("mongo/", "retrieval/"))], "logs, nginx, run/ are not data"
+    assert "accounts/accounts.sqlite3" in listed
+    assert not [p for p in listed if not p.startswith(("mongo/", "retrieval/", "accounts/"))], (
+        "logs, nginx, run/ aren't data"
+    )
     assert restored.after_restore == listed, "the restored files are the archive's, byte for byte"
 
     state = state_of(http, gateway_of(restored.stack), restored.user_id)
     assert state == restored.at_backup
+    usernames = restored.stack.manage(
+        "shell",
+        "-c",
+        "from webapp.accounts.models import Account; print(*Account.objects.values_list('username', flat=True))",
+    ).split()
+    assert f"{restored.user_id}-before" in usernames, "accounts are part of the backup"
+    assert f"{restored.user_id}-after" not in usernames
     document = restored.at_backup["documents"][0]
     assert state["documents"][0]["status"] == "ready"
     assert state["search"] and {hit[0] for hit in state["search"]} == {document["id"]}

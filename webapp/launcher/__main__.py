@@ -100,8 +100,15 @@ def _run(config: StackConfig) -> int:
     try:
         print("starting nginx, office app and character app under supervisord ...", flush=True)
         stack.start()
+        setup_url = stack.setup_url()
+        first = (
+            f"  First, create the admin account (this link works once):\n    {setup_url}\n"
+            if setup_url
+            else f"  Sign in at {config.url}/accounts/signin\n"
+        )
         print(
             f"\n  Persona chat is running ({time.monotonic() - started:.1f}s to ready).\n"
+            f"{first}"
             f"  Open {config.url}/\n"
             f"  Office API:    {config.url}/office/docs\n"
             f"  Character API: {config.url}/character/docs\n"

@@ -1,13 +1,15 @@
 """Back up and restore what a local deployment holds: one archive in, one archive out.
 
-A local deployment (no `MONGO_URL`, no `QDRANT_URL`) keeps its data in two folders under
-VAR_DIR, and nowhere else:
+A local deployment (no `MONGO_URL`, no `QDRANT_URL`, no `DATABASE_URL`) keeps its data in
+three folders under VAR_DIR, and nowhere else:
 
 - `mongo/<app>/`: montydb's embedded chat store, one folder per app. montydb writes
   `.monty.storage` and `monty.storage.cfg` (which engine, which options) and one SQLite
   file per collection, `<database>/<collection>.collection`.
 - `retrieval/<app>.sqlite3`: the office app's search index (SQLite in WAL mode, held
   open by the running office app).
+- `accounts/accounts.sqlite3`: accounts, API key digests and sessions (Django's ORM,
+  SQLite in WAL mode, held open by both apps), and the setup token while no admin exists.
 
 Logs, nginx's files, `run/`, `perf/`, `screenshots/` and `backups/` are not data.
 
@@ -57,7 +59,7 @@ from webapp.config.env import EnvError, env_load
 FORMAT = "personachat-backup"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-DATA_ROOTS = ("mongo", "retrieval")  # the folders under VAR_DIR that hold data
+DATA_ROOTS = ("mongo", "retrieval", "accounts")  # the folders under VAR_DIR that hold data
 BACKUPS_DIR = "backups"
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -461,7 +463,7 @@ def backup_restore(*, var_dir: Path, archive: Path, environ: Mapping[str, str] |
     """Replace the deployment's data at `var_dir` with the archive's; return where the old data went.
 
     Precondition: the stack is stopped (refused otherwise). The archive is checked in full
-    before anything changes. The current `mongo/` and `retrieval/` folders are moved, whole
+    before anything changes. The current `mongo/`, `retrieval/` and `accounts/` folders are moved, whole
     (SQLite side files included), to `<var_dir>/backups/before-restore-<time>/`; the
     return value is that folder, or None when there was no data to move. If putting the
     archive's files in place fails half-way, what was moved is moved back.

@@ -178,6 +178,8 @@ class Stack:
             socket_path = Path(tempfile.mkdtemp(prefix="personachat-")) / "supervisor.sock"
         self.socket_path = socket_path
         self._supervisord: subprocess.Popen[bytes] | None = None
+        # While no admin account exists: the one-time token that creates it (accounts_prepare).
+        self.setup_token: str | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -191,6 +193,7 @@ class Stack:
             )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.accounts_prepare()
         self.conf_path.write_text(self._supervisord_conf())
         log = (self.log_dir / "supervisord.out").open("ab")
         self._supervisord = subprocess.Popen(
@@ -203,6 +206,34 @@ class Stack:
         )
         log.close()
         self.wait_ready(timeout=timeout)
+
+    def manage(self, *args: str, stdin: str | None = None) -> str:
+        """Run `manage.py <args>` against this stack's data (accounts, keys); return its stdout.
+        How tests, benchmarks and load users create their accounts: the project's own code."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO_ROOT,
+            env={**self._base_env(), "APP_MODE": "office"},
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+        return result.stdout
+
+    def accounts_prepare(self) -> None:
+        """Migrate the accounts database once, before either app starts (two apps migrating one
+        database at once would race), and note the setup token while no admin exists."""
+        output = self.manage("accounts_prepare")
+        tokens = [line.split()[1] for line in output.splitlines() if line.startswith("setup-token ")]
+        self.setup_token = tokens[-1] if tokens else None
+
+    def setup_url(self) -> str | None:
+        """The link that creates the first admin account; None once one exists."""
+        return f"{self.config.url}/accounts/setup?token={self.setup_token}" if self.setup_token else None
 
     def stop(self) -> None:
         """Stop every process (apps drain for up to STOP_WAIT_S), then supervisord itself."""
