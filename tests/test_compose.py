@@ -370,3 +370,45 @@ def test_office_shares_its_tool_limits_through_the_redis_service(compose: dict[s
     assert url.scheme == "redis" and url.hostname in compose["services"]
     assert "redis" in office["depends_on"] and office["depends_on"]["redis"]["condition"] == "service_healthy"
     assert env_load({"REDIS_URL": environment(office)["REDIS_URL"]}).redis_url
+
+
+def _interpolated(value: str) -> str:
+    """A compose value with each ${VAR...} replaced by a stand-in, as `.env` would fill it."""
+    return re.sub(r"\$\{[^}]*\}", "stand-in", value)
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_app_keeps_accounts_in_the_postgres_service(compose: dict[str, Any], app: str) -> None:
+    raw = environment(service(compose, app)).get("DATABASE_URL", "")
+    assert "${POSTGRES_PASSWORD:?" in raw, "the database password must come from .env, never a default"
+    url = urlsplit(_interpolated(raw))
+    postgres = environment(service(compose, "postgres"))
+    assert url.scheme in ("postgres", "postgresql") and url.hostname == "postgres"
+    assert (url.username, url.path.lstrip("/")) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert env_load({"DATABASE_URL": url.geturl()}).database_url == url.geturl()
+    depends = service(compose, app).get("depends_on") or {}
+    assert depends.get("accounts", {}).get("condition") == "service_completed_successfully", (
+        f"{app} must start after the accounts database is migrated"
+    )
+
+
+def test_accounts_service_migrates_once_after_postgres_is_healthy(compose: dict[str, Any]) -> None:
+    accounts = service(compose, "accounts")
+    command = app_command(accounts)
+    assert command[:3] == ["python", "manage.py", "accounts_prepare"]
+    assert accounts.get("restart") == "no"
+    assert (accounts.get("depends_on") or {}).get("postgres", {}).get("condition") == "service_healthy"
+    assert environment(accounts)["DATABASE_URL"] == environment(service(compose, "office"))["DATABASE_URL"]
+    postgres = service(compose, "postgres")
+    assert "pg_isready" in healthcheck_command(postgres, "postgres")
+    volume = mount_at(postgres, "/var/lib/postgresql/data", "postgres")
+    assert not volume.is_bind and volume.source in (compose.get("volumes") or {})
+
+
+def test_gateway_sends_accounts_to_the_office_app() -> None:
+    rendered = template_render(
+        TEMPLATE.read_text(),
+        {name: "x" for name in TEMPLATE_VARIABLE.findall(TEMPLATE.read_text())} | {"OFFICE_UPSTREAM": "office:8000"},
+    )
+    block = re.search(r"location /accounts/ \{(.*?)\}", rendered, re.S)
+    assert block and "proxy_pass http://office_app;" in block.group(1)
