@@ -14,14 +14,15 @@ STAMP := $(VENV)/.installed
 
 setup: system-deps $(STAMP) models
 
-# nginx comes from Debian's packages; installing it needs root.
+# nginx and redis-server (sign-in limits and tool limits shared by both apps) come from
+# Debian's packages; installing them needs root.
 system-deps:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	@{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } && [ -x /usr/bin/redis-server ] || { \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "error: nginx is missing and installing it needs root: run 'sudo apt-get install -y nginx-light' (or nginx), then retry." >&2; exit 1; \
+	    echo "error: nginx or redis-server is missing and installing them needs root: run 'sudo apt-get install -y nginx redis-server', then retry." >&2; exit 1; \
 	  fi; \
-	  echo "installing nginx from Debian's packages ..."; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx; \
+	  echo "installing nginx and redis-server from Debian's packages ..."; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx redis-server; \
 	}
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here);

@@ -23,6 +23,10 @@ from webapp.config.env import REPO_ROOT
 from webapp.launcher.stack import Stack, StackConfig, registry_derive
 
 TEST_MAX_TOKENS = 48
+# The limits profile of the shared test stack: every test signs in from 127.0.0.1, so the
+# per-address sign-in limit is a test-sized one. Per-username limits stay as shipped; tests
+# that check a limit set their own.
+TEST_LIMITS = {"SIGNIN_RATE_PER_IP": "1000/m"}
 ADMIN_USER = "admin-of-the-test-stack"
 
 
@@ -86,7 +90,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_registry: Path, searxng
 
     Web search goes to a local SearxNG stand-in; OFFICE_ADMINS names the one admin user.
     """
-    extra_env = {"SEARXNG_URL": searxng.url, "OFFICE_ADMINS": ADMIN_USER}
+    extra_env = {"SEARXNG_URL": searxng.url, "OFFICE_ADMINS": ADMIN_USER, **TEST_LIMITS}
     with stack_running(tmp_path_factory.mktemp("var"), test_registry, extra_env=extra_env) as running:
         yield running
 

@@ -412,3 +412,10 @@ def test_gateway_sends_accounts_to_the_office_app() -> None:
     )
     block = re.search(r"location /accounts/ \{(.*?)\}", rendered, re.S)
     assert block and "proxy_pass http://office_app;" in block.group(1)
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_app_counts_sign_in_limits_in_the_redis_service(compose: dict[str, Any], app: str) -> None:
+    svc = service(compose, app)
+    assert urlsplit(environment(svc)["REDIS_URL"]).hostname == "redis"
+    assert (svc.get("depends_on") or {}).get("redis", {}).get("condition") == "service_healthy"

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 import requests
 
 from webapp.launcher.stack import Stack
@@ -156,6 +157,59 @@ def test_the_setup_link_needs_its_token(stack: Stack, gateway: str) -> None:
     assert response.status_code == 403
     assert "intruder" not in stack.manage(
         "shell",
+        "-v",
+        "0",
         "-c",
         "from webapp.accounts.models import Account; print(list(Account.objects.values_list('username', flat=True)))",
     )
+
+
+def test_the_audit_keeps_the_address_nginx_saw_not_one_the_client_wrote(stack: Stack, gateway: str) -> None:
+    username = account_create(stack)
+    with requests.Session() as session:
+        # nginx replaces both with the address that connected to it
+        session.headers.update({"X-Real-IP": "203.0.113.66", "X-Forwarded-For": "8.8.4.4, 203.0.113.67"})
+        form_post(session, gateway, "/accounts/signin", {"username": username, "password": "wrong password!"})
+        form_post(session, gateway, "/accounts/signin", {"username": username, "password": PASSWORD})
+    shown = stack.manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from webapp.accounts.models import AuthEvent; "
+        f"print(*AuthEvent.objects.filter(username={username!r}).order_by('id').values_list('kind', 'ip'))",
+    )
+    assert shown.split() == ["('signin_failed',", "'127.0.0.1')", "('signin',", "'127.0.0.1')"]
+
+
+def test_five_wrong_passwords_make_even_the_right_one_wait(stack: Stack, gateway: str) -> None:
+    """SIGNIN_RATE_PER_USERNAME as shipped (5/5m), counted in the stack's Redis by both apps.
+
+    django-ratelimit counts in fixed windows; six tries that straddle a window's end are
+    counted in two, so a second round (another account, another window offset) decides."""
+
+    def six_tries() -> requests.Response:
+        username = account_create(stack)
+        with requests.Session() as session:
+            for _ in range(5):
+                wrong = form_post(session, gateway, "/accounts/signin", {"username": username, "password": "wrong pw!"})
+                assert wrong.status_code == 200
+            last = form_post(session, gateway, "/accounts/signin", {"username": username, "password": PASSWORD})
+            if last.status_code == 429:
+                assert session.get(f"{gateway}/office/me", timeout=30).status_code == 401
+            return last
+
+    limited = six_tries()
+    if limited.status_code != 429:
+        limited = six_tries()
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 300
+    assert 'data-code="too_many_tries"' in limited.text
+    # The counts are in the stack's own redis-server, which both apps share.
+    assert redis.Redis.from_url(stack.redis_url()).keys("personachat:*:rl:*")
+    with requests.Session() as other:  # another account from the same address is not locked out
+        bystander = account_create(stack)
+        assert (
+            form_post(other, gateway, "/accounts/signin", {"username": bystander, "password": PASSWORD}).status_code
+            == 302
+        )

@@ -12,9 +12,17 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from webapp.accounts import keys, setup_token
-from webapp.accounts.models import Account, ApiKey, KeyScope, Role, SetupToken
+from webapp.accounts.models import Account, ApiKey, AuthEvent, KeyScope, Role, SetupToken
 
 PASSWORD = "a long enough passphrase 7"
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits() -> None:
+    """Sign-in counts live in the cache (here the test process's own): each test starts at zero."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture
@@ -242,3 +250,69 @@ def test_a_revoked_key_or_a_disabled_account_stops_at_once() -> None:
     admin.is_active = False
     admin.save()
     assert keys.key_authenticate(second.secret) is None
+
+
+@pytest.mark.django_db
+def test_the_audit_records_sign_ins_keys_and_sign_outs() -> None:
+    admin = _admin()
+    client = _csrf_client()
+    _form_post(client, "/accounts/signin", {"username": "root", "password": "wrong wrong wrong"})
+    _form_post(client, "/accounts/signin", {"username": "ghost", "password": "wrong wrong wrong"})
+    _form_post(client, "/accounts/signin", {"username": "root", "password": PASSWORD})
+    created = _form_post(client, "/accounts/", {"name": "audited", "scope": "personal"})
+    key_id = re.search(r'name="revoke" value="(\d+)"', created.content.decode()).group(1)
+    _form_post(client, "/accounts/", {"revoke": key_id})
+    page = client.get("/accounts/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    client.post("/accounts/signout", {"csrfmiddlewaretoken": token})
+
+    events = list(AuthEvent.objects.order_by("id").values_list("kind", "username", "account_id"))
+    assert events == [
+        ("signin_failed", "root", admin.pk),
+        ("signin_failed", "ghost", None),
+        ("signin", "root", admin.pk),
+        ("key_created", "root", admin.pk),
+        ("key_revoked", "root", admin.pk),
+        ("signout", "root", admin.pk),
+    ]
+    assert set(AuthEvent.objects.values_list("ip", flat=True)) == {"127.0.0.1"}
+    # The account page lists the user's own events, newest first ("ghost" was no account).
+    kinds = re.findall(r'data-testid="event" data-kind="([a-z_]+)"', page)
+    assert kinds == ["key_revoked", "key_created", "signin", "signin_failed"]
+    assert "ghost" not in page
+
+
+@pytest.mark.parametrize(
+    ("peer", "header", "expected"),
+    [
+        ("127.0.0.1", "203.0.113.9", "203.0.113.9"),  # from the gateway: its header is believed
+        ("172.18.0.5", "203.0.113.9", "203.0.113.9"),  # the compose network is private
+        ("8.8.4.4", "203.0.113.9", "8.8.4.4"),  # a public peer could write any header
+        ("127.0.0.1", "not an ip", "127.0.0.1"),
+        ("127.0.0.1", "", "127.0.0.1"),
+    ],
+)
+def test_client_ip_believes_x_real_ip_only_from_the_gateway(peer: str, header: str, expected: str) -> None:
+    from django.test import RequestFactory
+
+    from webapp.accounts.client_ip import client_ip
+
+    request = RequestFactory().get("/", REMOTE_ADDR=peer, HTTP_X_REAL_IP=header)
+    assert client_ip(request) == expected
+
+
+@pytest.mark.django_db
+def test_sign_in_tries_are_limited_per_address(settings: object) -> None:
+    # A long window: the four tries can't straddle one of its (fixed) boundaries.
+    settings.ENV = django_settings.ENV.model_copy(update={"signin_rate_ip": "3/1000d"})  # type: ignore[attr-defined]
+    _admin()
+    for name in ("a", "b", "c"):
+        assert (
+            _form_post(_csrf_client(), "/accounts/signin", {"username": name, "password": "x" * 12}).status_code == 200
+        )
+    limited = _form_post(_csrf_client(), "/accounts/signin", {"username": "root", "password": PASSWORD})
+    assert limited.status_code == 429
+    assert 1 <= int(limited["Retry-After"]) <= 1000 * 86400
+    assert 'data-code="too_many_tries"' in limited.content.decode()
+    assert Account.objects.get(username="root").last_login is None  # the right password waits too
+    assert AuthEvent.objects.filter(kind="signin_limited", username="root").count() == 1

@@ -222,6 +222,8 @@ def test_a_backup_taken_while_running_restores_exactly_what_existed(restored, ht
     assert state == restored.at_backup
     usernames = restored.stack.manage(
         "shell",
+        "-v",
+        "0",
         "-c",
         "from webapp.accounts.models import Account; print(*Account.objects.values_list('username', flat=True))",
     ).split()

@@ -93,7 +93,7 @@ def test_a_newcomer_creates_the_admin_and_a_key_then_signs_in_again(fresh_stack:
 def test_a_second_person_signs_up_and_waits_for_approval(fresh_stack: Stack, browser) -> None:
     if (
         fresh_stack.manage(
-            "shell", "-c", "from webapp.accounts.services import admin_exists; print(admin_exists())"
+            "shell", "-v", "0", "-c", "from webapp.accounts.services import admin_exists; print(admin_exists())"
         ).strip()
         != "True"
     ):

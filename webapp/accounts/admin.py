@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from webapp.accounts.models import Account, ApiKey
+from webapp.accounts.models import Account, ApiKey, AuthEvent
 
 
 @admin.register(Account)
@@ -26,3 +26,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ("scope",)
     # The digest is the only thing stored of the secret; nobody edits it.
     readonly_fields = ("account", "prefix", "digest", "created_at", "last_used_at")
+
+
+@admin.register(AuthEvent)
+class AuthEventAdmin(admin.ModelAdmin):
+    """The accounts audit, read-only: nobody edits or deletes what happened."""
+
+    list_display = ("created_at", "kind", "username", "account", "ip", "detail")
+    list_filter = ("kind",)
+    search_fields = ("username", "ip")
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False

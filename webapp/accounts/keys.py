@@ -11,9 +11,11 @@ import secrets
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
-from webapp.accounts.models import Account, ApiKey, KeyScope
+from webapp.accounts.audit import auth_event_record
+from webapp.accounts.models import Account, ApiKey, AuthEventKind, KeyScope
 
 KEY_PREFIX = "pc_"
 _SHOWN_CHARS = 10  # "pc_" and the first 7 characters of the secret: enough to tell keys apart
@@ -31,11 +33,17 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def key_create(*, account: Account, name: str, scope: str = KeyScope.PERSONAL) -> NewKey:
+def key_create(
+    *, account: Account, name: str, scope: str = KeyScope.PERSONAL, request: HttpRequest | None = None
+) -> NewKey:
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        account=account, name=name, scope=scope, prefix=secret[:_SHOWN_CHARS], digest=_digest(secret)
-    )
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            account=account, name=name, scope=scope, prefix=secret[:_SHOWN_CHARS], digest=_digest(secret)
+        )
+        auth_event_record(
+            kind=AuthEventKind.KEY_CREATED, request=request, account=account, detail=f"{key} scope={scope}"
+        )
     return NewKey(key=key, secret=secret)
 
 
@@ -57,12 +65,15 @@ def key_authenticate(secret: str) -> ApiKey | None:
     return key
 
 
-def key_revoke(*, account: Account, key_id: int) -> bool:
+def key_revoke(*, account: Account, key_id: int, request: HttpRequest | None = None) -> bool:
     """Revoke one of this account's keys; False when it has no such live key."""
     with transaction.atomic():
-        return bool(
-            ApiKey.objects.filter(pk=key_id, account=account, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        )
+        key = ApiKey.objects.filter(pk=key_id, account=account, revoked_at__isnull=True).first()
+        if key is None:
+            return False
+        ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+        auth_event_record(kind=AuthEventKind.KEY_REVOKED, request=request, account=account, detail=str(key))
+    return True
 
 
 def keys_list(*, account: Account) -> list[ApiKey]:

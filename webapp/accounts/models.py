@@ -73,3 +73,33 @@ class SetupToken(models.Model):
 
     class Meta:
         db_table = "accounts_setup_token"
+
+
+class AuthEventKind(models.TextChoices):
+    SIGNIN = "signin", "signed in"
+    SIGNIN_FAILED = "signin_failed", "sign-in failed"
+    SIGNIN_LIMITED = "signin_limited", "sign-in refused: too many tries"
+    SIGNOUT = "signout", "signed out"
+    PASSWORD_CHANGED = "password_changed", "password changed"
+    ADMIN_CREATED = "admin_created", "first admin created"
+    SIGNED_UP = "signed_up", "signed up"
+    KEY_CREATED = "key_created", "API key created"
+    KEY_REVOKED = "key_revoked", "API key revoked"
+
+
+class AuthEvent(models.Model):
+    """The accounts audit: who signed in or failed to, from where; keys made and revoked.
+    `username` is what was typed (a failed sign-in may name no account)."""
+
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="auth_events"
+    )
+    username = models.CharField(max_length=150, blank=True)
+    kind = models.CharField(max_length=32, choices=AuthEventKind.choices)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "accounts_auth_event"
+        ordering = ("-created_at", "-id")

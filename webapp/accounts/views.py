@@ -4,7 +4,7 @@ these views only choose templates and apply the registration policy."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import auth
@@ -14,15 +14,27 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from webapp.accounts import keys, services
+from webapp.accounts import audit, keys, limits, services
 from webapp.accounts.forms import KeyCreateForm, SetupForm, SignupForm
-from webapp.accounts.models import Account, Role
+from webapp.accounts.models import Account, AuthEventKind, Role
 from webapp.core.errors import ApplicationError
 
 
 class SigninView(auth_views.LoginView):
     template_name = "accounts/signin.html"
     redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        retry_after = limits.signin_retry_after(request)
+        if retry_after is None:
+            return super().post(request, *args, **kwargs)
+        username = request.POST.get("username", "")[:150]
+        audit.auth_event_record(kind=AuthEventKind.SIGNIN_LIMITED, request=request, username=username)
+        form = self.get_form_class()(request, initial={"username": username})
+        context = self.get_context_data(form=form, limited_for=retry_after)
+        response = self.render_to_response(context, status=429)
+        response["Retry-After"] = str(retry_after)
+        return response
 
 
 class SignoutView(auth_views.LogoutView):
@@ -32,6 +44,11 @@ class SignoutView(auth_views.LogoutView):
 class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "accounts/password.html"
     success_url = "/accounts/?password=changed"
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        audit.auth_event_record(kind=AuthEventKind.PASSWORD_CHANGED, request=self.request, account=form.user)
+        return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -49,6 +66,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         account = form.save(commit=False)
         account.role = role
         account.save()
+        audit.auth_event_record(kind=AuthEventKind.SIGNED_UP, request=request, account=account, detail=role)
         auth.login(request, account, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("accounts:account")
     return render(request, "accounts/signup.html", {"form": form, "approval": role == Role.PENDING})
@@ -75,6 +93,7 @@ def setup(request: HttpRequest) -> HttpResponse:
             return render(
                 request, "accounts/message.html", {"title": "Setup refused", "text": exc.message}, status=exc.status
             )
+        audit.auth_event_record(kind=AuthEventKind.ADMIN_CREATED, request=request, account=account)
         auth.login(request, account, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("accounts:account")
     return render(request, "accounts/setup.html", {"form": form})
@@ -92,11 +111,13 @@ def account_page(request: HttpRequest) -> HttpResponse:
         if "revoke" in request.POST:
             key_id = request.POST["revoke"]
             if key_id.isdigit():
-                keys.key_revoke(account=account, key_id=int(key_id))
+                keys.key_revoke(account=account, key_id=int(key_id), request=request)
             return redirect("accounts:account")
         form = KeyCreateForm(request.POST)
         if form.is_valid():
-            new_key = keys.key_create(account=account, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"])
+            new_key = keys.key_create(
+                account=account, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"], request=request
+            )
             form = KeyCreateForm()
     return render(
         request,
@@ -109,5 +130,6 @@ def account_page(request: HttpRequest) -> HttpResponse:
             "may_have_keys": may_have_keys,
             "password_changed": request.GET.get("password") == "changed",
             "registration": settings.ENV.registration,
+            "events": audit.auth_events_of(account),
         },
     )

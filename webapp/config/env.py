@@ -11,6 +11,7 @@ SECURITY_MODE must be spelled out, and an empty ALLOWED_HOSTS allows no host.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -97,7 +98,17 @@ MongoUrl = Annotated[str | None, AfterValidator(_starting_with("mongodb://", "mo
 DatabaseUrl = Annotated[
     str | None, AfterValidator(_starting_with("postgres://", "postgresql://", "sqlite:///")), _EMPTY_IS_UNSET
 ]
-RedisUrl = Annotated[str | None, AfterValidator(_starting_with("redis://", "rediss://")), _EMPTY_IS_UNSET]
+RedisUrl = Annotated[str | None, AfterValidator(_starting_with("redis://", "rediss://", "unix://")), _EMPTY_IS_UNSET]
+
+
+def _rate(value: str) -> str:
+    """django-ratelimit's rate: <count>/<period>, the period s, m, h or d with an optional multiplier."""
+    if not re.fullmatch(r"[1-9][0-9]{0,6}/([1-9][0-9]{0,3})?[smhd]", value):
+        raise ValueError("must look like 5/5m")
+    return value
+
+
+Rate = Annotated[str, AfterValidator(_rate), _EMPTY_IS_UNSET]
 Names = Annotated[tuple[str, ...], BeforeValidator(_comma_separated)]
 
 
@@ -132,7 +143,11 @@ class Env(BaseModel):
     qdrant_url: HttpUrl = _variable("QDRANT_URL", None, "a URL that starts with http:// or https://")
     searxng_url: HttpUrl = _variable("SEARXNG_URL", None, "a URL that starts with http:// or https://")
     # Shared by the replicas of an app: the tools' rate limits and concurrency caps.
-    redis_url: RedisUrl = _variable("REDIS_URL", None, "a URL that starts with redis:// or rediss://")
+    # make run starts its own redis-server and sets it (a unix socket under VAR_DIR/run).
+    redis_url: RedisUrl = _variable("REDIS_URL", None, "a URL that starts with redis://, rediss:// or unix://")
+    # Sign-in tries (django-ratelimit, counted in Redis), per username and per client address.
+    signin_rate_user: Rate = _variable("SIGNIN_RATE_PER_USERNAME", "5/5m", "a rate like 5/5m (count/period)")
+    signin_rate_ip: Rate = _variable("SIGNIN_RATE_PER_IP", "30/5m", "a rate like 30/5m (count/period)")
     security_mode: Literal["development", "production"] = _variable(
         "SECURITY_MODE", "development", "development or production"
     )

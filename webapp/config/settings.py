@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_ratelimit",
     "webapp.accounts",
     "webapp.chat",
 ]
@@ -114,6 +115,25 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+
+# Sign-in limits (django-ratelimit) count in a cache that every process shares: Redis, which
+# make run starts for the stack (a unix socket) and docker-compose runs. Django's own
+# RedisCache increments atomically; django-ratelimit only lists django-redis's as
+# "officially supported" (W001). Without REDIS_URL (a bare manage.py), counts stay in the
+# process: fine for one-off commands, which is the only place that happens.
+if ENV.redis_url:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": ENV.redis_url,
+            "KEY_PREFIX": "personachat",
+        }
+    }
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+RATELIMIT_IP_META_KEY = "webapp.accounts.client_ip.client_ip"
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

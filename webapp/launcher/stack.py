@@ -103,6 +103,15 @@ def registry_derive(
     return dest
 
 
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if not found:
+        raise StackError("redis-server is not installed: run `make setup` (installs Debian's redis-server as root)")
+    return found
+
+
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if not found:
@@ -140,7 +149,9 @@ def _conf_value(value: str) -> str:
     return value.replace("%", "%%")
 
 
-def _program(name: str, command: list[str], *, log: Path, env: dict[str, str], stop_signal: str) -> str:
+def _program(
+    name: str, command: list[str], *, log: Path, env: dict[str, str], stop_signal: str, priority: int = 999
+) -> str:
     environment = ",".join(f'{key}="{_conf_value(value)}"' for key, value in env.items())
     lines = [
         f"[program:{name}]",
@@ -148,6 +159,7 @@ def _program(name: str, command: list[str], *, log: Path, env: dict[str, str], s
         f"directory={_conf_value(str(REPO_ROOT))}",
         "autostart=true",
         "autorestart=true",
+        f"priority={priority}",
         f"startsecs={START_SECS}",
         f"startretries={START_RETRIES}",
         f"stopsignal={stop_signal}",
@@ -174,9 +186,15 @@ class Stack:
         self.run_dir = config.var_dir / "run"
         self.conf_path = self.run_dir / "supervisord.conf"
         socket_path = self.run_dir / "supervisor.sock"
+        redis_socket = self.run_dir / "redis.sock"
         if len(str(socket_path)) > _SOCKET_MAX:
-            socket_path = Path(tempfile.mkdtemp(prefix="personachat-")) / "supervisor.sock"
+            short = Path(tempfile.mkdtemp(prefix="personachat-"))
+            socket_path, redis_socket = short / "supervisor.sock", short / "redis.sock"
         self.socket_path = socket_path
+        # The stack's own redis-server (on a unix socket: no port to collide, nothing exposed):
+        # sign-in limits (django-ratelimit needs a cache both apps share) and the tools' limits.
+        # A REDIS_URL in the environment replaces it.
+        self.redis_socket = redis_socket
         self._supervisord: subprocess.Popen[bytes] | None = None
         # While no admin account exists: the one-time token that creates it (accounts_prepare).
         self.setup_token: str | None = None
@@ -280,7 +298,16 @@ class Stack:
             "PERSONAS_DIR": str(cfg.personas),
             "DJANGO_SETTINGS_MODULE": "webapp.config.settings",
             "PYTHONUNBUFFERED": "1",
+            "REDIS_URL": self.redis_url(),
         }
+
+    def _own_redis(self) -> bool:
+        return not (self.config.extra_env.get("REDIS_URL") or os.environ.get("REDIS_URL"))
+
+    def redis_url(self) -> str:
+        if self._own_redis():
+            return f"unix://{self.redis_socket}"
+        return self.config.extra_env.get("REDIS_URL") or os.environ["REDIS_URL"]
 
     def _supervisord_conf(self) -> str:
         cfg = self.config
@@ -299,6 +326,16 @@ class Stack:
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
             f"[supervisorctl]\nserverurl=unix://{sock}\n"
         ]
+        if self._own_redis():
+            command = [
+                redis_server_binary(), "--port", "0",
+                "--unixsocket", str(self.redis_socket), "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no",
+            ]  # fmt: skip
+            # Started first (lower priority number) so it listens before the apps ask.
+            parts.append(
+                _program("redis", command, log=self.log_dir / "redis.log", env={}, stop_signal="TERM", priority=100)
+            )
         for app in APPS:
             command = [
                 sys.executable, "-m", "daphne",
