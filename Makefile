@@ -26,15 +26,15 @@ system-deps:
 	}
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here);
-# Noto CJK fonts let it draw Hangul in screenshots; the shared tool limits are tested
-# against a real redis-server.
+# Noto CJK fonts let it draw Hangul in screenshots; accounts are tested on a real
+# PostgreSQL server too (a throwaway cluster per run, as docker-compose keeps them).
 test-deps:
-	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/opentype/noto ] && [ -x /usr/bin/redis-server ] || { \
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/opentype/noto ] && [ -x /usr/bin/redis-server ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "error: the tests need Debian's chromium and redis-server: run 'sudo apt-get install -y chromium chromium-driver fonts-noto-cjk redis-server', then retry." >&2; exit 1; \
+	    echo "error: the tests need Debian's chromium, redis-server and postgresql: run 'sudo apt-get install -y chromium chromium-driver fonts-noto-cjk redis-server postgresql', then retry." >&2; exit 1; \
 	  fi; \
-	  echo "installing chromium and redis-server from Debian's packages ..."; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-cjk redis-server; \
+	  echo "installing chromium, redis-server and postgresql from Debian's packages ..."; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-cjk redis-server postgresql; \
 	}
 
 $(VENV)/bin/python:
