@@ -196,7 +196,14 @@ def test_handle_submitted_from_a_worker_thread_is_read_from_the_loop(engine: Lla
 
     async def chat() -> list[list[Event]]:
         handle = await asyncio.to_thread(engine.submit, request_make(CAPITAL, greedy(32)))
-        await asyncio.sleep(0.2)  # let tokens pile up before anyone reads
+
+        def two_waiting() -> bool:
+            # Let events pile up before anyone reads: wait for them, not for a time (on a
+            # busy CPU 0.2 s was not always two tokens).
+            with handle._arrived:
+                return handle._arrived.wait_for(lambda: len(handle._pending) >= 2, timeout=120)
+
+        assert await asyncio.to_thread(two_waiting)
         return [batch async for batch in handle.aevent_batches()]
 
     batches = asyncio.run(chat())

@@ -276,17 +276,21 @@ def test_append_racing_a_cold_read_is_not_lost_from_the_cache(tmp_path: Path) ->
     )
     conversation = restarted.conversation_get("c1")  # cached, window not read yet
 
+    writers: list[threading.Thread] = []
+
     def concurrent_append() -> None:
         writer = threading.Thread(
             target=restarted.message_append,
             kwargs={"conversation": conversation, "role": "user", "content": "racing", "persona": "assistant"},
         )
+        writers.append(writer)
         writer.start()
         writer.join(timeout=0.2)  # it waits for the store lock this read still holds
 
     messages.after_read = concurrent_append
     restarted.messages_recent("c1")
-    time.sleep(0.2)  # let the writer finish
+    writers[0].join(timeout=60)  # then it finishes
+    assert not writers[0].is_alive()
 
     assert [m.content for m in restarted.messages_all("c1")] == ["m0", "m1", "racing"]
     assert [m.content for m in restarted.messages_recent("c1")] == ["m0", "m1", "racing"]
