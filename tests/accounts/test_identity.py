@@ -193,7 +193,7 @@ def test_five_wrong_passwords_make_even_the_right_one_wait(stack: Stack, gateway
         with requests.Session() as session:
             for _ in range(5):
                 wrong = form_post(session, gateway, "/accounts/signin", {"username": username, "password": "wrong pw!"})
-                assert wrong.status_code == 200
+                assert wrong.status_code == 400
             last = form_post(session, gateway, "/accounts/signin", {"username": username, "password": PASSWORD})
             if last.status_code == 429:
                 assert session.get(f"{gateway}/office/me", timeout=30).status_code == 401

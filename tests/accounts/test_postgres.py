@@ -100,3 +100,16 @@ def test_preparing_again_is_a_no_op_that_issues_a_new_setup_token(pg_stack: Stac
     assert output.startswith("setup-token ")
     assert _psql(database_url, "SELECT count(*) FROM django_migrations") == before
     assert int(_psql(database_url, "SELECT count(*) FROM accounts_setup_token")) == 1
+
+
+@pytest.mark.parametrize("cookie", ['sessionid="\\000aaaaaaaa"', "sessionid=" + "\u00ff" * 32, "sessionid=" + "A" * 32])
+def test_a_session_cookie_django_never_made_is_no_session(pg_stack: Stack, cookie: str) -> None:
+    """A NUL in a key reached PostgreSQL as an error (a 500); now such a key is no session."""
+    gateway = f"http://127.0.0.1:{pg_stack.config.gateway_port}"
+    for path in ("/office/me", "/character/me"):
+        response = requests.get(gateway + path, headers={"Cookie": cookie.encode("latin-1")}, timeout=30)
+        assert response.status_code == 401, (path, response.text[:200])
+    landing = requests.get(
+        gateway + "/", headers={"Cookie": cookie.encode("latin-1"), "Accept": "text/html"}, timeout=30
+    )
+    assert landing.status_code == 200

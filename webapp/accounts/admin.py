@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 
 from webapp.accounts.models import Account, ApiKey, AuthEvent
+
+
+def _signin_instead(request: HttpRequest, extra_context: object = None) -> HttpResponse:
+    """Django admin's own login form would be a second, unlimited way to try passwords:
+    admins sign in on /accounts/signin (rate-limited, audited) like everyone else."""
+    return redirect(f"/accounts/signin?{urlencode({'next': request.GET.get('next', '/accounts/admin/')})}")
+
+
+admin.site.login = _signin_instead  # type: ignore[method-assign]
+admin.site.site_header = "Persona chat accounts"
 
 
 @admin.register(Account)
@@ -24,8 +38,12 @@ class AccountAdmin(UserAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("name", "account", "scope", "prefix", "created_at", "last_used_at", "revoked_at")
     list_filter = ("scope",)
-    # The digest is the only thing stored of the secret; nobody edits it.
+    # The digest is the only thing stored of the secret; nobody edits it. Keys are made on
+    # the account page (the secret is shown there once), not here.
     readonly_fields = ("account", "prefix", "digest", "created_at", "last_used_at")
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
 
 
 @admin.register(AuthEvent)

@@ -33,10 +33,12 @@ class Account(AbstractUser):
         db_table = "accounts_account"
 
     def save(self, *args: object, **kwargs: object) -> None:
-        # One source of truth: the role decides access to Django admin.
-        if self.is_superuser:
+        # One source of truth: the role. `createsuperuser` sets is_superuser on a new account,
+        # which makes it an admin; after that, Django's flags follow the role (so an admin
+        # demoted in Django admin loses admin access, and a promoted one gets all of it).
+        if self._state.adding and self.is_superuser:
             self.role = Role.ADMIN
-        self.is_staff = self.role == Role.ADMIN
+        self.is_staff = self.is_superuser = self.role == Role.ADMIN
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
 

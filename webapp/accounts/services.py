@@ -27,11 +27,11 @@ def first_admin_create(*, token: str, username: str, password: str) -> Account:
     with transaction.atomic():
         if admin_exists():
             raise NotFoundError("the first admin exists already: sign in", code="setup_done")
-        if not setup_token.token_matches(token):
+        # Consumed before the account is made: of two requests racing with the right token,
+        # one deletes it and the other is refused.
+        if not setup_token.token_consume(token):
             raise ForbiddenError("token: not the setup token this service printed", field="token", code="bad_token")
-        account = Account.objects.create_superuser(username=username, password=password)
-        setup_token.token_discard()
-    return account
+        return Account.objects.create_superuser(username=username, password=password)
 
 
 def account_create(*, username: str, password: str, role: Role = Role.USER) -> Account:

@@ -34,5 +34,14 @@ def token_matches(candidate: str) -> bool:
     return stored is not None and hmac.compare_digest(stored, _digest(candidate))
 
 
+def token_consume(candidate: str) -> bool:
+    """Use the token up: True for exactly one caller, even when two race (the row is deleted
+    once; PostgreSQL's row lock and SQLite's write lock make the second delete find nothing)."""
+    if not token_matches(candidate):
+        return False
+    deleted, _ = SetupToken.objects.filter(digest=_digest(candidate)).delete()
+    return deleted == 1
+
+
 def token_discard() -> None:
     SetupToken.objects.all().delete()

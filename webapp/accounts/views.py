@@ -1,9 +1,14 @@
 """The account pages under /accounts/: sign-in, sign-up, sign-out, first-admin setup, and the
 account page with its API keys. Django's auth views and forms do the work (CSRF on);
-these views only choose templates and apply the registration policy."""
+these views only choose templates and apply the registration policy.
+
+A form that comes back with errors is answered 400 (Django's default is 200), so a client
+or a script sees the refusal in the status, as everywhere else in the service; the page
+shows each error next to its field."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 from django.conf import settings
@@ -16,24 +21,58 @@ from django.views.decorators.http import require_http_methods
 
 from webapp.accounts import audit, keys, limits, services
 from webapp.accounts.forms import KeyCreateForm, SetupForm, SignupForm
+from webapp.accounts.limits import Refusal
 from webapp.accounts.models import Account, AuthEventKind, Role
 from webapp.core.errors import ApplicationError
 
+log = logging.getLogger(__name__)
 
-class SigninView(auth_views.LoginView):
+
+def _form_status(request: HttpRequest, form: Any) -> int:
+    return 400 if request.method == "POST" and form.is_bound and form.errors else 200
+
+
+class _InvalidIs400:
+    """For Django's class-based auth views: a form with errors is a 400."""
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        return self.render_to_response(self.get_context_data(form=form), status=400)  # type: ignore[attr-defined]
+
+
+def _limited(request: HttpRequest, count: Any) -> Refusal | HttpResponse | None:
+    """Count a try; the Refusal when over a limit, a 503 page while the counter is down."""
+    try:
+        return count(request)
+    except limits.LimitsUnavailable:
+        log.exception("sign-in limits: Redis can't be reached")
+        text = "Signing in is paused for a moment (the service's limits store is restarting). Try again shortly."
+        response = render(request, "accounts/message.html", {"title": "Try again shortly", "text": text}, status=503)
+        response["Retry-After"] = "5"
+        return response
+
+
+class SigninView(_InvalidIs400, auth_views.LoginView):
     template_name = "accounts/signin.html"
     redirect_authenticated_user = True
 
+    def get_redirect_url(self) -> str:
+        # Django raises (a 500) when a signed-in user's `next` is this page itself.
+        url = super().get_redirect_url()
+        return "" if url and url.split("?")[0] == self.request.path else url
+
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        retry_after = limits.signin_retry_after(request)
-        if retry_after is None:
+        refusal = _limited(request, limits.signin_count)
+        if isinstance(refusal, HttpResponse):
+            return refusal
+        if refusal is None:
             return super().post(request, *args, **kwargs)
         username = request.POST.get("username", "")[:150]
-        audit.auth_event_record(kind=AuthEventKind.SIGNIN_LIMITED, request=request, username=username)
+        if refusal.first:  # one audit row per window, not one per refused try
+            audit.auth_event_record(kind=AuthEventKind.SIGNIN_LIMITED, request=request, username=username)
         form = self.get_form_class()(request, initial={"username": username})
-        context = self.get_context_data(form=form, limited_for=retry_after)
+        context = self.get_context_data(form=form, limited_for=refusal.retry_after)
         response = self.render_to_response(context, status=429)
-        response["Retry-After"] = str(retry_after)
+        response["Retry-After"] = str(refusal.retry_after)
         return response
 
 
@@ -41,7 +80,7 @@ class SignoutView(auth_views.LogoutView):
     next_page = "accounts:signin"
 
 
-class PasswordChangeView(auth_views.PasswordChangeView):
+class PasswordChangeView(_InvalidIs400, auth_views.PasswordChangeView):
     template_name = "accounts/password.html"
     success_url = "/accounts/?password=changed"
 
@@ -61,6 +100,17 @@ def signup(request: HttpRequest) -> HttpResponse:
         return render(
             request, "accounts/message.html", {"title": "Registration closed", "text": exc.message}, status=403
         )
+    if request.method == "POST":
+        refusal = _limited(request, limits.signup_count)
+        if isinstance(refusal, HttpResponse):
+            return refusal
+        if refusal is not None:
+            text = f"Too many sign-ups from your address. Try again in {refusal.retry_after} seconds."
+            response = render(
+                request, "accounts/message.html", {"title": "Too many sign-ups", "text": text}, status=429
+            )
+            response["Retry-After"] = str(refusal.retry_after)
+            return response
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         account = form.save(commit=False)
@@ -69,7 +119,12 @@ def signup(request: HttpRequest) -> HttpResponse:
         audit.auth_event_record(kind=AuthEventKind.SIGNED_UP, request=request, account=account, detail=role)
         auth.login(request, account, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("accounts:account")
-    return render(request, "accounts/signup.html", {"form": form, "approval": role == Role.PENDING})
+    return render(
+        request,
+        "accounts/signup.html",
+        {"form": form, "approval": role == Role.PENDING},
+        status=_form_status(request, form),
+    )
 
 
 _NOT_SET_UP = (
@@ -96,7 +151,7 @@ def setup(request: HttpRequest) -> HttpResponse:
         audit.auth_event_record(kind=AuthEventKind.ADMIN_CREATED, request=request, account=account)
         auth.login(request, account, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("accounts:account")
-    return render(request, "accounts/setup.html", {"form": form})
+    return render(request, "accounts/setup.html", {"form": form}, status=_form_status(request, form))
 
 
 @login_required
@@ -107,10 +162,14 @@ def account_page(request: HttpRequest) -> HttpResponse:
     new_key = None
     form = KeyCreateForm()
     may_have_keys = account.role in (Role.ADMIN, Role.USER)
-    if request.method == "POST" and may_have_keys:
+    if request.method == "POST" and not may_have_keys:
+        text = f"API keys are for accounts with the role user or admin; yours is {account.role}."
+        return render(request, "accounts/message.html", {"title": "No API keys", "text": text}, status=403)
+    if request.method == "POST":
         if "revoke" in request.POST:
             key_id = request.POST["revoke"]
-            if key_id.isdigit():
+            # Another account's key, or no key: nothing happens, and nothing says which.
+            if key_id.isascii() and key_id.isdigit() and len(key_id) <= 18:
                 keys.key_revoke(account=account, key_id=int(key_id), request=request)
             return redirect("accounts:account")
         form = KeyCreateForm(request.POST)
@@ -132,4 +191,5 @@ def account_page(request: HttpRequest) -> HttpResponse:
             "registration": settings.ENV.registration,
             "events": audit.auth_events_of(account),
         },
+        status=_form_status(request, form),
     )

@@ -145,9 +145,11 @@ class Env(BaseModel):
     # Shared by the replicas of an app: the tools' rate limits and concurrency caps.
     # make run starts its own redis-server and sets it (a unix socket under VAR_DIR/run).
     redis_url: RedisUrl = _variable("REDIS_URL", None, "a URL that starts with redis://, rediss:// or unix://")
-    # Sign-in tries (django-ratelimit, counted in Redis), per username and per client address.
+    # Sign-in tries (django-ratelimit, counted in Redis): per username from one address (and
+    # 10x that from anywhere), per client address; sign-ups per client address.
     signin_rate_user: Rate = _variable("SIGNIN_RATE_PER_USERNAME", "5/5m", "a rate like 5/5m (count/period)")
     signin_rate_ip: Rate = _variable("SIGNIN_RATE_PER_IP", "30/5m", "a rate like 30/5m (count/period)")
+    signup_rate_ip: Rate = _variable("SIGNUP_RATE_PER_IP", "10/h", "a rate like 10/h (count/period)")
     security_mode: Literal["development", "production"] = _variable(
         "SECURITY_MODE", "development", "development or production"
     )

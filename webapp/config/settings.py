@@ -85,6 +85,7 @@ LOGIN_REDIRECT_URL = "/"
 # One session for both apps and the landing page: the cookie's path is "/", and both apps
 # read the same session table with the same secret key. 8 hours from sign-in; HttpOnly;
 # SameSite=Lax; Secure whenever the request came over TLS (webapp.accounts.middleware).
+SESSION_ENGINE = "webapp.accounts.sessions"
 SESSION_COOKIE_AGE = 8 * 3600
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
