@@ -459,3 +459,41 @@ def test_django_admin_signs_in_through_the_limited_page_and_follows_the_role() -
     admin.save()
     assert (admin.is_staff, admin.is_superuser) == (False, False)
     assert client.get("/accounts/admin/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_an_admin_approves_pending_accounts_and_the_audit_says_who() -> None:
+    _admin()
+    waiting = Account.objects.create_user(username="waiting", password=PASSWORD, role=Role.PENDING)
+    user = Account.objects.create_user(username="already", password=PASSWORD, role=Role.USER)
+    client = _csrf_client()
+    _form_post(client, "/accounts/signin", {"username": "root", "password": PASSWORD})
+    response = _form_post(
+        client,
+        "/accounts/admin/accounts/account/",
+        {"action": "approve", "_selected_action": [str(waiting.pk), str(user.pk)]},  # type: ignore[dict-item]
+    )
+    assert response.status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.role == Role.USER
+    events = list(AuthEvent.objects.filter(kind="access_changed").values_list("account__username", "detail"))
+    assert events == [("waiting", "by root: role pending→user")]  # "already" was not pending: unchanged
+
+
+@pytest.mark.django_db
+def test_disabling_an_account_in_admin_signs_it_out_and_is_audited() -> None:
+    _admin()
+    target = Account.objects.create_user(username="target", password=PASSWORD)
+    theirs = _csrf_client()
+    _form_post(theirs, "/accounts/signin", {"username": "target", "password": PASSWORD})
+    assert theirs.get("/office/me").status_code == 200
+    admin_client = _csrf_client()
+    _form_post(admin_client, "/accounts/signin", {"username": "root", "password": PASSWORD})
+    changed = _form_post(
+        admin_client,
+        f"/accounts/admin/accounts/account/{target.pk}/change/",
+        {"username": "target", "role": "user", "is_active": "", "last_login_0": "", "last_login_1": ""},
+    )
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+    assert theirs.get("/office/me").status_code == 401
+    assert AuthEvent.objects.get(kind="access_changed").detail == "by root: disabled"

@@ -1,4 +1,7 @@
-"""Django admin for accounts (at /accounts/admin/): roles, activation, keys."""
+"""Django admin for accounts (at /accounts/admin/): roles, activation, keys, the audit.
+
+A change of role or activation made here is written to the accounts audit with the admin
+who made it; "Approve" gives pending accounts (REGISTRATION=approval) the role user."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
-from webapp.accounts.models import Account, ApiKey, AuthEvent
+from webapp.accounts.audit import auth_event_record
+from webapp.accounts.models import Account, ApiKey, AuthEvent, AuthEventKind, Role
 
 
 def _signin_instead(request: HttpRequest, extra_context: object = None) -> HttpResponse:
@@ -32,6 +36,40 @@ class AccountAdmin(UserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     readonly_fields = ("last_login", "date_joined")
+    actions = ("approve",)
+
+    def save_model(self, request: HttpRequest, obj: Account, form: object, change: bool) -> None:
+        before = Account.objects.filter(pk=obj.pk).values("role", "is_active").first() if change else None
+        super().save_model(request, obj, form, change)  # type: ignore[arg-type]
+        if before is not None:
+            _access_changes_record(request, obj, before)
+
+    @admin.action(description="Approve the selected pending accounts (role: user)")
+    def approve(self, request: HttpRequest, queryset: object) -> None:
+        approved = 0
+        for account in queryset.filter(role=Role.PENDING):  # type: ignore[attr-defined]
+            before = {"role": account.role, "is_active": account.is_active}
+            account.role = Role.USER
+            account.save()
+            _access_changes_record(request, account, before)
+            approved += 1
+        self.message_user(request, f"Approved {approved} account(s).")
+
+
+def _access_changes_record(request: HttpRequest, account: Account, before: dict[str, object]) -> None:
+    changes = []
+    if before["role"] != account.role:
+        changes.append(f"role {before['role']}→{account.role}")
+    if before["is_active"] != account.is_active:
+        changes.append("disabled" if not account.is_active else "enabled")
+    if changes:
+        admin_name = getattr(request.user, "username", "?")
+        auth_event_record(
+            kind=AuthEventKind.ACCESS_CHANGED,
+            request=request,
+            account=account,
+            detail=f"by {admin_name}: " + ", ".join(changes),
+        )
 
 
 @admin.register(ApiKey)

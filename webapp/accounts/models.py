@@ -87,6 +87,7 @@ class AuthEventKind(models.TextChoices):
     SIGNED_UP = "signed_up", "signed up"
     KEY_CREATED = "key_created", "API key created"
     KEY_REVOKED = "key_revoked", "API key revoked"
+    ACCESS_CHANGED = "access_changed", "role or activation changed by an admin"
 
 
 class AuthEvent(models.Model):
