@@ -301,13 +301,16 @@ class Stack:
             "REDIS_URL": self.redis_url(),
         }
 
-    def _own_redis(self) -> bool:
-        return not (self.config.extra_env.get("REDIS_URL") or os.environ.get("REDIS_URL"))
-
     def redis_url(self) -> str:
-        if self._own_redis():
-            return f"unix://{self.redis_socket}"
-        return self.config.extra_env.get("REDIS_URL") or os.environ["REDIS_URL"]
+        """REDIS_URL as given (extra_env, then the environment), else the stack's own redis-server."""
+        return self.config.extra_env.get("REDIS_URL") or os.environ.get("REDIS_URL") or self._own_redis_url
+
+    @property
+    def _own_redis_url(self) -> str:
+        return f"unix://{self.redis_socket}"
+
+    def _own_redis(self) -> bool:
+        return self.redis_url() == self._own_redis_url
 
     def _supervisord_conf(self) -> str:
         cfg = self.config
