@@ -72,8 +72,9 @@ def main() -> None:
         stack.start()
         startup_s = time.perf_counter() - started
         try:
-            rows = _measure(config, args.requests, args.chat_requests)
-            rows += asyncio.run(_measure_ws(config, args.ws_turns))
+            auth = {"Authorization": f"Bearer {stack.service_key('bench')}"}
+            rows = _measure(config, auth, args.requests, args.chat_requests)
+            rows += asyncio.run(_measure_ws(config, auth, args.ws_turns))
         finally:
             stack.stop()
 
@@ -98,11 +99,14 @@ def main() -> None:
     print(f"\nwritten to {out}")
 
 
-def _measure(config: StackConfig, n_health: int, n_chat: int) -> list[tuple[str, list[float], list[float]]]:
+def _measure(
+    config: StackConfig, auth: dict[str, str], n_health: int, n_chat: int
+) -> list[tuple[str, list[float], list[float]]]:
     direct_base = f"http://127.0.0.1:{config.office_port}"
     gateway_base = f"http://127.0.0.1:{config.gateway_port}"
     rows = []
     with requests.Session() as session:
+        session.headers.update(auth)
         direct: list[float] = []
         gateway: list[float] = []
         for _ in range(n_health):
@@ -146,7 +150,9 @@ async def _ws_turn(ws: websockets.ClientConnection, text: str) -> tuple[float, l
     return (arrivals[0] - sent) * 1000, gaps
 
 
-async def _measure_ws(config: StackConfig, n_turns: int) -> list[tuple[str, list[float], list[float]]]:
+async def _measure_ws(
+    config: StackConfig, auth: dict[str, str], n_turns: int
+) -> list[tuple[str, list[float], list[float]]]:
     paths = {
         "direct": f"ws://127.0.0.1:{config.office_port}/office/ws/chat/",
         "nginx": f"ws://127.0.0.1:{config.gateway_port}/office/ws/chat/",
@@ -154,8 +160,8 @@ async def _measure_ws(config: StackConfig, n_turns: int) -> list[tuple[str, list
     ttft: dict[str, list[float]] = {name: [] for name in paths}
     gaps: dict[str, list[float]] = {name: [] for name in paths}
     async with (
-        websockets.connect(paths["direct"]) as direct,
-        websockets.connect(paths["nginx"]) as gateway,
+        websockets.connect(paths["direct"], additional_headers=auth) as direct,
+        websockets.connect(paths["nginx"], additional_headers=auth) as gateway,
     ):
         sockets = {"direct": direct, "nginx": gateway}
         for ws in sockets.values():

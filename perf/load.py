@@ -49,10 +49,10 @@ def stack_ensured(host: str, config: StackConfig | None = None) -> Iterator[bool
 
     Yields whether it started the stack (which it stops afterwards).
     """
+    config = config or StackConfig()
     if stack_answers(host):
         yield False
         return
-    config = config or StackConfig()
     if urlparse(host).port != config.gateway_port:
         raise SystemExit(f"error: nothing answers at {host}, and a stack can only be started on the default port")
     print(f"nothing answers at {host}: starting the stack ...", flush=True)
@@ -64,6 +64,13 @@ def stack_ensured(host: str, config: StackConfig | None = None) -> Iterator[bool
         stack.stop()
 
 
+def load_key(config: StackConfig | None = None) -> str:
+    """The key the load users act through: LOAD_API_KEY when set (a service key you made), else
+    the service key of a new load account, made by the project's own code in the accounts
+    database of the stack that `config` describes (default: `make run`'s, under var/)."""
+    return os.environ.get("LOAD_API_KEY") or Stack(config or StackConfig()).service_key("load")
+
+
 def locust_run(
     *,
     host: str,
@@ -71,6 +78,7 @@ def locust_run(
     spawn_rate: float,
     duration_s: int,
     run_dir: Path,
+    api_key: str,
     weights: str = "",
     think: str = "1,3",
     stop_timeout_s: int = 30,
@@ -78,9 +86,11 @@ def locust_run(
     """Run perf/locustfile.py headless against `host`; its rows go to `run_dir`/requests.csv.
 
     At the end of `duration_s`, users finish the turn they are in for up to `stop_timeout_s`.
+    The users act through `api_key` (a service key: each user is one of its end users).
     """
     env = {
         **os.environ,
+        "LOAD_API_KEY": api_key,
         "LOAD_RUN_DIR": str(run_dir),
         "LOAD_WEIGHTS": weights,
         "LOAD_THINK": think,
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"load test {run_id}: {args.users} users for {args.duration} s against {args.host}", flush=True)
         locust_run(
             host=args.host, users=args.users, spawn_rate=args.spawn_rate, duration_s=args.duration,
-            run_dir=run_dir, weights=args.weights, think=args.think,
+            run_dir=run_dir, weights=args.weights, think=args.think, api_key=load_key(),
         )  # fmt: skip
         ended = datetime.now(UTC)
         settings = run_settings(

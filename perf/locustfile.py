@@ -56,6 +56,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_USERS = 200  # also in the web UI: a bigger swarm stops the run
 MAX_RETRIES = 3
 RETRY_WAIT_CAP_S = 30.0
+# The service key every user acts through (perf.load makes one with Stack.service_key); each
+# user's `user_id` is one of its end users, so their conversations stay apart.
+API_KEY = os.environ.get("LOAD_API_KEY", "")
+AUTH = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
 FIELDS = [
     "timestamp", "elapsed_s", "run_id", "user_id", "test_type", "endpoint", "persona", "status_code",
     "response_time", "ttft", "tokens", "tokens_per_s", "success", "failure_reason", "retry_count",
@@ -201,6 +205,7 @@ class ChatUser(HttpUser):
 
     def on_start(self) -> None:
         self.user_id = f"load-{uuid.uuid4().hex[:8]}"
+        self.client.headers.update(AUTH)
         self.rng = random.Random()  # noqa: S311 - load-test scenarios, not secrets
         self._retry = 0  # the attempt in progress: its retry count, start, and what it heard so far
         self._attempt_started = (time.time(), time.perf_counter())
@@ -389,7 +394,7 @@ class WsUser(ChatUser):
     def _connect(self) -> websocket.WebSocket:
         if self.socket is None or not self.socket.connected:
             url = (self.host or "").replace("http://", "ws://").replace("https://", "wss://") + f"/{self.app}/ws/chat/"
-            self.socket = websocket.create_connection(url, timeout=300)
+            self.socket = websocket.create_connection(url, timeout=300, header=[f"{k}: {v}" for k, v in AUTH.items()])
             self.socket.recv()  # the status frame
         return self.socket
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import hashlib
 import itertools
@@ -529,13 +530,26 @@ def first_dense_ms(index: ChunkIndex, vector: np.ndarray, *, user_id: str = BENC
 # --- the stack --------------------------------------------------------------------------
 
 
+# The benchmark's account in a stack's fresh accounts database is its first (number 1): the
+# records put in the stack's index beforehand are stored under that account's end users, as
+# the service key then names them (webapp.accounts.identity.Principal.owner_for).
+STACK_ACCOUNT_ID = 1
+
+
+def stack_owner(user_id: str) -> str:
+    return f"a{STACK_ACCOUNT_ID}/{user_id}"
+
+
 @contextmanager
-def stack_running(workdir: Path, name: str, records: Sequence[ChunkRecord], dim: int) -> Iterator[StackConfig]:
+def stack_running(
+    workdir: Path, name: str, records: Sequence[ChunkRecord], dim: int
+) -> Iterator[tuple[StackConfig, dict[str, str]]]:
     """The real stack (nginx, both apps, greedy replies of TTFT_MAX_TOKENS) on free ports, with
-    `records` already in the office app's index file."""
+    `records` already in the office app's index file; yields it with the Authorization header
+    of the benchmark account's service key."""
     var_dir = workdir / f"var-{name}"
     index = SqliteChunkIndex(var_dir / "retrieval" / "office.sqlite3", dim=dim)
-    index_fill(index, records)
+    index_fill(index, [dataclasses.replace(r, user_id=stack_owner(r.user_id)) for r in records])
     index.close()
     registry = registry_derive(
         REPO_ROOT / "models" / "registry.toml",
@@ -555,7 +569,17 @@ def stack_running(workdir: Path, name: str, records: Sequence[ChunkRecord], dim:
     stack.start()
     _log(f"stack '{name}' up in {time.perf_counter() - started:.1f} s ({len(records)} chunks in its index)")
     try:
-        yield config
+        auth = {"Authorization": f"Bearer {stack.service_key('bench')}"}
+        ids = stack.manage(
+            "shell",
+            "-v",
+            "0",
+            "-c",
+            "from webapp.accounts.models import Account; print(*Account.objects.values_list('pk', flat=True))",
+        ).split()
+        if ids != [str(STACK_ACCOUNT_ID)]:
+            raise RuntimeError(f"the benchmark stack's accounts are {ids}, not [{STACK_ACCOUNT_ID}]")
+        yield config, auth
     finally:
         stack.stop()
 
@@ -568,12 +592,13 @@ def _search(session: requests.Session, base: str, *, user_id: str, query: str, k
     return response.json()
 
 
-def http_latency(config: StackConfig, queries: Sequence[str], *, chunks: int) -> LatencyRow:
+def http_latency(config: StackConfig, auth: dict[str, str], queries: Sequence[str], *, chunks: int) -> LatencyRow:
     bases = {
         "direct": f"http://127.0.0.1:{config.office_port}",
         "nginx": f"http://127.0.0.1:{config.gateway_port}",
     }
     with requests.Session() as session:
+        session.headers.update(auth)
         calls = {
             name: (lambda i, base=base: _search(session, base, user_id=BENCH_USER, query=queries[i]))
             for name, base in bases.items()
@@ -584,13 +609,16 @@ def http_latency(config: StackConfig, queries: Sequence[str], *, chunks: int) ->
     return LatencyRow(f"POST /office/documents/search, hybrid (k={SEARCH_K})", chunks, samples)
 
 
-def labelled_upload(config: StackConfig, labelled: LabelledSet, *, user_id: str) -> tuple[Throughput, dict[str, str]]:
+def labelled_upload(
+    config: StackConfig, auth: dict[str, str], labelled: LabelledSet, *, user_id: str
+) -> tuple[Throughput, dict[str, str]]:
     """Upload every labelled document through nginx; (throughput, the app's document id → file stem)."""
     base = f"http://127.0.0.1:{config.gateway_port}"
     ids: dict[str, str] = {}
     chunks = 0
     started = time.perf_counter()
     with requests.Session() as session:
+        session.headers.update(auth)
         for document in labelled.documents:
             response = session.post(
                 f"{base}/office/documents",
@@ -650,12 +678,18 @@ async def _ws_turn(ws: websockets.ClientConnection, *, user_id: str, text: str) 
     )
 
 
-async def ttft_measure(config: StackConfig, questions: Sequence[Question], document_ids: dict[str, str]) -> TtftResult:
+async def ttft_measure(
+    config: StackConfig, auth: dict[str, str], questions: Sequence[Question], document_ids: dict[str, str]
+) -> TtftResult:
     url = f"ws://127.0.0.1:{config.gateway_port}/office/ws/chat/"
     base = f"http://127.0.0.1:{config.gateway_port}"
     result = TtftResult(questions=len(questions))
     with requests.Session() as session:
-        async with websockets.connect(url) as grounded, websockets.connect(url) as plain:
+        session.headers.update(auth)
+        async with (
+            websockets.connect(url, additional_headers=auth) as grounded,
+            websockets.connect(url, additional_headers=auth) as plain,
+        ):
             sockets = {GROUNDED_USER: grounded, PLAIN_USER: plain}
             for ws in sockets.values():
                 await ws.recv()  # the status frame
@@ -931,16 +965,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ttft: TtftResult | None = None
     with tempfile.TemporaryDirectory() as tmp:
         print("through the stack ...", flush=True)
-        with stack_running(Path(tmp), "small", small_records, dim) as config:
-            http_rows.append(http_latency(config, queries, chunks=len(small_records)))
-            upload, document_ids = labelled_upload(config, labelled, user_id=GROUNDED_USER)
+        with stack_running(Path(tmp), "small", small_records, dim) as (config, auth):
+            http_rows.append(http_latency(config, auth, queries, chunks=len(small_records)))
+            upload, document_ids = labelled_upload(config, auth, labelled, user_id=GROUNDED_USER)
             throughput.append(upload)
             if not args.skip_ttft:
                 _log(f"time to first token, {n_ttft} questions x 2 users ...")
-                ttft = asyncio.run(ttft_measure(config, ttft_questions(labelled, n_ttft), document_ids))
+                ttft = asyncio.run(ttft_measure(config, auth, ttft_questions(labelled, n_ttft), document_ids))
         if large_records:
-            with stack_running(Path(tmp), "large", large_records, dim) as config:
-                http_rows.append(http_latency(config, queries, chunks=len(large_records)))
+            with stack_running(Path(tmp), "large", large_records, dim) as (config, auth):
+                http_rows.append(http_latency(config, auth, queries, chunks=len(large_records)))
 
     wall_s = time.perf_counter() - run_started
     command = "python -m perf.retrieval " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -97,7 +97,9 @@ class RunResult:
 # --- the client ---------------------------------------------------------------------
 
 
-def chat_stream(url: str, model: str, messages: list[dict[str, str]], seed: int) -> tuple[str, float, float, int]:
+def chat_stream(
+    url: str, model: str, messages: list[dict[str, str]], seed: int, headers: dict[str, str]
+) -> tuple[str, float, float, int]:
     """One streamed completion: (text, seconds to first content, total seconds, completion tokens)."""
     body = {
         "model": model,
@@ -112,7 +114,7 @@ def chat_stream(url: str, model: str, messages: list[dict[str, str]], seed: int)
     first: float | None = None
     pieces: list[str] = []
     tokens = 0
-    with requests.post(url, json=body, stream=True, timeout=600) as response:
+    with requests.post(url, json=body, headers=headers, stream=True, timeout=600) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if not line.startswith(b"data: ") or line == b"data: [DONE]":
@@ -129,14 +131,14 @@ def chat_stream(url: str, model: str, messages: list[dict[str, str]], seed: int)
     return "".join(pieces), (first or ended) - started, ended - started, tokens
 
 
-def workload_run(server: str, url: str, model: str, concurrency: int, turns: int) -> RunResult:
+def workload_run(server: str, url: str, model: str, headers: dict[str, str], concurrency: int, turns: int) -> RunResult:
     def conversation(index: int) -> list[Turn]:
         messages = [{"role": "system", "content": SYSTEM}]
         done: list[Turn] = []
         for turn in range(turns):
             question = QUESTIONS[(index + turn) % len(QUESTIONS)]
             messages.append({"role": "user", "content": question})
-            text, ttft, total, tokens = chat_stream(url, model, messages, seed=1000 * index + turn)
+            text, ttft, total, tokens = chat_stream(url, model, messages, seed=1000 * index + turn, headers=headers)
             messages.append({"role": "assistant", "content": text})
             done.append(Turn(index, turn + 1, ttft, total, tokens))
         return done
@@ -152,7 +154,7 @@ def workload_run(server: str, url: str, model: str, concurrency: int, turns: int
 
 
 @contextmanager
-def our_stack(slots: int, workdir: Path) -> Iterator[tuple[str, str]]:
+def our_stack(slots: int, workdir: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
     registry = registry_derive(
         REPO_ROOT / "models" / "registry.toml", workdir / f"registry-{slots}.toml", slots=slots, max_tokens=MAX_TOKENS
     )
@@ -170,7 +172,8 @@ def our_stack(slots: int, workdir: Path) -> Iterator[tuple[str, str]]:
     stack.start()
     try:
         alias = registry_load(registry)["office"].alias
-        yield f"http://127.0.0.1:{config.gateway_port}/office/v1/chat/completions", alias
+        auth = {"Authorization": f"Bearer {stack.service_key('bench')}"}  # the SDK's api_key
+        yield f"http://127.0.0.1:{config.gateway_port}/office/v1/chat/completions", alias, auth
     finally:
         stack.stop()
 
@@ -227,7 +230,7 @@ def peer_server(binary: Path, parallel: int, workdir: Path) -> Iterator[tuple[st
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"llama-server did not start; see {log.name}")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1/chat/completions", spec.alias
+        yield f"http://127.0.0.1:{port}/v1/chat/completions", spec.alias, {}
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -240,9 +243,9 @@ def peer_server(binary: Path, parallel: int, workdir: Path) -> Iterator[tuple[st
 def measure(
     name: str, server: Callable[[], object], concurrency: int, turns: int, results: list[RunResult]
 ) -> RunResult:
-    with server() as (url, model):  # type: ignore[attr-defined]
-        chat_stream(url, model, [{"role": "user", "content": "Hi"}], seed=1)  # warm up
-        result = workload_run(name, url, model, concurrency, turns)
+    with server() as (url, model, headers):  # type: ignore[attr-defined]
+        chat_stream(url, model, [{"role": "user", "content": "Hi"}], seed=1, headers=headers)  # warm up
+        result = workload_run(name, url, model, headers, concurrency, turns)
     results.append(result)
     print(
         f"  {name:<14} c={concurrency:<3} {result.tokens_per_s:7.1f} tok/s   "

@@ -151,7 +151,9 @@ class StoredConversation:
 UserKey = tuple[str, str]  # (app, user_id)
 
 
-def store_fetch(host: str, turns: Sequence[Turn]) -> tuple[dict[UserKey, list[StoredConversation]], list[str]]:
+def store_fetch(
+    host: str, turns: Sequence[Turn], *, api_key: str
+) -> tuple[dict[UserKey, list[StoredConversation]], list[str]]:
     """Every conversation of every (app, user) in `turns`, with its messages, through the API.
 
     A user's conversations are the ones the listing returns plus any db_id the CSV names.
@@ -168,6 +170,7 @@ def store_fetch(host: str, turns: Sequence[Turn]) -> tuple[dict[UserKey, list[St
     def session() -> requests.Session:
         if not hasattr(local, "session"):
             local.session = requests.Session()
+            local.session.headers["Authorization"] = f"Bearer {api_key}"
         return local.session
 
     def listing(key: UserKey) -> list[dict[str, Any]]:
@@ -538,12 +541,13 @@ def main(argv: list[str] | None = None) -> int:
             else "the stack that was running"
         )
         print(f"soak {run_id}: {users} users for {duration_s} s against {args.host} ({served})", flush=True)
+        api_key = load.load_key(config)
         sampler = Sampler(args.host)
         sampler.start()
         try:
             load.locust_run(
                 host=args.host, users=users, spawn_rate=spawn_rate, duration_s=duration_s, run_dir=run_dir,
-                weights=args.weights, think=args.think, stop_timeout_s=STOP_TIMEOUT_S,
+                weights=args.weights, think=args.think, stop_timeout_s=STOP_TIMEOUT_S, api_key=api_key,
             )  # fmt: skip
         finally:
             sampler.stop()
@@ -561,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings = [] if idle_wait(args.host) else ["the engines were still busy when the store was read"]
         turns = turns_from_rows(rows_read(csv_path))
         print(f"reconciling {len(turns)} turns against {args.host} ...", flush=True)
-        stored, fetch_warnings = store_fetch(args.host, turns)
+        stored, fetch_warnings = store_fetch(args.host, turns, api_key=api_key)
         result = reconcile(turns, stored)
     header = [
         f"{started:%Y-%m-%d %H:%M} UTC, {duration_s} s, {users} users (spawn {spawn_rate:g}/s, think "

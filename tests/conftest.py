@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.auth import account_create, bearer, key_create
 from tests.searxng_stub import SearxngStub
 from webapp.config.env import REPO_ROOT
 from webapp.launcher.stack import Stack, StackConfig, registry_derive
@@ -27,7 +28,6 @@ TEST_MAX_TOKENS = 48
 # per-address sign-in limit is a test-sized one. Per-username limits stay as shipped; tests
 # that check a limit set their own.
 TEST_LIMITS = {"SIGNIN_RATE_PER_IP": "1000/m"}
-ADMIN_USER = "admin-of-the-test-stack"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -88,9 +88,9 @@ def searxng() -> Iterator[SearxngStub]:
 def stack(tmp_path_factory: pytest.TempPathFactory, test_registry: Path, searxng: SearxngStub) -> Iterator[Stack]:
     """nginx + office + character, each a real process, with the embedded store in a temp dir.
 
-    Web search goes to a local SearxNG stand-in; OFFICE_ADMINS names the one admin user.
+    Web search goes to a local SearxNG stand-in.
     """
-    extra_env = {"SEARXNG_URL": searxng.url, "OFFICE_ADMINS": ADMIN_USER, **TEST_LIMITS}
+    extra_env = {"SEARXNG_URL": searxng.url, **TEST_LIMITS}
     with stack_running(tmp_path_factory.mktemp("var"), test_registry, extra_env=extra_env) as running:
         yield running
 
@@ -100,9 +100,24 @@ def gateway(stack: Stack) -> str:
     return f"http://127.0.0.1:{stack.config.gateway_port}"
 
 
+@pytest.fixture(scope="session")
+def service_key(stack: Stack) -> str:
+    """The API key most tests act through: a `service` key of an account of their own, so that
+    each test's `user_id` is one of its end users, kept apart from every other (tests.auth)."""
+    return key_create(stack, account_create(stack, prefix="tests"), scope="service")
+
+
+@pytest.fixture(scope="session")
+def auth(service_key: str) -> dict[str, str]:
+    """The Authorization header of `service_key`, for WebSocket handshakes and plain requests."""
+    return bearer(service_key)
+
+
 @pytest.fixture
-def http() -> Iterator[requests.Session]:
+def http(auth: dict[str, str]) -> Iterator[requests.Session]:
+    """A requests session that sends the service key."""
     with requests.Session() as session:
+        session.headers.update(auth)
         yield session
 
 

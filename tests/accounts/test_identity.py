@@ -7,40 +7,16 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 import requests
 
+from tests.auth import PASSWORD, account_create, form_post, hidden_fields, key_create
 from webapp.launcher.stack import Stack
 
 APPS = ("office", "character")
-PASSWORD = "a long enough passphrase 7"
-
-
-def account_create(stack: Stack, *, role: str = "user") -> str:
-    username = f"acct-{uuid.uuid4().hex[:8]}"
-    stack.manage("account_create", username, "--role", role, "--password-stdin", stdin=PASSWORD + "\n")
-    return username
-
-
-def key_create(stack: Stack, username: str, *, scope: str = "personal") -> str:
-    return stack.manage("key_create", username, "--name", "test", "--scope", scope).strip()
-
-
-def hidden_fields(page: str) -> dict[str, str]:
-    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
-
-
-def form_post(session: requests.Session, gateway: str, path: str, data: dict[str, str]) -> requests.Response:
-    """GET the page, then POST its form with its hidden fields, as a browser does (Origin too)."""
-    page = session.get(gateway + path, headers={"Accept": "text/html"})
-    assert page.status_code == 200, page.text[:300]
-    return session.post(
-        gateway + path, data={**hidden_fields(page.text), **data}, headers={"Origin": gateway}, allow_redirects=False
-    )
 
 
 @pytest.fixture

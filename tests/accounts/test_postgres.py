@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.accounts.test_identity import PASSWORD, account_create, form_post, key_create
+from tests.auth import PASSWORD, account_create, form_post, key_create
 from tests.conftest import TEST_LIMITS, free_port, stack_running
 from webapp.launcher.stack import Stack
 

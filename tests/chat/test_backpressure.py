@@ -19,9 +19,10 @@ import pytest
 import requests
 import websockets
 
+from tests.auth import account_create, bearer, key_create
 from tests.conftest import stack_running
 from webapp.config.env import REPO_ROOT
-from webapp.launcher.stack import registry_derive
+from webapp.launcher.stack import Stack, registry_derive
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ STORY = "Write a long story about a dragon who lives in a castle."
 
 
 @pytest.fixture(scope="module")
-def busy_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def busy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     registry = registry_derive(
         REPO_ROOT / "models" / "registry.toml",
         tmp_path_factory.mktemp("busy-models") / "registry.toml",
@@ -39,19 +40,29 @@ def busy_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ignore_eos=True,  # a story is 200 tokens long on every CPU: it holds the one slot
     )
     with stack_running(tmp_path_factory.mktemp("busy-var"), registry) as stack:
-        gateway = f"http://127.0.0.1:{stack.config.gateway_port}"
-        # One turn first, so the engine has measured its decode rate: the wait estimate
-        # (and so who is queued and who is refused) then doesn't depend on a cold start.
-        warm = {"input_data": "Hi", "db_id": str(uuid.uuid4()), "user_id": "warm-up"}
-        assert requests.post(f"{gateway}/office/Llama", json=warm, timeout=120).ok
-        yield gateway
+        yield stack
 
 
-async def flood(gateway: str, n: int) -> tuple[list[dict[str, Any]], list[Any]]:
+@pytest.fixture(scope="module")
+def busy_auth(busy_stack: Stack) -> dict[str, str]:
+    return bearer(key_create(busy_stack, account_create(busy_stack), scope="service"))
+
+
+@pytest.fixture(scope="module")
+def busy_gateway(busy_stack: Stack, busy_auth: dict[str, str]) -> str:
+    gateway = f"http://127.0.0.1:{busy_stack.config.gateway_port}"
+    # One turn first, so the engine has measured its decode rate: the wait estimate
+    # (and so who is queued and who is refused) then doesn't depend on a cold start.
+    warm = {"input_data": "Hi", "db_id": str(uuid.uuid4()), "user_id": "warm-up"}
+    assert requests.post(f"{gateway}/office/Llama", json=warm, headers=busy_auth, timeout=120).ok
+    return gateway
+
+
+async def flood(gateway: str, auth: dict[str, str], n: int) -> tuple[list[dict[str, Any]], list[Any]]:
     """Open n sockets and ask a long question on each; return the first answer frames
     (queued / start / error) and the open sockets."""
     url = gateway.replace("http://", "ws://") + "/office/ws/chat/"
-    sockets = [await websockets.connect(url) for _ in range(n)]
+    sockets = [await websockets.connect(url, additional_headers=auth) for _ in range(n)]
     for ws in sockets:
         await ws.recv()  # status
     for ws in sockets:
@@ -69,9 +80,9 @@ async def flood(gateway: str, n: int) -> tuple[list[dict[str, Any]], list[Any]]:
     return answers, sockets
 
 
-def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gateway):
+def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gateway, busy_auth):
     async def scenario() -> None:
-        answers, sockets = await flood(busy_gateway, 4)
+        answers, sockets = await flood(busy_gateway, busy_auth, 4)
         kinds = [frames[-1]["type"] for frames in answers]
         errors = [frames[-1] for frames in answers if frames[-1]["type"] == "error"]
 
@@ -84,6 +95,7 @@ def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gatewa
         rest = requests.post(
             f"{busy_gateway}/office/Llama",
             json={"input_data": "Hi", "db_id": str(uuid.uuid4()), "user_id": "late"},
+            headers=busy_auth,
             timeout=30,
         )
         assert rest.status_code == 429, rest.text
@@ -91,7 +103,12 @@ def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gatewa
         body = rest.json()["error"]
         assert body["code"] == "server_busy" and body["retry_after"] == int(rest.headers["Retry-After"])
 
-        client = openai.OpenAI(base_url=f"{busy_gateway}/office/v1", api_key="x", max_retries=0, timeout=30)
+        client = openai.OpenAI(
+            base_url=f"{busy_gateway}/office/v1",
+            api_key=busy_auth["Authorization"].removeprefix("Bearer "),
+            max_retries=0,
+            timeout=30,
+        )
         with pytest.raises(openai.RateLimitError) as refused:
             client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "Hi"}])
         assert int(refused.value.response.headers["Retry-After"]) >= 1
@@ -104,7 +121,7 @@ def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gatewa
     # Closed sockets cancel their turns; the service is free again at once.
     performance = {}
     for _ in range(100):
-        performance = requests.get(f"{busy_gateway}/office/performance", timeout=10).json()
+        performance = requests.get(f"{busy_gateway}/office/performance", timeout=10, headers=busy_auth).json()
         if performance["active_requests"] == 0 and performance["queue_size"] == 0:
             break
         asyncio.run(asyncio.sleep(0.05))
@@ -112,6 +129,7 @@ def test_overload_gets_429_with_retry_after_everywhere_then_recovers(busy_gatewa
     ok = requests.post(
         f"{busy_gateway}/office/Llama",
         json={"input_data": "Hi", "db_id": str(uuid.uuid4()), "user_id": "after"},
+        headers=busy_auth,
         timeout=120,
     )
     assert ok.status_code == 200, ok.text

@@ -26,7 +26,7 @@ def without(body: dict, key: str) -> dict:
 # (app, body or raw bytes, content type, expected status, expected error code, expected field)
 CASES = [
     ("office", without(GOOD_OFFICE, "input_data"), "json", 400, "required", "input_data"),
-    ("office", without(GOOD_OFFICE, "user_id"), "json", 400, "required", "user_id"),
+    ("office", {**GOOD_OFFICE, "user_id": ""}, "json", 400, "blank", "user_id"),
     ("office", {**GOOD_OFFICE, "input_data": ""}, "json", 400, "blank", "input_data"),
     ("office", {**GOOD_OFFICE, "input_data": "x" * 501}, "json", 400, "max_length", "input_data"),
     ("office", {**GOOD_OFFICE, "db_id": "not-a-uuid"}, "json", 400, "invalid", "db_id"),
@@ -55,11 +55,12 @@ def send(http: requests.Session, url: str, body: dict | bytes, kind: str) -> req
 
 
 @pytest.fixture(scope="module")
-def existing(gateway: str) -> dict:
+def existing(gateway: str, auth: dict[str, str]) -> dict:
     """One real conversation per app whose stored history must survive every bad request."""
     owner = f"owner-{uuid.uuid4().hex[:6]}"
     conversations = {}
     with requests.Session() as http:
+        http.headers.update(auth)
         for app, body in (("office", GOOD_OFFICE), ("character", GOOD_CHARACTER)):
             db_id = str(uuid.uuid4())
             response = http.post(f"{gateway}/{app}/Llama", json={**body, "db_id": db_id, "user_id": owner}, timeout=120)
@@ -114,11 +115,11 @@ def test_body_over_the_limit_is_413_json_from_nginx(http, gateway, existing):
 @pytest.mark.parametrize(
     ("path", "params", "field"),
     [
-        ("/office/conversations", {}, "user_id"),
+        ("/office/conversations", {"user_id": "u" * 129}, "user_id"),
         ("/office/conversations", {"user_id": "u", "limit": "0"}, "limit"),
         ("/office/conversations", {"user_id": "u", "limit": "lots"}, "limit"),
         ("/character/conversations/not-a-uuid/messages", {"user_id": "u"}, None),
-        (f"/character/conversations/{uuid.uuid4()}/messages", {}, "user_id"),
+        (f"/character/conversations/{uuid.uuid4()}/messages", {"user_id": "x" * 200}, "user_id"),
     ],
 )
 def test_bad_history_queries(http, gateway, path, params, field):

@@ -21,7 +21,8 @@ from asgiref.sync import async_to_sync
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from webapp.chat import resume, runtime, services
+from webapp.accounts.identity import Principal
+from webapp.chat import consumers, resume, runtime, services
 from webapp.chat.routing import BrowserOriginValidator, websocket_urlpatterns
 from webapp.chat.turns import TurnDeps, TurnRequest, turn_collect
 from webapp.engine.llama import LlamaEngine
@@ -64,6 +65,18 @@ def max_tokens(monkeypatch: pytest.MonkeyPatch, spec: ModelSpec) -> Callable[[in
         monkeypatch.setattr(runtime, "model_spec_get", lambda: patched)
 
     return use
+
+
+# Who the sockets of this module speak for. Authentication itself is tested through nginx
+# with real accounts (tests/accounts); here the consumer gets a principal without a database:
+# a service key's, so each test's `user_id` is an end user of its own (stored as OWNER + it).
+PRINCIPAL = Principal(account_id=1, username="tester", role="user", via="service")
+OWNER = f"{PRINCIPAL.owner}/"
+
+
+@pytest.fixture(autouse=True)
+def signed_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumers, "socket_principal", lambda scope: PRINCIPAL)
 
 
 @pytest.fixture(autouse=True)
@@ -208,7 +221,9 @@ def test_a_dropped_socket_nobody_resumes_is_stopped_after_the_grace_period(
         await communicator.disconnect(code=1006)  # the network, not the user: resumable for a while
         dropped_at = time.perf_counter()
         await asyncio.sleep(0.2)
-        still_running = engine.active_requests() > 0 and resume.stream_find(start["message_id"], user_id) is not None
+        still_running = (
+            engine.active_requests() > 0 and resume.stream_find(start["message_id"], OWNER + user_id) is not None
+        )
         while engine.active_requests() or engine.queue_depth():
             assert time.perf_counter() - dropped_at < 120, "the turn never ended"
             await asyncio.sleep(0.05)
@@ -323,7 +338,7 @@ def test_history_is_shared_with_the_rest_service(store: ChatStore, engine: Llama
     """A conversation started the way REST runs a turn (turn_collect) continues over WebSocket."""
     db_id, user_id = str(uuid.uuid4()), "ws-user"
     request = TurnRequest(
-        user_id=user_id,
+        user_id=OWNER + user_id,
         db_id=db_id,
         persona=runtime.personas_get().default,
         sampling=services.sampling_params(SamplingDefaults(**{**spec.sampling.__dict__, "max_tokens": 16})),

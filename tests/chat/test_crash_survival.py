@@ -22,6 +22,7 @@ import pytest
 import requests
 import websockets
 
+from tests.auth import account_create, bearer, key_create
 from tests.chat.test_websocket import recv, ws_url
 from tests.conftest import stack_running
 from webapp.chat.checkpoints import CHECKPOINT_INTERVAL_S
@@ -47,6 +48,11 @@ def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def crash_auth(crash_stack: Stack) -> dict[str, str]:
+    return bearer(key_create(crash_stack, account_create(crash_stack), scope="service"))
+
+
 def gateway_of(stack: Stack) -> str:
     return f"http://127.0.0.1:{stack.config.gateway_port}"
 
@@ -70,22 +76,26 @@ class Watcher(threading.Thread):
                 time.sleep(0.1)
 
 
-def messages_of(gateway: str, app: str, db_id: str, user_id: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{gateway}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=30)
+def messages_of(gateway: str, app: str, db_id: str, user_id: str, auth: dict[str, str]) -> list[dict[str, Any]]:
+    response = requests.get(
+        f"{gateway}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=30, headers=auth
+    )
     assert response.status_code == 200, response.text
     return response.json()["messages"]
 
 
-def test_a_killed_app_comes_back_and_keeps_what_its_user_saw(crash_stack):
+def test_a_killed_app_comes_back_and_keeps_what_its_user_saw(crash_stack, crash_auth):
+    auth = crash_auth
     gateway = gateway_of(crash_stack)
     user_id, db_id = f"crash-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
     first = requests.post(
         f"{gateway}/office/Llama",
         json={"input_data": "Hello.", "db_id": db_id, "user_id": user_id},
         timeout=300,
+        headers=auth,
     )
     assert first.status_code == 200, first.text
-    earlier = messages_of(gateway, "office", db_id, user_id)
+    earlier = messages_of(gateway, "office", db_id, user_id, auth)
     office_pid = crash_stack.pid("office")
     character_pid = crash_stack.pid("character")
     watcher = Watcher(f"{gateway}/character/health")
@@ -94,7 +104,7 @@ def test_a_killed_app_comes_back_and_keeps_what_its_user_saw(crash_stack):
     async def stream_then_kill() -> tuple[list[tuple[float, str]], float, int | None]:
         """Stream a reply until it has run past a checkpoint, kill the app, return what was seen."""
         seen: list[tuple[float, str]] = []
-        async with websockets.connect(ws_url(gateway, "office")) as ws:
+        async with websockets.connect(ws_url(gateway, "office"), additional_headers=auth) as ws:
             await recv(ws)  # status
             await ws.send(json.dumps({"type": "message", "db_id": db_id, "user_id": user_id, "input_data": STORY}))
             assert (await recv(ws))["type"] == "start"
@@ -123,7 +133,7 @@ def test_a_killed_app_comes_back_and_keeps_what_its_user_saw(crash_stack):
     # While the office app is down nginx answers for it: JSON and Retry-After for API clients,
     # a page for browsers.
     body = {"input_data": "hi", "db_id": db_id, "user_id": user_id}
-    down = requests.post(f"{gateway}/office/Llama", json=body, timeout=10)
+    down = requests.post(f"{gateway}/office/Llama", json=body, timeout=10, headers=auth)
     assert down.status_code == 503, down.text
     assert down.json()["error"]["code"] == "app_unavailable" and int(down.headers["Retry-After"]) > 0
     page = requests.get(f"{gateway}/office/", headers={"Accept": "text/html"}, timeout=10)
@@ -133,7 +143,7 @@ def test_a_killed_app_comes_back_and_keeps_what_its_user_saw(crash_stack):
     deadline = time.monotonic() + 90
     while True:
         try:
-            health = requests.get(f"{gateway}/office/health", timeout=5)
+            health = requests.get(f"{gateway}/office/health", timeout=5, headers=auth)
             if health.status_code == 200 and health.json()["status"] == "ready":
                 break
         except requests.RequestException:
@@ -150,7 +160,7 @@ def test_a_killed_app_comes_back_and_keeps_what_its_user_saw(crash_stack):
     assert watcher.statuses and set(watcher.statuses) == {200}, "the character app answered throughout"
 
     # The history: everything before, the question, and the reply as far as it was checkpointed.
-    messages = messages_of(gateway, "office", db_id, user_id)
+    messages = messages_of(gateway, "office", db_id, user_id, auth)
     assert messages[: len(earlier)] == earlier
     question, reply = messages[len(earlier) :]
     assert question["role"] == "user" and question["content"] == STORY
@@ -165,17 +175,19 @@ def test_a_killed_app_comes_back_and_keeps_what_its_user_saw(crash_stack):
         f"{gateway}/office/Llama",
         json={"input_data": "Go on.", "db_id": db_id, "user_id": user_id},
         timeout=300,
+        headers=auth,
     )
     assert after.status_code == 200, after.text
-    assert [m["seq"] for m in messages_of(gateway, "office", db_id, user_id)] == list(range(len(messages) + 2))
+    assert [m["seq"] for m in messages_of(gateway, "office", db_id, user_id, auth)] == list(range(len(messages) + 2))
 
 
-def test_sigterm_drains_and_stores_a_running_reply_as_interrupted(crash_stack):
+def test_sigterm_drains_and_stores_a_running_reply_as_interrupted(crash_stack, crash_auth):
+    auth = crash_auth
     gateway = gateway_of(crash_stack)
     user_id, db_id = f"drain-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
 
     async def stream_then_stop() -> str:
-        async with websockets.connect(ws_url(gateway, "character")) as ws:
+        async with websockets.connect(ws_url(gateway, "character"), additional_headers=auth) as ws:
             await recv(ws)  # status
             frame = {"type": "message", "db_id": db_id, "user_id": user_id, "input_data": STORY}
             await ws.send(json.dumps({**frame, "persona": "captain-rhea"}))
@@ -196,7 +208,7 @@ def test_sigterm_drains_and_stores_a_running_reply_as_interrupted(crash_stack):
     seen = asyncio.run(stream_then_stop())
     crash_stack.app_start("character")
     crash_stack.wait_app_ready("character")
-    question, reply = messages_of(gateway, "character", db_id, user_id)
+    question, reply = messages_of(gateway, "character", db_id, user_id, auth)
     assert question["content"] == STORY
     assert reply["meta"]["finish_reason"] == "interrupted" and reply["meta"]["stopped_by"] == "shutdown", reply
     assert seen.startswith(reply["content"]) and reply["content"], "stored what was generated before the stop"

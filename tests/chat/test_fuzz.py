@@ -123,7 +123,7 @@ def test_json_endpoints_never_answer_5xx(gateway, path):
     one()
 
 
-def test_websocket_frames_never_break_the_socket(gateway):
+def test_websocket_frames_never_break_the_socket(gateway, auth: dict[str, str]):
     user_id = f"fuzz-{uuid.uuid4().hex[:8]}"
     base = {
         "type": "message",
@@ -135,7 +135,7 @@ def test_websocket_frames_never_break_the_socket(gateway):
 
     async def exchange(frames: list[bytes]) -> list[dict[str, Any]]:
         answers = []
-        async with websockets.connect(ws_url(gateway, "character"), max_size=2**20) as ws:
+        async with websockets.connect(ws_url(gateway, "character"), max_size=2**20, additional_headers=auth) as ws:
             await recv(ws)  # status
             for frame in [*frames, b'{"type": "nonsense"}']:
                 await ws.send(frame.decode())

@@ -39,11 +39,12 @@ def app_pid(stack: Any, app: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def owner(gateway: str) -> dict[str, Any]:
+def owner(gateway: str, auth: dict[str, str]) -> dict[str, Any]:
     """A user with one stored turn per app, which no hostile request may change."""
     user_id = f"owner-{uuid.uuid4().hex[:8]}"
     db_ids = {}
     with requests.Session() as http:
+        http.headers.update(auth)
         for app, extra in (("office", {}), ("character", {"persona": "captain-rhea"})):
             db_id = str(uuid.uuid4())
             body = {"input_data": "Hello there.", "db_id": db_id, "user_id": user_id, **extra}
@@ -234,9 +235,9 @@ def test_openai_requests_that_would_crash_or_500_are_400s_and_the_app_lives(
     assert stored(http, gateway, owner) == before
 
 
-def test_a_deep_websocket_frame_is_an_error_frame_and_the_socket_stays_usable(gateway):
+def test_a_deep_websocket_frame_is_an_error_frame_and_the_socket_stays_usable(gateway, auth: dict[str, str]):
     async def scenario() -> tuple[dict, dict, dict]:
-        async with websockets.connect(ws_url(gateway, "office"), max_size=2**20) as ws:
+        async with websockets.connect(ws_url(gateway, "office"), max_size=2**20, additional_headers=auth) as ws:
             await recv(ws)  # status
             await ws.send('{"type": "message", "x": ' + "[" * 3000 + "]" * 3000 + "}")
             deep = await recv(ws)
@@ -273,11 +274,13 @@ def test_tool_arguments_cannot_poison_the_audit_or_the_notes(http, gateway, user
     assert all(not key.startswith("$") and "." not in key for key in keys)
 
 
-def test_gateway_edge_cases_are_clean_4xx(http, gateway):
+def test_gateway_edge_cases_are_clean_4xx(http, gateway, auth: dict[str, str]):
     # A WebSocket handshake on a REST path: refused, not a 500.
     async def upgrade_rest() -> int:
         try:
-            async with websockets.connect(gateway.replace("http://", "ws://") + "/office/Llama"):
+            async with websockets.connect(
+                gateway.replace("http://", "ws://") + "/office/Llama", additional_headers=auth
+            ):
                 return 101
         except websockets.InvalidStatus as exc:
             return exc.response.status_code
@@ -313,7 +316,9 @@ def test_a_multipart_upload_without_a_file_or_boundary_names_what_is_missing(htt
     assert no_boundary.json()["error"]["code"], "a JSON error body, not an empty one"
 
 
-def test_a_prompt_too_long_for_the_context_is_a_400_on_every_interface(http, gateway, user_id, owner):
+def test_a_prompt_too_long_for_the_context_is_a_400_on_every_interface(
+    http, gateway, user_id, owner, auth: dict[str, str]
+):
     """The client's mistake, not the server's: 400 context_length_exceeded (the OpenAI SDK does not retry it)."""
     before = stored(http, gateway, owner)
     huge = "가나다라마바사아자차" * 400  # 4,000 Hangul characters: far more tokens than the context holds
@@ -326,7 +331,7 @@ def test_a_prompt_too_long_for_the_context_is_a_400_on_every_interface(http, gat
     assert (rest.json()["error"]["code"], rest.json()["error"]["field"]) == ("context_length_exceeded", "input_data")
 
     async def over_the_socket() -> dict:
-        async with websockets.connect(ws_url(gateway, "character")) as ws:
+        async with websockets.connect(ws_url(gateway, "character"), additional_headers=auth) as ws:
             await recv(ws)  # status
             frame = {"type": "message", "input_data": "Hi", "character_name": "Big", "context": huge}
             await ws.send(json.dumps({**frame, "user_id": user_id, "db_id": str(uuid.uuid4())}, ensure_ascii=False))

@@ -14,8 +14,8 @@ QUESTION = [{"role": "user", "content": "Name three colors."}]
 
 
 @pytest.fixture
-def client(gateway: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway}/office/v1", api_key="not-needed", max_retries=0, timeout=120)
+def client(gateway: str, service_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/office/v1", api_key=service_key, max_retries=0, timeout=120)
 
 
 def alias(client: openai.OpenAI) -> str:
@@ -79,8 +79,8 @@ def test_a_persona_can_be_chosen_by_model_name(client):
     assert reply.model == "writer" and reply.choices[0].message.content
 
 
-def test_the_character_app_speaks_openai_too(gateway):
-    client = openai.OpenAI(base_url=f"{gateway}/character/v1", api_key="x", max_retries=0, timeout=120)
+def test_the_character_app_speaks_openai_too(gateway, service_key):
+    client = openai.OpenAI(base_url=f"{gateway}/character/v1", api_key=service_key, max_retries=0, timeout=120)
     reply = client.chat.completions.create(
         model="captain-rhea", messages=[{"role": "user", "content": "Where are we headed?"}], max_tokens=16
     )
@@ -102,8 +102,8 @@ BAD = [
 
 
 @pytest.mark.parametrize(("body", "field"), BAD)
-def test_bad_requests_name_the_field(gateway, body, field):
-    response = requests.post(f"{gateway}/office/v1/chat/completions", json=body, timeout=30)
+def test_bad_requests_name_the_field(gateway, body, field, auth: dict[str, str]):
+    response = requests.post(f"{gateway}/office/v1/chat/completions", json=body, timeout=30, headers=auth)
     assert response.status_code in (400, 404), response.text
     error = response.json()["error"]
     assert error["field"] == error["param"]
@@ -111,7 +111,7 @@ def test_bad_requests_name_the_field(gateway, body, field):
     assert error["message"] and error["type"] == "invalid_request_error"
 
 
-def test_closing_a_stream_cancels_the_generation(gateway):
+def test_closing_a_stream_cancels_the_generation(gateway, auth: dict[str, str]):
     with requests.post(
         f"{gateway}/office/v1/chat/completions",
         json={
@@ -122,12 +122,13 @@ def test_closing_a_stream_cancels_the_generation(gateway):
         },
         stream=True,
         timeout=60,
+        headers=auth,
     ) as response:
         assert response.status_code == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         lines = response.iter_lines()
         assert next(line for line in lines if line).startswith(b"data: ")
     deadline = time.monotonic() + 5
-    while requests.get(f"{gateway}/office/performance", timeout=10).json()["active_requests"]:
+    while requests.get(f"{gateway}/office/performance", timeout=10, headers=auth).json()["active_requests"]:
         assert time.monotonic() < deadline, "the stream's generation kept running"
         time.sleep(0.05)

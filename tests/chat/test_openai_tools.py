@@ -46,8 +46,8 @@ ASK = [{"role": "user", "content": "What's the weather like in Seoul today?"}]
 
 
 @pytest.fixture
-def client(gateway: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway}/office/v1", api_key="not-needed", max_retries=0, timeout=120)
+def client(gateway: str, service_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway}/office/v1", api_key=service_key, max_retries=0, timeout=120)
 
 
 def model(client: openai.OpenAI) -> str:
@@ -144,9 +144,9 @@ BAD_TOOLS = [
 
 
 @pytest.mark.parametrize(("extra", "field"), BAD_TOOLS)
-def test_bad_tools_are_a_400_naming_the_field(gateway, extra, field):
+def test_bad_tools_are_a_400_naming_the_field(gateway, extra, field, auth: dict[str, str]):
     body = {"model": "assistant", "messages": ASK, **extra}
-    response = requests.post(f"{gateway}/office/v1/chat/completions", json=body, timeout=30)
+    response = requests.post(f"{gateway}/office/v1/chat/completions", json=body, timeout=30, headers=auth)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["field"].split(".")[0] == field and error["param"] == error["field"]

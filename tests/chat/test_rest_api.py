@@ -174,7 +174,7 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
     assert 0 < after["prefix_cache_hit_ratio"] < 1, "the second turn reused the first one's tokens"
 
 
-def test_every_interface_counts_its_refusals_and_sockets(http, gateway):
+def test_every_interface_counts_its_refusals_and_sockets(http, gateway, auth: dict[str, str]):
     """One place counts: an OpenAI request refused at validation is a failed request, and an
     open chat WebSocket is an active connection."""
     before = http.get(f"{gateway}/character/performance", timeout=10).json()
@@ -186,9 +186,13 @@ def test_every_interface_counts_its_refusals_and_sockets(http, gateway):
     assert after["active_requests"] == 0
 
     async def with_socket_open() -> int:
-        async with websockets.connect(gateway.replace("http://", "ws://") + "/character/ws/chat/") as ws:
+        async with websockets.connect(
+            gateway.replace("http://", "ws://") + "/character/ws/chat/", additional_headers=auth
+        ) as ws:
             await ws.recv()  # status
-            return requests.get(f"{gateway}/character/performance", timeout=10).json()["active_connections"]
+            return requests.get(f"{gateway}/character/performance", timeout=10, headers=auth).json()[
+                "active_connections"
+            ]
 
     assert asyncio.run(with_socket_open()) >= 1
 

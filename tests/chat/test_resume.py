@@ -24,9 +24,9 @@ async def drop(ws: Any) -> None:
     await asyncio.sleep(0.2)
 
 
-def test_a_dropped_connection_resumes_the_same_reply_from_where_it_was(gateway, db_id, user_id):
+def test_a_dropped_connection_resumes_the_same_reply_from_where_it_was(gateway, db_id, user_id, auth: dict[str, str]):
     async def scenario() -> tuple[dict, str, list[dict]]:
-        async with websockets.connect(ws_url(gateway, "character")) as ws:
+        async with websockets.connect(ws_url(gateway, "character"), additional_headers=auth) as ws:
             await recv(ws)  # status
             frame = {"type": "message", "db_id": db_id, "user_id": user_id, "input_data": STORY}
             await ws.send(json.dumps({**frame, "persona": "captain-rhea"}))
@@ -34,7 +34,7 @@ def test_a_dropped_connection_resumes_the_same_reply_from_where_it_was(gateway, 
             assert start["type"] == "start"
             received = (await recv(ws))["text"]
             await drop(ws)
-        async with websockets.connect(ws_url(gateway, "character")) as ws:
+        async with websockets.connect(ws_url(gateway, "character"), additional_headers=auth) as ws:
             await recv(ws)  # status
             stranger = {"type": "resume", "message_id": start["message_id"], "user_id": "someone-else", "offset": 0}
             await ws.send(json.dumps(stranger))
@@ -51,16 +51,16 @@ def test_a_dropped_connection_resumes_the_same_reply_from_where_it_was(gateway, 
     done = frames[-1]
     assert done["type"] == "done" and done["message_id"] == start["message_id"], frames
     rest = "".join(f["text"] for f in frames if f["type"] == "token")
-    messages = stored_messages(gateway, "character", db_id, user_id)
+    messages = stored_messages(gateway, "character", db_id, user_id, auth)
     assert [m["role"] for m in messages] == ["user", "assistant"], "the reply was generated once"
     reply = messages[1]
     assert reply["id"] == start["message_id"] and reply["content"] == received + rest
     assert reply["meta"]["finish_reason"] == "length", "it was never stopped: it ran to max_tokens"
 
 
-def test_resume_is_refused_for_another_user_an_unknown_reply_or_a_bad_offset(gateway, user_id):
+def test_resume_is_refused_for_another_user_an_unknown_reply_or_a_bad_offset(gateway, user_id, auth: dict[str, str]):
     async def scenario() -> list[dict]:
-        async with websockets.connect(ws_url(gateway, "character")) as ws:
+        async with websockets.connect(ws_url(gateway, "character"), additional_headers=auth) as ws:
             await recv(ws)
             answers = []
             for extra in (

@@ -37,20 +37,22 @@ async def ws_turn(ws: Any, frame: dict[str, Any]) -> tuple[dict, list[tuple[floa
     return start, tokens, frame_in, time.perf_counter()
 
 
-def stored_messages(gateway: str, app: str, db_id: str, user_id: str) -> list[dict]:
-    response = requests.get(f"{gateway}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+def stored_messages(gateway: str, app: str, db_id: str, user_id: str, auth: dict[str, str]) -> list[dict]:
+    response = requests.get(
+        f"{gateway}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10, headers=auth
+    )
     assert response.status_code == 200, response.text
     return response.json()["messages"]
 
 
 @pytest.mark.parametrize("app", ["office", "character"])
-def test_tokens_stream_through_nginx_as_they_are_generated(gateway, app, db_id, user_id):
+def test_tokens_stream_through_nginx_as_they_are_generated(gateway, app, db_id, user_id, auth: dict[str, str]):
     frame: dict[str, Any] = {"db_id": db_id, "user_id": user_id, "input_data": STORY}
     if app == "character":
         frame["persona"] = "captain-rhea"
 
     async def scenario() -> tuple:
-        async with websockets.connect(ws_url(gateway, app)) as ws:
+        async with websockets.connect(ws_url(gateway, app), additional_headers=auth) as ws:
             status = await recv(ws)
             return status, *await ws_turn(ws, frame)
 
@@ -65,21 +67,22 @@ def test_tokens_stream_through_nginx_as_they_are_generated(gateway, app, db_id, 
     assert seen_s >= 0.5 * decode_s, f"tokens arrived within {seen_s:.3f}s of a {decode_s:.3f}s generation"
     assert done_at - tokens[0][0] >= 0.5 * decode_s
 
-    stored = stored_messages(gateway, app, db_id, user_id)
+    stored = stored_messages(gateway, app, db_id, user_id, auth)
     assert [m["id"] for m in stored] == [start["user_message_id"], done["message_id"]]
     assert stored[1]["content"] == "".join(text for _, text in tokens)
 
 
-def test_rest_and_websocket_continue_the_same_conversation(gateway, db_id, user_id):
+def test_rest_and_websocket_continue_the_same_conversation(gateway, db_id, user_id, auth: dict[str, str]):
     rest = requests.post(
         f"{gateway}/character/Llama",
         json={"db_id": db_id, "user_id": user_id, "input_data": "Hello captain, I am Jun.", "persona": "captain-rhea"},
         timeout=120,
+        headers=auth,
     )
     assert rest.status_code == 200, rest.text
 
     async def scenario() -> dict:
-        async with websockets.connect(ws_url(gateway, "character")) as ws:
+        async with websockets.connect(ws_url(gateway, "character"), additional_headers=auth) as ws:
             await recv(ws)
             frame = {"db_id": db_id, "user_id": user_id, "input_data": "Who am I?", "persona": "captain-rhea"}
             return (await ws_turn(ws, frame))[2]
@@ -89,19 +92,20 @@ def test_rest_and_websocket_continue_the_same_conversation(gateway, db_id, user_
         f"{gateway}/character/Llama",
         json={"db_id": db_id, "user_id": user_id, "input_data": "Thanks!", "persona": "captain-rhea"},
         timeout=120,
+        headers=auth,
     )
     assert rest_again.status_code == 200, rest_again.text
 
-    stored = stored_messages(gateway, "character", db_id, user_id)
+    stored = stored_messages(gateway, "character", db_id, user_id, auth)
     assert [m["role"] for m in stored] == ["user", "assistant"] * 3
     assert stored[3]["id"] == ws_done["message_id"]
     assert stored[3]["meta"]["prompt"]["history_message_ids"] == [stored[0]["id"], stored[1]["id"]]
     assert stored[5]["meta"]["prompt"]["history_message_ids"] == [m["id"] for m in stored[:4]]
 
 
-def test_closing_the_socket_mid_stream_frees_the_model(gateway, db_id, user_id):
+def test_closing_the_socket_mid_stream_frees_the_model(gateway, db_id, user_id, auth: dict[str, str]):
     async def scenario() -> None:
-        async with websockets.connect(ws_url(gateway, "office")) as ws:
+        async with websockets.connect(ws_url(gateway, "office"), additional_headers=auth) as ws:
             await recv(ws)
             await ws.send(json.dumps({"type": "message", "db_id": db_id, "user_id": user_id, "input_data": STORY}))
             assert (await recv(ws))["type"] == "start"
@@ -109,20 +113,20 @@ def test_closing_the_socket_mid_stream_frees_the_model(gateway, db_id, user_id):
 
     asyncio.run(scenario())
     deadline = time.monotonic() + 10
-    while (reply := stored_messages(gateway, "office", db_id, user_id))[-1]["role"] != "assistant":
+    while (reply := stored_messages(gateway, "office", db_id, user_id, auth))[-1]["role"] != "assistant":
         assert time.monotonic() < deadline, "the partial reply was never stored"
         time.sleep(0.05)
     meta = reply[-1]["meta"]
     assert meta["finish_reason"] == "stopped" and meta["stopped_by"] == "disconnect"
     assert meta["tokens"] < 40  # the test registry allows 48
 
-    performance = requests.get(f"{gateway}/office/performance", timeout=10).json()
+    performance = requests.get(f"{gateway}/office/performance", timeout=10, headers=auth).json()
     assert performance["active_requests"] == 0 and performance["queue_size"] == 0
 
 
-def test_bad_frame_through_nginx_gets_an_error_frame(gateway):
+def test_bad_frame_through_nginx_gets_an_error_frame(gateway, auth: dict[str, str]):
     async def scenario() -> tuple[dict, dict]:
-        async with websockets.connect(ws_url(gateway, "office")) as ws:
+        async with websockets.connect(ws_url(gateway, "office"), additional_headers=auth) as ws:
             await recv(ws)
             await ws.send("{oops")
             error = await recv(ws)
@@ -134,9 +138,11 @@ def test_bad_frame_through_nginx_gets_an_error_frame(gateway):
     assert done["finish_reason"] in ("stop", "length")
 
 
-def test_a_foreign_page_cannot_open_the_socket(gateway):
+def test_a_foreign_page_cannot_open_the_socket(gateway, auth: dict[str, str]):
     async def scenario() -> None:
-        async with websockets.connect(ws_url(gateway, "office"), origin="https://evil.example"):
+        async with websockets.connect(
+            ws_url(gateway, "office"), origin="https://evil.example", additional_headers=auth
+        ):
             pass
 
     with pytest.raises(websockets.InvalidStatus) as refused:

@@ -25,7 +25,6 @@ def test_defaults_with_an_empty_environment() -> None:
         qdrant_url=None,
         searxng_url=None,
         security_mode="development",
-        admin_users=(),
         drain_s=20.0,
     )
 
@@ -46,7 +45,6 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
             "QDRANT_URL": "http://qdrant:6333/",
             "SEARXNG_URL": "https://search.example//",
             "SECURITY_MODE": "production",
-            "OFFICE_ADMINS": "alice, bob,,",
             "SHUTDOWN_DRAIN_S": "7.5",
         }
     )
@@ -58,7 +56,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert env.model_registry == tmp_path / "r.toml" and env.personas_dir == tmp_path / "p"
     assert env.log_level == "WARNING"
     assert env.qdrant_url == "http://qdrant:6333" and env.searxng_url == "https://search.example"
-    assert env.security_mode == "production" and env.admin_users == ("alice", "bob")
+    assert env.security_mode == "production"
     assert env.drain_s == 7.5
 
 

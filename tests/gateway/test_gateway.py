@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from tests.auth import account_create, signin
 from webapp.launcher.nginx import TemplateVariableError, nginx_config_write, template_render
 from webapp.launcher.stack import nginx_binary
 
@@ -64,7 +65,8 @@ def test_landing_page_falls_back_to_the_gateway_while_office_is_down(http, gatew
 
 
 @pytest.mark.parametrize("app", ["office", "character"])
-def test_chat_page_and_its_assets_are_served_through_nginx(http, gateway, app):
+def test_chat_page_and_its_assets_are_served_through_nginx(stack, gateway, app):
+    http = signin(gateway, account_create(stack))
     page = http.get(f"{gateway}/{app}/", timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert f'"ws_path": "/{app}/ws/chat/"' in page.text

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.auth import account_create, bearer, key_create
 from tests.conftest import stack_running
 from tests.office.test_documents import KOREAN_TXT, POLICY_MD, documents_of, search, upload
 from webapp.config.env import REPO_ROOT
@@ -147,6 +148,7 @@ class Restored:
     backup: subprocess.CompletedProcess[str]
     restore: subprocess.CompletedProcess[str]
     stack: Stack  # running again on the restored data
+    auth: dict[str, str]  # a service key made before the backup, so restored with it
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +167,8 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restored]:
     with requests.Session() as http:
         with stack_running(var_dir, registry) as first:
             gateway = gateway_of(first)
+            auth = bearer(key_create(first, account_create(first), scope="service"))
+            http.headers.update(auth)
             turn(http, gateway, "character", user_id=user_id, db_id=character_db, persona="captain-rhea")
             turn(http, gateway, "office", user_id=user_id, db_id=office_db)
             uploaded = upload(http, gateway, user_id, "travel.md", POLICY_MD)
@@ -197,11 +201,13 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restored]:
                 backup=backup,
                 restore=restore,
                 stack=second,
+                auth=auth,
             )
 
 
 @pytest.mark.slow
 def test_a_backup_taken_while_running_restores_exactly_what_existed(restored, http):
+    http.headers.update(restored.auth)
     assert restored.backup.returncode == 0, restored.backup.stderr
     assert str(restored.archive) in restored.backup.stdout
     assert restored.restore.returncode == 0, restored.restore.stderr
@@ -236,6 +242,7 @@ def test_a_backup_taken_while_running_restores_exactly_what_existed(restored, ht
 
 @pytest.mark.slow
 def test_data_written_after_the_backup_is_gone_after_a_restore(restored, http):
+    http.headers.update(restored.auth)
     gateway = gateway_of(restored.stack)
     office = restored.later_db_ids["office"]
     response = http.get(
@@ -265,6 +272,7 @@ def test_restore_moves_the_replaced_data_aside_and_deletes_nothing(restored):
 
 @pytest.mark.slow
 def test_restore_is_refused_while_the_stack_runs(restored, http):
+    http.headers.update(restored.auth)
     asides = sorted((restored.var_dir / "backups").glob("before-restore-*"))
     mongo_inode = (restored.var_dir / "mongo").stat().st_ino
     result = launcher("restore", str(restored.archive), var_dir=restored.var_dir)

@@ -42,16 +42,16 @@ def delete_request(*, db_id: str, user_id: str, document_id: str) -> dict[str, A
     }
 
 
-def run(frame: dict[str, Any], gateway: str, **kwargs: Any) -> list[dict[str, Any]]:
+def run(frame: dict[str, Any], gateway: str, auth: dict[str, str], **kwargs: Any) -> list[dict[str, Any]]:
     async def scenario() -> list[dict[str, Any]]:
-        async with websockets.connect(ws_url(gateway, "office")) as ws:
+        async with websockets.connect(ws_url(gateway, "office"), additional_headers=auth) as ws:
             await recv(ws)  # status
             return await turn_frames(ws, frame, **kwargs)
 
     return asyncio.run(scenario())
 
 
-def test_a_required_tool_call_runs_and_the_model_answers_after_it(http, gateway, user_id, db_id):
+def test_a_required_tool_call_runs_and_the_model_answers_after_it(http, gateway, user_id, db_id, auth: dict[str, str]):
     frame = {
         "db_id": db_id,
         "user_id": user_id,
@@ -59,7 +59,7 @@ def test_a_required_tool_call_runs_and_the_model_answers_after_it(http, gateway,
         "tools": "required",
         "tool_names": ["calculator"],
     }
-    frames = run(frame, gateway)
+    frames = run(frame, gateway, auth)
     calls = [f for f in frames if f["type"] == "tool_call"]
     assert calls and calls[0]["status"] == "running", frames
     assert calls[-1]["tool"] == "calculator" and calls[-1]["status"] in ("ok", "error")
@@ -71,7 +71,7 @@ def test_a_required_tool_call_runs_and_the_model_answers_after_it(http, gateway,
     done = frames[-1]
     assert done["type"] == "done", done
     assert [c["tool"] for c in done["tool_calls"]] == ["calculator"]
-    reply = stored_messages(gateway, "office", db_id, user_id)[-1]
+    reply = stored_messages(gateway, "office", db_id, user_id, auth)[-1]
     assert reply["content"] == tokens
     assert reply["meta"]["tool_calls"] == done["tool_calls"]
     audit = http.get(f"{gateway}/office/audit", params={"user_id": user_id}, timeout=30).json()["entries"]
@@ -79,10 +79,12 @@ def test_a_required_tool_call_runs_and_the_model_answers_after_it(http, gateway,
     assert audit[0]["arguments"] == calls[-1]["arguments"]
 
 
-def test_a_call_that_needs_approval_waits_and_a_denial_keeps_the_document(http, gateway, user_id, db_id):
+def test_a_call_that_needs_approval_waits_and_a_denial_keeps_the_document(
+    http, gateway, user_id, db_id, auth: dict[str, str]
+):
     document = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
     frame = delete_request(db_id=db_id, user_id=user_id, document_id=document["id"])
-    frames = run(frame, gateway, on_approval="deny")
+    frames = run(frame, gateway, auth, on_approval="deny")
     statuses = [f["status"] for f in frames if f["type"] == "tool_call"]
     assert statuses == ["running", "approval_required", "denied"], frames
     assert frames[-1]["type"] == "done"
@@ -95,10 +97,10 @@ def test_a_call_that_needs_approval_waits_and_a_denial_keeps_the_document(http, 
     ]
 
 
-def test_an_approved_call_runs(http, gateway, user_id, db_id):
+def test_an_approved_call_runs(http, gateway, user_id, db_id, auth: dict[str, str]):
     document = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
     frame = delete_request(db_id=db_id, user_id=user_id, document_id=document["id"])
-    frames = run(frame, gateway, on_approval="approve")
+    frames = run(frame, gateway, auth, on_approval="approve")
     final = [f for f in frames if f["type"] == "tool_call"][-1]
     assert final["status"] in ("ok", "error")  # error: the model named an id that isn't the user's
     if final["status"] == "ok":
@@ -108,7 +110,7 @@ def test_an_approved_call_runs(http, gateway, user_id, db_id):
     assert frames[-1]["type"] == "done"
 
 
-def test_stop_while_waiting_for_approval_denies_the_call(http, gateway, user_id, db_id):
+def test_stop_while_waiting_for_approval_denies_the_call(http, gateway, user_id, db_id, auth: dict[str, str]):
     frame = {
         "db_id": db_id,
         "user_id": user_id,
@@ -116,14 +118,14 @@ def test_stop_while_waiting_for_approval_denies_the_call(http, gateway, user_id,
         "tools": "required",
         "tool_names": ["delete_document"],
     }
-    frames = run(frame, gateway, on_approval="stop")
+    frames = run(frame, gateway, auth, on_approval="stop")
     assert [f["status"] for f in frames if f["type"] == "tool_call"][-1] == "denied"
     assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "stopped"
-    reply = stored_messages(gateway, "office", db_id, user_id)[-1]
+    reply = stored_messages(gateway, "office", db_id, user_id, auth)[-1]
     assert reply["meta"]["stopped_by"] == "user" and reply["content"] == ""
 
 
-def test_rest_ends_a_turn_that_needs_approval_with_how_to_approve(http, gateway, user_id, db_id):
+def test_rest_ends_a_turn_that_needs_approval_with_how_to_approve(http, gateway, user_id, db_id, auth: dict[str, str]):
     body = {
         "input_data": "Delete the document xyz.",
         "google_access": False,
@@ -134,7 +136,7 @@ def test_rest_ends_a_turn_that_needs_approval_with_how_to_approve(http, gateway,
     }
     response = http.post(f"{gateway}/office/Llama", json=body, timeout=300)
     assert response.status_code == 200, response.text
-    reply = stored_messages(gateway, "office", db_id, user_id)[-1]
+    reply = stored_messages(gateway, "office", db_id, user_id, auth)[-1]
     (call,) = reply["meta"]["tool_calls"]
     assert call["status"] == "approval_required"
     assert f"POST /office/approvals/{call['approval_id']}" in response.json()
@@ -144,7 +146,7 @@ def test_rest_ends_a_turn_that_needs_approval_with_how_to_approve(http, gateway,
     assert decided.json()["status"] == "denied"
 
 
-def test_bad_tool_options_are_refused_naming_the_field(http, gateway, user_id, db_id):
+def test_bad_tool_options_are_refused_naming_the_field(http, gateway, user_id, db_id, auth: dict[str, str]):
     base = {"input_data": "hi", "google_access": False, "db_id": db_id, "user_id": user_id}
     for extra, field in (
         ({"tools": "sometimes"}, "tools"),
@@ -154,13 +156,13 @@ def test_bad_tool_options_are_refused_naming_the_field(http, gateway, user_id, d
         response = http.post(f"{gateway}/office/Llama", json={**base, **extra}, timeout=60)
         assert response.status_code == 400, (extra, response.text)
         assert response.json()["error"]["field"] == field
-    frames = run({**base, "tools": "auto", "tool_names": ["teleport"]}, gateway)
+    frames = run({**base, "tools": "auto", "tool_names": ["teleport"]}, gateway, auth)
     assert frames[-1]["type"] == "error" and frames[-1]["field"] == "tool_names"
 
 
-def test_an_approval_frame_with_nothing_pending_is_an_error_and_the_socket_stays(gateway):
+def test_an_approval_frame_with_nothing_pending_is_an_error_and_the_socket_stays(gateway, auth: dict[str, str]):
     async def scenario() -> dict[str, Any]:
-        async with websockets.connect(ws_url(gateway, "office")) as ws:
+        async with websockets.connect(ws_url(gateway, "office"), additional_headers=auth) as ws:
             await recv(ws)
             await ws.send(json.dumps({"type": "approval", "approval_id": "nope", "decision": "approve"}))
             return await recv(ws)

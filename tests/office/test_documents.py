@@ -171,11 +171,16 @@ def test_a_bad_upload_is_refused_clearly_and_leaves_nothing(http, gateway, user_
     assert search(http, gateway, user_id, "garbage pdf hello report", mode="lexical").json()["results"] == []
 
 
-def test_an_upload_without_a_file_or_user_is_a_400_naming_the_field(http, gateway, user_id):
+def test_an_upload_without_a_file_or_with_a_bad_user_id_is_a_400_naming_the_field(http, gateway, user_id):
     no_file = http.post(f"{gateway}/office/documents", data={"user_id": user_id}, timeout=30)
     assert no_file.status_code == 400 and no_file.json()["error"]["field"] == "file"
-    no_user = http.post(f"{gateway}/office/documents", files={"file": ("a.txt", b"hello there")}, timeout=30)
-    assert no_user.status_code == 400 and no_user.json()["error"]["field"] == "user_id"
+    long_user = http.post(
+        f"{gateway}/office/documents",
+        files={"file": ("a.txt", b"hello there")},
+        data={"user_id": "u" * 129},
+        timeout=30,
+    )
+    assert long_user.status_code == 400 and long_user.json()["error"]["field"] == "user_id"
 
 
 BAD_SEARCHES = [

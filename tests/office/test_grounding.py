@@ -25,7 +25,9 @@ def ask(http, gateway, *, user_id, db_id, text):
     return response
 
 
-def test_a_grounded_reply_stores_sources_that_name_the_right_document(http, gateway, user_id, db_id):
+def test_a_grounded_reply_stores_sources_that_name_the_right_document(
+    http, gateway, user_id, db_id, auth: dict[str, str]
+):
     policy = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
     upload(http, gateway, user_id, "menu.md", OTHER_MD)
 
@@ -33,7 +35,7 @@ def test_a_grounded_reply_stores_sources_that_name_the_right_document(http, gate
     response = ask(http, gateway, user_id=user_id, db_id=db_id, text=question)
     assert int(response.headers["X-Sources"]) >= 1
 
-    user_message, reply = stored_messages(gateway, "office", db_id, user_id)
+    user_message, reply = stored_messages(gateway, "office", db_id, user_id, auth)
     assert user_message["content"] == question  # the sources are in the prompt, not in the history
     sources = reply["meta"]["sources"]
     assert sources[0]["n"] == 1
@@ -48,17 +50,17 @@ def test_a_grounded_reply_stores_sources_that_name_the_right_document(http, gate
     assert plain.headers["X-Sources"] == "0"
 
 
-def test_a_user_without_documents_gets_no_sources(http, gateway, user_id, db_id):
+def test_a_user_without_documents_gets_no_sources(http, gateway, user_id, db_id, auth: dict[str, str]):
     ask(http, gateway, user_id=user_id, db_id=db_id, text="What is the capital of France?")
-    reply = stored_messages(gateway, "office", db_id, user_id)[-1]
+    reply = stored_messages(gateway, "office", db_id, user_id, auth)[-1]
     assert "sources" not in reply["meta"]
 
 
-def test_the_websocket_done_frame_carries_the_sources(http, gateway, user_id, db_id):
+def test_the_websocket_done_frame_carries_the_sources(http, gateway, user_id, db_id, auth: dict[str, str]):
     policy = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
 
     async def scenario() -> dict:
-        async with websockets.connect(ws_url(gateway, "office")) as ws:
+        async with websockets.connect(ws_url(gateway, "office"), additional_headers=auth) as ws:
             await ws.recv()  # status
             frame = {"input_data": "Which class do I fly on short trips?", "db_id": db_id, "user_id": user_id}
             _, tokens, done, _ = await ws_turn(ws, frame)
@@ -68,25 +70,25 @@ def test_the_websocket_done_frame_carries_the_sources(http, gateway, user_id, db
     done = asyncio.run(scenario())
     assert done["sources"][0]["document_id"] == policy["id"]
     assert "Economy" in done["sources"][0]["excerpt"]
-    stored = stored_messages(gateway, "office", db_id, user_id)[-1]
+    stored = stored_messages(gateway, "office", db_id, user_id, auth)[-1]
     assert json.dumps(stored["meta"]["sources"], sort_keys=True) == json.dumps(done["sources"], sort_keys=True)
 
 
-def test_a_long_question_is_never_cut_for_sources(http, gateway, user_id, db_id):
+def test_a_long_question_is_never_cut_for_sources(http, gateway, user_id, db_id, auth: dict[str, str]):
     upload(http, gateway, user_id, "travel.md", POLICY_MD)
     question = ("Please explain the travel booking rules for flights and the receipts deadline. " * 6)[:500]
     ask(http, gateway, user_id=user_id, db_id=db_id, text=question)
-    user_message, reply = stored_messages(gateway, "office", db_id, user_id)
+    user_message, reply = stored_messages(gateway, "office", db_id, user_id, auth)
     assert user_message["content"] == question
     assert reply["meta"]["finish_reason"] in ("stop", "length")
 
 
-def test_google_access_grounds_on_web_search_results(http, gateway, user_id, db_id, searxng):
+def test_google_access_grounds_on_web_search_results(http, gateway, user_id, db_id, searxng, auth: dict[str, str]):
     body = {"input_data": "Who won the Seoul marathon?", "google_access": True, "db_id": db_id, "user_id": user_id}
     response = http.post(f"{gateway}/office/Llama", json=body, timeout=300)
     assert response.status_code == 200, response.text
     assert searxng.queries[-1]["q"] == ["Who won the Seoul marathon?"]
-    sources = stored_messages(gateway, "office", db_id, user_id)[-1]["meta"]["sources"]
+    sources = stored_messages(gateway, "office", db_id, user_id, auth)[-1]["meta"]["sources"]
     assert [s["kind"] for s in sources] == ["web"] * 3
     assert sources[0]["title"] == "Result 1 for Who won the Seoul marathon?"
     assert sources[0]["url"].startswith("https://example.org/1")
@@ -94,7 +96,7 @@ def test_google_access_grounds_on_web_search_results(http, gateway, user_id, db_
     assert (audit[0]["tool"], audit[0]["outcome"], audit[0]["source"]) == ("web_search", "ok", "chat")
 
 
-def test_when_web_search_cannot_run_the_reply_says_why(http, gateway, user_id, db_id):
+def test_when_web_search_cannot_run_the_reply_says_why(http, gateway, user_id, db_id, auth: dict[str, str]):
     burst = http.get(f"{gateway}/office/tools/web_search", timeout=30).json()["rate_limit"]["burst"]
     for _ in range(burst):  # use up the user's web searches
         assert http.post(
@@ -107,7 +109,7 @@ def test_when_web_search_cannot_run_the_reply_says_why(http, gateway, user_id, d
     assert response.status_code == 200, response.text
     assert response.json().startswith("Web search was not used: ")
     assert "rate limit" in response.json().split("\n\n")[0]
-    reply = stored_messages(gateway, "office", db_id, user_id)[-1]
+    reply = stored_messages(gateway, "office", db_id, user_id, auth)[-1]
     assert reply["content"] == response.json()
     assert "sources" not in reply["meta"]
 
@@ -128,8 +130,8 @@ def test_the_openai_endpoint_grounds_on_the_documents_of_its_user(http, gateway,
     assert grounded.json()["usage"]["prompt_tokens"] > plain.json()["usage"]["prompt_tokens"] + 40
 
 
-def test_a_question_no_document_is_about_gets_no_sources(http, gateway, user_id, db_id):
+def test_a_question_no_document_is_about_gets_no_sources(http, gateway, user_id, db_id, auth: dict[str, str]):
     upload(http, gateway, user_id, "travel.md", POLICY_MD)
     response = ask(http, gateway, user_id=user_id, db_id=db_id, text="Where is the kimchi stew served on Mondays?")
     assert response.headers["X-Sources"] == "0"
-    assert "sources" not in stored_messages(gateway, "office", db_id, user_id)[-1]["meta"]
+    assert "sources" not in stored_messages(gateway, "office", db_id, user_id, auth)[-1]["meta"]

@@ -23,7 +23,8 @@ REQUIRED = [
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 
 
-def test_a_short_load_test_writes_real_rows_and_a_dashboard_served_by_nginx(stack, gateway):
+def test_a_short_load_test_writes_real_rows_and_a_dashboard_served_by_nginx(stack, gateway, service_key, monkeypatch):
+    monkeypatch.setenv("LOAD_API_KEY", service_key)  # the users act as end users of the tests' service key
     out_dir = stack.config.var_dir / "perf"
     if not (out_dir / "dashboard" / "index.html").exists():
         assert "No load test yet" in requests.get(f"{gateway}/perf/", timeout=10).text
@@ -56,7 +57,7 @@ def test_a_short_load_test_writes_real_rows_and_a_dashboard_served_by_nginx(stac
     # Every successful turn's reply is in the store exactly once, as the soak checks it.
     assert soak.idle_wait(gateway, timeout_s=120)
     turns = soak.turns_from_rows(rows)
-    stored, warnings = soak.store_fetch(gateway, turns)
+    stored, warnings = soak.store_fetch(gateway, turns, api_key=service_key)
     result = soak.reconcile(turns, stored)
     assert result.clean and not warnings, result
     assert result.reconciled == len(ws + rest)

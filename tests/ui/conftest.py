@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from tests.auth import Visitor, visitor_create
 from webapp.config.env import REPO_ROOT
+from webapp.launcher.stack import Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
@@ -34,3 +37,24 @@ def browser() -> Iterator[object]:
         )
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def visitor(stack: Stack, gateway: str) -> Visitor:
+    """The person at the browser in the office UI tests: an account of their own."""
+    return visitor_create(stack, gateway)
+
+
+@pytest.fixture
+def user_id(visitor: Visitor) -> str:
+    """The user the UI tests read and write through the API: the visitor's own account
+    (a personal key may name only itself)."""
+    return visitor.username
+
+
+@pytest.fixture
+def http(visitor: Visitor) -> Iterator[requests.Session]:
+    """A requests session acting as the visitor (their personal key)."""
+    with requests.Session() as session:
+        session.headers.update(visitor.auth)
+        yield session

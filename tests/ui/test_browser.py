@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 import pytest
 import requests
 
+from tests.auth import Visitor, account_create, signin, visitor_context, visitor_create
 from tests.conftest import stack_running
 from tests.ui.conftest import SCREENSHOTS
 from webapp.config.env import REPO_ROOT
@@ -60,10 +61,13 @@ def base(ui_stack: Stack) -> str:
     return f"http://localhost:{ui_stack.config.gateway_port}"
 
 
-def _page(browser, base: str, **context_options):
-    context = browser.new_context(**context_options)
+def _page(browser, stack: Stack, base: str, **context_options):
+    """A new browser context signed in as a new account (`page.visitor`), and its page."""
+    visitor = visitor_create(stack, base)
+    context = visitor_context(browser, visitor, **context_options)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     page = context.new_page()
+    page.visitor = visitor
     page.set_default_timeout(60_000)
     page.uncaught = []
     page.on("pageerror", lambda error: page.uncaught.append(str(error)))
@@ -71,8 +75,8 @@ def _page(browser, base: str, **context_options):
 
 
 @pytest.fixture
-def page(browser, base):
-    page = _page(browser, base, viewport={"width": 1280, "height": 800})
+def page(browser, base, ui_stack):
+    page = _page(browser, ui_stack, base, viewport={"width": 1280, "height": 800})
     yield page
     uncaught = page.uncaught
     page.context.close()
@@ -143,14 +147,15 @@ def wait_done(page) -> None:
     )
 
 
-def stored(base: str, app: str, db_id: str, user_id: str) -> list[dict]:
-    response = requests.get(f"{base}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+def stored(base: str, app: str, db_id: str, visitor: Visitor) -> list[dict]:
+    """What the API stored for the page's account (read with its personal key)."""
+    response = requests.get(f"{base}/{app}/conversations/{db_id}/messages", headers=visitor.auth, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()["messages"]
 
 
-def user_id_of(page) -> str:
-    return page.evaluate("localStorage.getItem('personachat.user_id')")
+def visitor_of(page) -> Visitor:
+    return page.visitor
 
 
 def test_landing_page_leads_to_both_apps(page, base):
@@ -181,7 +186,7 @@ def test_character_chat_streams_stops_and_is_listed_after_reload(page, base):
 
     item = page.locator("[data-testid=conversation-item]").first
     db_id = item.get_attribute("data-db-id")
-    messages = stored(base, "character", db_id, user_id_of(page))
+    messages = stored(base, "character", db_id, visitor_of(page))
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[1]["meta"]["finish_reason"] == "stopped" and messages[1]["meta"]["stopped_by"] == "user"
     assert 0 < messages[1]["meta"]["tokens"] < 300
@@ -428,8 +433,9 @@ def module_graph(base: str, entry: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("app", ["character", "office"])
-def test_each_page_loads_native_modules_and_preloads_exactly_its_graph(base, app):
-    html = requests.get(f"{base}/{app}/", timeout=10).text
+def test_each_page_loads_native_modules_and_preloads_exactly_its_graph(base, app, ui_stack):
+    with signin(base, account_create(ui_stack)) as session:
+        html = session.get(f"{base}/{app}/", timeout=10).text
     head = _HeadModules()
     head.feed(html.split("<body", 1)[0])
     (entry,) = head.entries
@@ -505,8 +511,8 @@ def test_reply_stats_copy_regenerate_and_delete(page, base):
     screenshot(page, "chat-office.png")
 
     db_id = page.locator("[data-testid=conversation-item]").first.get_attribute("data-db-id")
-    user_id = user_id_of(page)
-    first_reply = stored(base, "office", db_id, user_id)[1]
+    visitor = visitor_of(page)
+    first_reply = stored(base, "office", db_id, visitor)[1]
 
     reply.locator("[data-testid=copy-reply]").click()
     assert page.evaluate("navigator.clipboard.readText()") == first_reply["content"]
@@ -521,19 +527,19 @@ def test_reply_stats_copy_regenerate_and_delete(page, base):
         arg=first_reply["id"],
     )
     assert page.locator("[data-testid=message][data-role=assistant]").count() == 1, "the old reply is replaced"
-    messages = stored(base, "office", db_id, user_id)
+    messages = stored(base, "office", db_id, visitor)
     assert [m["role"] for m in messages] == ["user", "assistant", "assistant"]
     assert messages[2]["meta"]["regenerates"] == first_reply["id"]
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator(f"[data-testid=conversation-item][data-db-id='{db_id}'] [data-testid=delete-conversation]").click()
     page.wait_for_selector(f"[data-testid=conversation-item][data-db-id='{db_id}']", state="detached")
-    gone = requests.get(f"{base}/office/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=10)
+    gone = requests.get(f"{base}/office/conversations/{db_id}/messages", headers=visitor.auth, timeout=10)
     assert gone.status_code == 404
 
 
-def test_phone_layout_has_a_drawer(browser, base):
-    page = _page(browser, base, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+def test_phone_layout_has_a_drawer(browser, base, ui_stack):
+    page = _page(browser, ui_stack, base, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     try:
         open_app(page, base, "character")
         conversations = page.locator("[data-testid=conversation-list]")
@@ -620,7 +626,7 @@ class DroppingProxy:
 def test_a_dropped_connection_resumes_the_reply_on_screen(browser, ui_stack):
     proxy = DroppingProxy(ui_stack.config.gateway_port)
     via = f"http://localhost:{proxy.port}"
-    page = _page(browser, via, viewport={"width": 1280, "height": 800})
+    page = _page(browser, ui_stack, via, viewport={"width": 1280, "height": 800})
     try:
         open_app(page, via, "character")
         page.select_option("[data-testid=persona-picker]", "captain-rhea")
@@ -641,7 +647,7 @@ def test_a_dropped_connection_resumes_the_reply_on_screen(browser, ui_stack):
         wait_done(page)  # reconnected and resumed: the same reply ran to its end
         reply = page.locator(LAST_ASSISTANT)
         db_id = page.evaluate("window.personaChat.state.dbId")
-        messages = stored(via, "character", db_id, user_id_of(page))
+        messages = stored(via, "character", db_id, visitor_of(page))
         assert [m["role"] for m in messages] == ["user", "assistant"], "one reply, written once"
         assert messages[1]["meta"]["finish_reason"] == "length", "never stopped: it ran to max_tokens"
         assert reply.get_attribute("data-message-id") == messages[1]["id"]

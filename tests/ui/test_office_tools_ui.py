@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 
+from tests.auth import Visitor, visitor_context
 from tests.office.test_documents import POLICY_MD, documents_of, upload
 from tests.ui.test_office_ui import DESKTOP, LAST_ASSISTANT, PHONE, office_open, screenshot
 
@@ -79,10 +80,9 @@ class FrameGate:
         self.held.clear()
 
 
-def tools_page(browser, gateway: str, user_id: str, options: dict, path: str = "/office/", *, gate: bool = False):
-    """An office page whose stored user id is `user_id`, recording what it sends and shows."""
-    context = browser.new_context(**options)
-    context.add_init_script(f"localStorage.setItem('personachat.user_id', {json.dumps(user_id)})")
+def tools_page(browser, gateway: str, visitor: Visitor, options: dict, path: str = "/office/", *, gate: bool = False):
+    """An office page signed in as `visitor`, recording what it sends and shows."""
+    context = visitor_context(browser, visitor, **options)
     context.add_init_script(RECORDER)
     gated = FrameGate(context) if gate else None
     page = context.new_page()
@@ -95,8 +95,8 @@ def tools_page(browser, gateway: str, user_id: str, options: dict, path: str = "
 
 
 @pytest.fixture
-def page(browser, gateway, user_id):
-    page = tools_page(browser, gateway, user_id, DESKTOP)
+def page(browser, gateway, user_id, visitor):
+    page = tools_page(browser, gateway, visitor, DESKTOP)
     yield page
     uncaught = page.uncaught
     page.context.close()
@@ -164,7 +164,7 @@ def within_phone_width(locator) -> bool:
 
 
 def test_tools_always_with_the_calculator_shows_the_step_then_the_answer_and_again_after_a_reload(
-    browser, page, gateway, user_id, http
+    browser, page, gateway, user_id, http, visitor
 ):
     tools = page.locator("[data-testid=tools-button]")
     assert tools.get_attribute("data-mode") == "off" and tools.get_attribute("aria-expanded") == "false"
@@ -216,7 +216,7 @@ def test_tools_always_with_the_calculator_shows_the_step_then_the_answer_and_aga
     assert page.locator("[data-testid=tools-state]").text_content() == f"always · 1/{total}"
 
     # A call's outcome normally follows at once; held back a moment here, the spinner shows.
-    held = tools_page(browser, gateway, user_id, DESKTOP, f"/office/#{db_id}", gate=True)
+    held = tools_page(browser, gateway, visitor, DESKTOP, f"/office/#{db_id}", gate=True)
     try:
         tools_set(held, "Always", "list_notes")
         ask(held, "Which notes do I have?")
@@ -236,7 +236,7 @@ def test_tools_always_with_the_calculator_shows_the_step_then_the_answer_and_aga
     finally:
         held.context.close()
 
-    phone = tools_page(browser, gateway, user_id, PHONE, f"/office/#{db_id}")
+    phone = tools_page(browser, gateway, visitor, PHONE, f"/office/#{db_id}")
     try:
         phone_step = phone.locator(LAST_ASSISTANT).locator("[data-testid=tool-step]")
         phone_step.wait_for()
@@ -252,7 +252,9 @@ def test_tools_always_with_the_calculator_shows_the_step_then_the_answer_and_aga
         phone.context.close()
 
 
-def test_a_call_that_needs_approval_is_denied_approved_or_stopped_from_its_step(browser, page, gateway, user_id, http):
+def test_a_call_that_needs_approval_is_denied_approved_or_stopped_from_its_step(
+    browser, page, gateway, user_id, http, visitor
+):
     document = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
     page.reload()
     page.wait_for_selector("[data-testid=document-item][data-status=ready]")
@@ -344,7 +346,7 @@ def test_a_call_that_needs_approval_is_denied_approved_or_stopped_from_its_step(
     screenshot(page, "office-tool-stored-waiting.png")
 
     tool_budget_wait(http, gateway, user_id, "delete_document")
-    phone = tools_page(browser, gateway, user_id, PHONE)
+    phone = tools_page(browser, gateway, visitor, PHONE)
     try:
         tools_set(phone, "Always", "delete_document")
         ask(phone, "Delete the document xyz.")

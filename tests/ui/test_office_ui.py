@@ -8,11 +8,11 @@ what the page did. Screenshots go to var/screenshots/ (git-ignored) for a human 
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 
+from tests.auth import Visitor, visitor_context
 from tests.office.test_documents import POLICY_MD, documents_of, upload
 from tests.ui.conftest import SCREENSHOTS
 
@@ -24,10 +24,9 @@ LAST_ASSISTANT = "[data-testid=message][data-role=assistant] >> nth=-1"
 QUESTION = "How many days do I have to submit hotel receipts?"
 
 
-def office_page(browser, gateway: str, user_id: str, options: dict):
-    """A page whose stored user id is `user_id`, open on the office app and connected."""
-    context = browser.new_context(**options)
-    context.add_init_script(f"localStorage.setItem('personachat.user_id', {json.dumps(user_id)})")
+def office_page(browser, gateway: str, visitor: Visitor, options: dict):
+    """A page signed in as `visitor`, open on the office app and connected."""
+    context = visitor_context(browser, visitor, **options)
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.uncaught = []
@@ -43,8 +42,8 @@ def office_open(page, url: str) -> None:
 
 
 @pytest.fixture
-def page(browser, gateway, user_id):
-    page = office_page(browser, gateway, user_id, DESKTOP)
+def page(browser, gateway, user_id, visitor):
+    page = office_page(browser, gateway, visitor, DESKTOP)
     yield page
     uncaught = page.uncaught
     page.context.close()
@@ -166,7 +165,9 @@ def test_documents_panel_uploads_with_progress_shows_server_errors_and_deletes(p
     assert error.is_hidden()
 
 
-def test_a_grounded_reply_shows_sources_that_expand_and_survive_a_reload(browser, page, gateway, user_id, http):
+def test_a_grounded_reply_shows_sources_that_expand_and_survive_a_reload(
+    browser, page, gateway, user_id, http, visitor
+):
     upload(http, gateway, user_id, "travel.md", POLICY_MD)
     page.reload()
     page.wait_for_selector("[data-testid=document-item][data-status=ready]")
@@ -221,7 +222,7 @@ def test_a_grounded_reply_shows_sources_that_expand_and_survive_a_reload(browser
     assert link.get_attribute("rel") == "noopener noreferrer nofollow"
     screenshot(page, "office-web-sources.png")
 
-    phone = office_page(browser, gateway, user_id, PHONE)
+    phone = office_page(browser, gateway, visitor, PHONE)
     try:
         office_open(phone, f"{gateway}/office/#{db_id}")
         phone_reply = phone.locator(LAST_ASSISTANT)
@@ -287,7 +288,7 @@ def test_slash_commands_call_tools_and_show_local_cards(page, gateway, user_id, 
     assert listed["conversations"] == []
 
 
-def test_delete_command_asks_for_approval_deny_keeps_approve_removes(browser, page, gateway, user_id, http):
+def test_delete_command_asks_for_approval_deny_keeps_approve_removes(browser, page, gateway, user_id, http, visitor):
     document = upload(http, gateway, user_id, "travel.md", POLICY_MD).json()
     page.reload()
     page.wait_for_selector("[data-testid=document-item][data-status=ready]")
@@ -315,7 +316,7 @@ def test_delete_command_asks_for_approval_deny_keeps_approve_removes(browser, pa
     page.locator("[data-testid=document-item]").wait_for(state="detached")
     assert documents_of(http, gateway, user_id) == []
 
-    phone = office_page(browser, gateway, user_id, PHONE)
+    phone = office_page(browser, gateway, visitor, PHONE)
     try:
         upload(http, gateway, user_id, "travel.md", POLICY_MD)
         phone.wait_for_timeout(100)

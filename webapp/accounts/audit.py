@@ -25,8 +25,10 @@ def auth_event_record(
     account: Account | None = None,
     username: str = "",
     detail: str = "",
+    ip: str | None = None,
 ) -> None:
-    ip = client_ip(request) if request is not None else None
+    """One audit event; the client address is `ip`, or the one `request` came from."""
+    ip = ip or (client_ip(request) if request is not None else None)
     AuthEvent.objects.create(
         account=account,
         username=(username or (account.username if account else ""))[:150],

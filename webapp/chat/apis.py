@@ -34,7 +34,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.accounts.identity import AUTHENTICATORS
+from webapp.accounts.identity import Principal, request_principal_drf
 from webapp.accounts.models import Account, ApiKey, KeyScope, Role
 from webapp.chat import runtime, selectors, services
 from webapp.chat.inputs import (
@@ -99,9 +99,33 @@ LLAMA_ERRORS = error_responses(
 )
 
 
-def _reply(data: dict[str, Any]) -> Response:
+class PublicApi(APIView):
+    """A view anyone may read, signed in or not: it shows no one's data (health, measurements,
+    personas, tool specs). Every other view needs an account (settings.REST_FRAMEWORK)."""
+
+    authentication_classes = ()
+    permission_classes = ()
+
+
+def principal(request: Request) -> Principal:
+    """Who an authenticated view acts for (the default permission, CanChat, let it in)."""
+    return request_principal_drf(request)
+
+
+def owner(request: Request, user_id: str | None) -> str:
+    """The owner key of the data a request reads or writes: its account's, or with a service
+    key one of its end users' (`user_id`); a session or personal key naming another user is a 403."""
+    return principal(request).owner_for(user_id)
+
+
+def _reply(data: dict[str, Any], who: Principal) -> Response:
     """Run a validated turn through the turn service; answer with the reply text as a JSON string."""
-    request = turn_request(data, sampling=sampling_params(runtime.model_spec_get().sampling))
+    request = turn_request(
+        data,
+        owner=who.owner_for(data.get("user_id")),
+        role=who.role,
+        sampling=sampling_params(runtime.model_spec_get().sampling),
+    )
     done = async_to_sync(turn_collect)(request, deps=runtime.turn_deps())
     message, completion = done.message, done.completion
     assert message is not None
@@ -132,7 +156,7 @@ class _LlamaApi(APIView):
             serializer = self.InputSerializer(data=request.data)
             unknown_fields_refuse(request.data, serializer.fields)
             serializer.is_valid(raise_exception=True)
-            response = _reply(serializer.validated_data)
+            response = _reply(serializer.validated_data, principal(request))
             counted.succeeded()
             return response
 
@@ -175,7 +199,7 @@ class CharacterLlamaApi(_LlamaApi):
         return super().post(request)
 
 
-class PerformanceApi(APIView):
+class PerformanceApi(PublicApi):
     @extend_schema_serializer(component_name="Performance")
     class OutputSerializer(serializers.Serializer):
         total_requests = serializers.IntegerField()
@@ -228,7 +252,7 @@ class PerformanceApi(APIView):
         )
 
 
-class MetricsApi(APIView):
+class MetricsApi(PublicApi):
     @extend_schema(
         responses={(200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="Prometheus text format 0.0.4")},
         summary="The same measurements for Prometheus, plus HTTP request counts and durations",
@@ -253,7 +277,7 @@ class HealthSerializer(serializers.Serializer):
     error = serializers.CharField(required=False, help_text="why the model failed to load (status failed)")
 
 
-class HealthApi(APIView):
+class HealthApi(PublicApi):
     @extend_schema(
         responses={
             200: OpenApiResponse(HealthSerializer, description="the model is loaded"),
@@ -277,7 +301,7 @@ class HealthApi(APIView):
         return Response(body, status=status.HTTP_200_OK if state == "ready" else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
-class PersonaListApi(APIView):
+class PersonaListApi(PublicApi):
     @extend_schema_serializer(component_name="Persona")
     class OutputSerializer(serializers.Serializer):
         id = serializers.CharField()
@@ -345,7 +369,9 @@ class ConversationListApi(APIView):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         conversations = selectors.conversations_list(
-            store=runtime.chat_store_get(), user_id=query.validated_data["user_id"], limit=query.validated_data["limit"]
+            store=runtime.chat_store_get(),
+            user_id=owner(request, query.validated_data.get("user_id")),
+            limit=query.validated_data["limit"],
         )
         return Response({"conversations": ConversationSerializer(conversations, many=True).data})
 
@@ -363,7 +389,9 @@ class ConversationDetailApi(APIView):
         query = UserQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         services.conversation_delete(
-            store=runtime.chat_store_get(), db_id=str(db_id), user_id=query.validated_data["user_id"]
+            store=runtime.chat_store_get(),
+            db_id=str(db_id),
+            user_id=owner(request, query.validated_data.get("user_id")),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -393,7 +421,9 @@ class MessageListApi(APIView):
         query = UserQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         messages = selectors.messages_list(
-            store=runtime.chat_store_get(), db_id=str(db_id), user_id=query.validated_data["user_id"]
+            store=runtime.chat_store_get(),
+            db_id=str(db_id),
+            user_id=owner(request, query.validated_data.get("user_id")),
         )
         return Response({"db_id": str(db_id), "messages": self.OutputSerializer(messages, many=True).data})
 
@@ -402,8 +432,7 @@ class MeApi(APIView):
     """Who the request authenticates as, on either app: the session cookie that /accounts/
     set, or a personal API key."""
 
-    authentication_classes = AUTHENTICATORS
-    permission_classes = (IsAuthenticated,)
+    permission_classes = (IsAuthenticated,)  # a pending account may ask who it is
 
     @extend_schema(
         operation_id="me",

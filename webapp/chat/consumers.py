@@ -1,5 +1,12 @@
 """The chat WebSocket: tokens stream to the browser as the model writes them.
 
+Who the socket speaks for comes from its handshake: the session cookie (browsers) or an
+`Authorization: Bearer <API key>` header (scripts). Without either the socket is accepted,
+told why in an error frame (code not_authenticated) and closed with code 4401; a pending
+account's, with 4403. Before every message the credentials are checked again: a revoked
+key, a signed-out session or a disabled account closes the socket the same way.
+`user_id` is optional, as on REST (webapp.accounts.identity.Principal.owner_for).
+
 Protocol (the README and the OpenAPI description say the same):
   client → {"type": "message", "db_id", "user_id", "input_data", "persona" | character fields}
              office: optional "google_access", "tools" ("auto" | "required"), "tool_names"
@@ -31,8 +38,11 @@ import json
 import logging
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from webapp.accounts.identity import Principal
+from webapp.accounts.sockets import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, socket_principal
 from webapp.chat import inputs, runtime, services
 from webapp.chat.errors import error_frame
 from webapp.chat.resume import TurnStream, stream_find
@@ -47,7 +57,7 @@ from webapp.chat.turns import (
     TurnToolStep,
     turn_stream,
 )
-from webapp.core.errors import ApplicationError, NotFoundError
+from webapp.core.errors import ApplicationError, NotAuthenticatedError, NotFoundError
 from webapp.core.json_input import JsonInputError, json_loads_bounded
 
 log = logging.getLogger(__name__)
@@ -69,6 +79,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         runtime.websocket_opened(+1)
         self._counted_open = True
+        if await self._principal_check() is None:
+            return
         if await self._status_send() == "loading":
             self._watch = asyncio.create_task(self._model_ready_watch())
 
@@ -89,6 +101,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._stream.detach()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        principal = await self._principal_check()
+        if principal is None:
+            return
         try:
             frame = _frame_parse(text_data, bytes_data)
             kind = frame.get("type")
@@ -105,7 +120,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self._control.decide(frame.get("approval_id"), frame.get("decision"))  # type: ignore[arg-type]
                 return
             if kind == "resume":
-                await self._resume(frame)
+                await self._resume(frame, principal)
                 return
             if kind not in ("message", "regenerate"):
                 raise ApplicationError(
@@ -121,20 +136,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             await self._error_send(exc)
             return
+        try:
+            owner = principal.owner_for(frame.get("user_id") if isinstance(frame.get("user_id"), str) else None)
+        except ApplicationError as exc:
+            await self._error_send(exc)
+            return
         control = TurnControl(can_wait_for_approval=True)
-        stream = TurnStream(user_id=frame.get("user_id"), on_abandoned=lambda: control.stop("disconnect"))
+        stream = TurnStream(user_id=owner, on_abandoned=lambda: control.stop("disconnect"))
         stream.attach(self._send)
         stream.control, self._control, self._stream = control, control, stream
-        self._turn = stream.task = asyncio.create_task(self._turn_run(kind, frame, control, stream))
+        self._turn = stream.task = asyncio.create_task(self._turn_run(kind, frame, principal, control, stream))
+
+    async def _principal_check(self) -> Principal | None:
+        """Who this socket speaks for, checked again now; None (and the socket closed, with an
+        error frame saying why) when its credentials no longer hold."""
+        try:
+            return await database_sync_to_async(socket_principal)(self.scope)
+        except ApplicationError as exc:
+            await self._error_send(exc)
+            self._stop("disconnect")
+            await self.close(
+                code=CLOSE_NOT_AUTHENTICATED if isinstance(exc, NotAuthenticatedError) else CLOSE_FORBIDDEN
+            )
+            return None
 
     # --- one turn ---------------------------------------------------------------------
 
-    async def _turn_run(self, kind: str, frame: dict[str, Any], control: TurnControl, stream: TurnStream) -> None:
+    async def _turn_run(
+        self, kind: str, frame: dict[str, Any], principal: Principal, control: TurnControl, stream: TurnStream
+    ) -> None:
         """Validate the frame, run the turn and send its events through `stream` (which a
         resumed socket may have taken over); errors become error frames."""
         with runtime.CountedRequest() as counted:
             try:
-                request = _turn_request(kind, frame)
+                request = _turn_request(kind, frame, principal)
                 async for event in turn_stream(request, deps=runtime.turn_deps(), control=control):
                     await stream.emit(_frame_of(event))
                 counted.succeeded()
@@ -143,7 +178,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             finally:
                 stream.finish()
 
-    async def _resume(self, frame: dict[str, Any]) -> None:
+    async def _resume(self, frame: dict[str, Any], principal: Principal) -> None:
         """Take over a turn whose socket dropped: send what this socket missed, then the rest live."""
         if self._running():
             raise ApplicationError(
@@ -153,7 +188,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         offset = frame.get("offset", 0)
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise ApplicationError("offset: must be a whole number of characters, 0 or more", field="offset")
-        stream = stream_find(frame.get("message_id"), frame.get("user_id"))
+        user_id = frame.get("user_id")
+        stream = stream_find(
+            frame.get("message_id"), principal.owner_for(user_id if isinstance(user_id, str) else None)
+        )
         if stream is None:
             raise NotFoundError(
                 "message_id: no reply of this user_id to resume (it ended a while ago, or runs elsewhere); "
@@ -259,12 +297,16 @@ def _frame_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, A
     return frame
 
 
-def _turn_request(kind: str, frame: dict[str, Any]) -> TurnRequest:
+def _turn_request(kind: str, frame: dict[str, Any], principal: Principal) -> TurnRequest:
     """A message or regenerate frame as a turn request; ValidationError names the field."""
     wiring = runtime.wiring_get()
     serializer_class = wiring.turn_serializer if kind == "message" else wiring.regenerate_serializer
     serializer = serializer_class(data={k: v for k, v in frame.items() if k != "type"})
     serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
     return inputs.turn_request(
-        serializer.validated_data, sampling=services.sampling_params(runtime.model_spec_get().sampling)
+        data,
+        owner=principal.owner_for(data.get("user_id")),
+        role=principal.role,
+        sampling=services.sampling_params(runtime.model_spec_get().sampling),
     )

@@ -144,9 +144,9 @@ def openai_error(exc: Exception) -> JsonResponse:
         log.error("OpenAI request failed", exc_info=exc)
         error = ApplicationError("internal error; see the server log", code="server_error", status=500)
     body = error_body(error)["error"]
-    kind = "invalid_request_error" if error.status < 500 else "server_error"
-    if error.status == 429:
-        kind = "rate_limit_error"
+    kind = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+        error.status, "invalid_request_error" if error.status < 500 else "server_error"
+    )
     response = JsonResponse({"error": {**body, "type": kind, "param": error.field}}, status=error.status)
     for name, value in error.headers().items():
         response[name] = value

@@ -57,7 +57,18 @@ def input_data_field() -> StrictCharField:
 
 
 def user_id_field() -> StrictCharField:
-    return StrictCharField(max_length=USER_ID_MAX, error_messages={"max_length": "must be at most 128 characters."})
+    """The seed's `user_id`, kept for compatibility. Optional: who asks comes from the session
+    or API key; a service key uses it to name one of its own end users (see
+    webapp.accounts.identity.Principal.owner_for). Not trimmed: "  alice  " is not "alice"."""
+    return StrictCharField(
+        required=False,
+        max_length=USER_ID_MAX,
+        trim_whitespace=False,
+        error_messages={
+            "max_length": "must be at most 128 characters.",
+            "blank": "must not be empty (or leave it out).",
+        },
+    )
 
 
 _UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -132,11 +143,13 @@ class CharacterRegenerateSerializer(CharacterTurnSerializer):
     db_id = db_id_field(required=True)
 
 
-def turn_request(data: Mapping[str, Any], *, sampling: SamplingParams) -> TurnRequest:
-    """A validated turn (either app's serializer) as the turn service's request."""
+def turn_request(data: Mapping[str, Any], *, owner: str, role: str, sampling: SamplingParams) -> TurnRequest:
+    """A validated turn (either app's serializer) as the turn service's request, for the data
+    owner and account role the interface authenticated."""
     names = data.get("tool_names")
     return TurnRequest(
-        user_id=data["user_id"],
+        user_id=owner,
+        role=role,
         db_id=str(data.get("db_id") or uuid.uuid4()),
         persona=persona_from_input(data),
         sampling=sampling,

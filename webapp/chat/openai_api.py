@@ -7,6 +7,12 @@ Model names: the app's model alias serves the messages as they are; a persona id
 /v1/models) puts that persona in front of them. An extra body field `persona` does the
 same whatever the model name.
 
+Authentication: an API key (`Authorization: Bearer`, the SDK's `api_key`), as OpenAI's
+own API; a session cookie is not read here (these views take no CSRF token). `user` never
+picks the account: with a personal key it may only name the account itself, with a
+service key it names one of the key's end users (whose documents ground the reply).
+/v1/models is public: it lists model names only.
+
 These are async Django views (not DRF) because they stream Server-Sent Events. Input is
 validated with a DRF serializer (pure, fast); submitting renders and tokenizes the
 prompt, so it runs on a worker thread; tokens are awaited from the engine's thread.
@@ -31,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -38,6 +45,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from webapp.accounts.identity import Principal, request_principal
 from webapp.chat import runtime
 from webapp.chat.errors import GenerationFailedError, application_error, openai_error
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
@@ -150,6 +158,9 @@ class ModelListSchema(APIView):
     """The OpenAPI description of GET v1/models (`models_list`, a plain async view that
     drf-spectacular can't see; `schema_endpoints` adds this class in its place). Never routed."""
 
+    authentication_classes = ()
+    permission_classes = ()
+
     @extend_schema(
         operation_id="v1_models_list",
         tags=["v1"],
@@ -216,7 +227,7 @@ def _persona_for(data: dict[str, Any]) -> Persona | None:
     )
 
 
-def _turn_request(data: dict[str, Any], persona: Persona | None) -> StatelessTurnRequest:
+def _turn_request(data: dict[str, Any], persona: Persona | None, who: Principal) -> StatelessTurnRequest:
     defaults = runtime.model_spec_get().sampling
     plan: ToolPlan = data["tool_plan"]
     messages = messages_with_tools(data["messages"])
@@ -249,7 +260,8 @@ def _turn_request(data: dict[str, Any], persona: Persona | None) -> StatelessTur
         user=messages[-1],
         sampling=sampling,
         grammar=data["grammar"],
-        ground_for=data.get("user"),
+        # The documents of the key's account, or with a service key of its end user `user`.
+        ground_for=who.owner_for(data.get("user")),
     )
 
 
@@ -261,6 +273,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     counted = runtime.CountedRequest()  # finished when the reply is out (or the request failed)
     control = TurnControl(can_wait_for_approval=False)
     try:
+        who = await sync_to_async(request_principal)(request, keys_only=True)
         try:
             body = json_loads_bounded(request.body or b"null")
         except JsonInputError as exc:
@@ -270,7 +283,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         serializer = ChatCompletionSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        turn = _turn_request(data, _persona_for(data))
+        turn = _turn_request(data, _persona_for(data), who)
         events = turn_stream(turn, deps=runtime.turn_deps(), control=control)
         await anext(events)  # TurnStarted: accepted (or refused: busy, too long for the context)
     except Exception as exc:

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
@@ -72,7 +76,7 @@ class BusyErrorEnvelopeSerializer(ErrorEnvelopeSerializer):
 ERROR_DESCRIPTIONS = {
     400: "invalid input: `field` names it, `details` lists every problem",
     401: "no valid session or API key: sign in, or send `Authorization: Bearer <API key>`",
-    403: "not allowed for this user",
+    403: "not allowed for this account: its role, a pending account, a `user_id` that is not its own, or CSRF",
     404: "no such resource for this user (another user's id is a 404 too)",
     409: "conflict with the resource's state",
     413: "request body too large",
@@ -102,7 +106,8 @@ BODY_ERRORS = (400, 415)
 
 
 def gateway_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """POSTPROCESSING_HOOK: what nginx (gateway/templates) answers on every route.
+    """POSTPROCESSING_HOOK: what nginx (gateway/templates) answers on every route, and the
+    401/403 of every operation that needs an account.
 
     503 `app_unavailable` with Retry-After while the app is down or restarting; 413 for a
     body over the gateway's limit (64 KiB; 11 MiB for POST /office/documents). Retry-After
@@ -119,6 +124,15 @@ def gateway_responses(result: dict[str, Any], generator: Any, request: Any, publ
                     "content": {"application/json": {"schema": envelope}},
                     "description": "the app is restarting or stopped (`app_unavailable`, from the gateway)",
                 }
+            if operation.get("security"):  # an authenticated operation (public ones list none)
+                for status in ("401", "403"):
+                    responses.setdefault(
+                        status,
+                        {
+                            "content": {"application/json": {"schema": envelope}},
+                            "description": ERROR_DESCRIPTIONS[int(status)],
+                        },
+                    )
             if "requestBody" in operation and "413" not in responses:
                 responses["413"] = {
                     "content": {"application/json": {"schema": envelope}},
@@ -273,3 +287,17 @@ def turn_headers() -> list[OpenApiParameter]:
         ),
         header("X-Sources", int, "document and web sources the reply was grounded on (office; 0 for character)"),
     ]
+
+
+class ApiKeySchemeExtension(OpenApiAuthenticationExtension):
+    """The API key scheme (webapp.accounts.identity.ApiKeyAuthentication) as OpenAPI's bearer auth."""
+
+    target_class = "webapp.accounts.identity.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal or service API key (pc_…), created on /accounts/",
+        }

@@ -143,9 +143,9 @@ class ToolRunner(Protocol):
 
     def offered(self, names: Sequence[str] | None) -> list[tuple[str, str, dict[str, Any]]]: ...
 
-    def call(self, *, user_id: str, name: str, arguments: dict[str, Any]) -> ToolStep: ...
+    def call(self, *, user_id: str, role: str, name: str, arguments: dict[str, Any]) -> ToolStep: ...
 
-    def decide(self, *, user_id: str, step: ToolStep, approve: bool) -> ToolStep: ...
+    def decide(self, *, user_id: str, role: str, step: ToolStep, approve: bool) -> ToolStep: ...
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,8 @@ class TurnDeps:
 
 @dataclass(frozen=True)
 class TurnRequest:
-    """A turn of stored conversation `db_id` (created on first use), as `user_id`.
+    """A turn of stored conversation `db_id` (created on first use), as `user_id` (the owner
+    key of the data, from authentication) with the account's `role` (what its tools may do).
 
     `text` is the new message; None answers the conversation's last message again
     (regenerate: fresh sources, no tools; the old reply stays stored and drops out of prompts).
@@ -173,6 +174,7 @@ class TurnRequest:
     db_id: str
     persona: Persona
     sampling: SamplingParams
+    role: str = "user"
     text: str | None = None
     web_search: bool = False
     tool_mode: ToolMode | None = None
@@ -397,7 +399,7 @@ async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl)
             break
         runner = deps.tools
         yield TurnToolStep(ToolStep(name=call[0], arguments=call[1], status="running"))
-        step = await _worker(runner.call)(user_id=request.user_id, name=call[0], arguments=call[1])
+        step = await _worker(runner.call)(user_id=request.user_id, role=request.role, name=call[0], arguments=call[1])
         if step.status == "approval_required":
             yield TurnToolStep(step)
             if not control.can_wait_for_approval:
@@ -405,7 +407,9 @@ async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl)
                 completion = replace(completion, text=approval_pending_text(step), finish_reason="stop")
                 break
             decision = await control._decision(step.approval_id)
-            step = await _worker(runner.decide)(user_id=request.user_id, step=step, approve=decision == "approve")
+            step = await _worker(runner.decide)(
+                user_id=request.user_id, role=request.role, step=step, approve=decision == "approve"
+            )
             if decision == "stop":
                 yield TurnToolStep(step)
                 turn = replace(turn, tool_steps=(*turn.tool_steps, step))

@@ -150,10 +150,21 @@ class Env(BaseModel):
     signin_rate_user: Rate = _variable("SIGNIN_RATE_PER_USERNAME", "5/5m", "a rate like 5/5m (count/period)")
     signin_rate_ip: Rate = _variable("SIGNIN_RATE_PER_IP", "30/5m", "a rate like 30/5m (count/period)")
     signup_rate_ip: Rate = _variable("SIGNUP_RATE_PER_IP", "10/h", "a rate like 10/h (count/period)")
+    # Chat turns (REST, OpenAI, each WebSocket message), per account and per client address;
+    # replies generated at once per account; tokens (prompt + completion) per account per UTC
+    # day, 0 for no quota. An admin can set an account's own in Django admin. Uploads per account.
+    turn_rate_account: Rate = _variable("TURN_RATE_PER_ACCOUNT", "30/m", "a rate like 30/m (count/period)")
+    turn_rate_ip: Rate = _variable("TURN_RATE_PER_IP", "120/m", "a rate like 120/m (count/period)")
+    generations_per_account: Annotated[int, Field(ge=1, le=1000), _EMPTY_IS_UNSET] = _variable(
+        "GENERATIONS_PER_ACCOUNT", 4, "a whole number from 1 to 1000"
+    )
+    daily_token_quota: Annotated[int, Field(ge=0, le=10**12), _EMPTY_IS_UNSET] = _variable(
+        "DAILY_TOKEN_QUOTA", 200_000, "a whole number of tokens, 0 for no quota"
+    )
+    upload_rate_account: Rate = _variable("UPLOAD_RATE_PER_ACCOUNT", "30/h", "a rate like 30/h (count/period)")
     security_mode: Literal["development", "production"] = _variable(
         "SECURITY_MODE", "development", "development or production"
     )
-    admin_users: Names = _variable("OFFICE_ADMINS", (), "comma-separated user_ids")
     drain_s: Annotated[float, Field(ge=0, le=300, allow_inf_nan=False), BeforeValidator(_seconds), _EMPTY_IS_UNSET] = (
         _variable("SHUTDOWN_DRAIN_S", 20.0, "seconds between 0 and 300")
     )

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import shlex
+import secrets
 import shutil
 import signal
 import subprocess
@@ -241,6 +242,13 @@ class Stack:
         if result.returncode != 0:
             raise StackError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-2000:]}")
         return result.stdout
+
+    def service_key(self, prefix: str) -> str:
+        """A new account `<prefix>-<hex>` with a `service` API key, returned: what a benchmark or
+        the Locust users act through. Its `user_id`s are separate end users inside that account."""
+        username = f"{prefix}-{secrets.token_hex(4)}"
+        self.manage("account_create", username)
+        return self.manage("key_create", username, "--name", prefix, "--scope", "service").strip()
 
     def accounts_prepare(self) -> None:
         """Migrate the accounts database once, before either app starts (two apps migrating one

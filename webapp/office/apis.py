@@ -26,13 +26,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.chat.apis import BodySerializer, QueryIntegerField, UserQuerySerializer
+from webapp.accounts.models import Role
+from webapp.chat.apis import BodySerializer, PublicApi, QueryIntegerField, UserQuerySerializer, owner, principal
 from webapp.chat.inputs import StrictCharField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, STORE_ID_PATTERN, error_responses
 from webapp.office import documents, runtime, tool_calls
 from webapp.office.errors import FileTooLargeError
 from webapp.retrieval.search import SEARCH_MODES
-from webapp.tools import Sensitivity, ToolSpec
+from webapp.tools import Sensitivity, ToolContext, ToolSpec
 
 QUERY_MAX = 1000
 K_MAX = 20
@@ -100,6 +101,8 @@ class DocumentListApi(APIView):
         summary="Upload a document (.txt .md .html .pdf .docx, ≤ 10 MiB) and index it for search",
     )
     def post(self, request: Request) -> Response:
+        who = principal(request)
+        who.require_role(allowed=(Role.ADMIN, Role.USER), what="documents")  # seed 003: demo is chat only
         upload = request.FILES.get("file")
         if upload is not None and upload.size > documents.MAX_UPLOAD_BYTES:
             # Before reading a byte of it, and before validating the rest.
@@ -114,7 +117,7 @@ class DocumentListApi(APIView):
             store=runtime.office_store_get(),
             retriever=runtime.retriever_get(),
             indexer=runtime.indexer_get(),
-            user_id=data.validated_data["user_id"],
+            user_id=who.owner_for(data.validated_data.get("user_id")),
             filename=upload.name or "",
             data=upload.read(),
             title=data.validated_data.get("title") or None,
@@ -136,7 +139,7 @@ class DocumentListApi(APIView):
     def get(self, request: Request) -> Response:
         query = UserQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        found = runtime.office_store_get().documents_for_user(query.validated_data["user_id"])
+        found = runtime.office_store_get().documents_for_user(owner(request, query.validated_data.get("user_id")))
         return Response({"documents": DocumentSerializer(found, many=True).data})
 
 
@@ -150,7 +153,9 @@ class DocumentDetailApi(APIView):
         query = UserQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         document = documents.document_owned(
-            store=runtime.office_store_get(), user_id=query.validated_data["user_id"], document_id=document_id
+            store=runtime.office_store_get(),
+            user_id=owner(request, query.validated_data.get("user_id")),
+            document_id=document_id,
         )
         return Response(DocumentSerializer(document).data)
 
@@ -165,7 +170,7 @@ class DocumentDetailApi(APIView):
         documents.document_delete(
             store=runtime.office_store_get(),
             retriever=runtime.retriever_get(),
-            user_id=query.validated_data["user_id"],
+            user_id=owner(request, query.validated_data.get("user_id")),
             document_id=document_id,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -226,7 +231,7 @@ class DocumentSearchApi(APIView):
         data.is_valid(raise_exception=True)
         values: dict[str, Any] = data.validated_data
         outcome = runtime.retriever_get().search(
-            user_id=values["user_id"], query=values["query"], k=values["k"], mode=values["mode"]
+            user_id=owner(request, values.get("user_id")), query=values["query"], k=values["k"], mode=values["mode"]
         )
         return Response(
             {"mode": outcome.mode, "results": SearchResultSerializer(outcome.hits, many=True).data},
@@ -276,6 +281,12 @@ TOOL_CALL_WAITS = inline_serializer(
 )
 
 
+def _tool_context(request: Request, user_id: str | None) -> ToolContext:
+    """The tool rules' view of the caller: its data's owner key and what its role may call."""
+    who = principal(request)
+    return runtime.tool_context(who.owner_for(user_id), who.role)
+
+
 def _outcome_response(outcome: tool_calls.ToolCallOutcome) -> Response:
     if outcome.status == "approval_required":
         body = {
@@ -296,7 +307,7 @@ def _outcome_response(outcome: tool_calls.ToolCallOutcome) -> Response:
     return Response(body)
 
 
-class ToolListApi(APIView):
+class ToolListApi(PublicApi):
     @extend_schema(
         operation_id="tools_list",
         responses={
@@ -317,7 +328,7 @@ class ToolListApi(APIView):
         )
 
 
-class ToolDetailApi(APIView):
+class ToolDetailApi(PublicApi):
     @extend_schema(
         parameters=[TOOL_NAME_PARAM],
         responses={200: ToolSpecSerializer, **error_responses(404, _404="no such tool")},
@@ -354,7 +365,9 @@ class ToolRateLimitApi(APIView):
         query.is_valid(raise_exception=True)
         return Response(
             tool_calls.tool_rate_status(
-                registry=runtime.tool_registry_get(), name=name, user_id=query.validated_data["user_id"]
+                registry=runtime.tool_registry_get(),
+                name=name,
+                user_id=owner(request, query.validated_data.get("user_id")),
             )
         )
 
@@ -396,7 +409,7 @@ class ToolCallApi(APIView):
         outcome = tool_calls.tool_call(
             registry=runtime.tool_registry_get(),
             store=runtime.office_store_get(),
-            ctx=runtime.tool_context(data.validated_data["user_id"]),
+            ctx=_tool_context(request, data.validated_data.get("user_id")),
             name=name,
             arguments=data.validated_data["arguments"],
             source=data.validated_data["source"],
@@ -448,7 +461,7 @@ class ApprovalDecideApi(APIView):
         approval, outcome = tool_calls.approval_decide(
             registry=runtime.tool_registry_get(),
             store=runtime.office_store_get(),
-            ctx=runtime.tool_context(data.validated_data["user_id"]),
+            ctx=_tool_context(request, data.validated_data.get("user_id")),
             approval_id=approval_id,
             approve=data.validated_data["decision"] == "approve",
         )
@@ -492,7 +505,7 @@ class AuditListApi(APIView):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         entries = runtime.office_store_get().audit_for_user(
-            query.validated_data["user_id"], limit=query.validated_data["limit"]
+            owner(request, query.validated_data.get("user_id")), limit=query.validated_data["limit"]
         )
         return Response({"entries": AuditEntrySerializer(entries, many=True).data})
 

@@ -25,7 +25,7 @@ from webapp.retrieval.lexical import TermExtractor
 from webapp.retrieval.search import Retriever
 from webapp.store.client import database_get, database_lock
 from webapp.store.office_store import OfficeStore
-from webapp.tools import LimitsBackend, RedisLimits, SearxngClient, ToolContext, ToolRegistry
+from webapp.tools import LimitsBackend, RedisLimits, SearxngClient, Sensitivity, ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _web_search_for_chat(user_id: str, query: str) -> list[WebHit]:
         outcome = tool_calls.tool_call(
             registry=tool_registry_get(),
             store=office_store_get(),
-            ctx=tool_context(user_id),
+            ctx=tool_context(user_id, "user"),  # web_search is LOW: the same for every role
             name="web_search",
             arguments={"query": query[:WEB_QUERY_MAX], "k": WEB_RESULTS},
             source="chat",
@@ -134,8 +134,14 @@ def _limits() -> LimitsBackend | None:
     return RedisLimits(redis.Redis.from_url(url, decode_responses=True), prefix=f"personachat:{settings.APP_MODE}")
 
 
-def tool_context(user_id: str) -> ToolContext:
-    return ToolContext(user_id=user_id, is_admin=user_id in settings.ENV.admin_users)
+def tool_context(user_id: str, role: str) -> ToolContext:
+    """What a caller may do with tools, from its account's role: admins may call CRITICAL tools;
+    demo accounts (seed 003: chat only) none above LOW."""
+    return ToolContext(
+        user_id=user_id,
+        is_admin=role == "admin",
+        max_sensitivity=Sensitivity.LOW if role == "demo" else Sensitivity.CRITICAL,
+    )
 
 
 @_built_once

@@ -188,7 +188,7 @@ class ChatToolRunner:
         *,
         registry: Callable[[], ToolRegistry],
         store: Callable[[], OfficeStore],
-        context: Callable[[str], ToolContext],
+        context: Callable[[str, str], ToolContext],
     ) -> None:
         self._registry = registry
         self._store = store
@@ -206,12 +206,12 @@ class ChatToolRunner:
             specs = [spec for spec in specs if spec.name in names]
         return [(spec.name, spec.description, spec.parameters) for spec in specs]
 
-    def call(self, *, user_id: str, name: str, arguments: dict[str, Any]) -> ToolStep:
+    def call(self, *, user_id: str, role: str, name: str, arguments: dict[str, Any]) -> ToolStep:
         try:
             outcome = tool_call(
                 registry=self._registry(),
                 store=self._store(),
-                ctx=self._context(user_id),
+                ctx=self._context(user_id, role),
                 name=name,
                 arguments=arguments,
                 source="chat",
@@ -222,12 +222,12 @@ class ChatToolRunner:
             return ToolStep(name=name, arguments=arguments, status="approval_required", approval_id=outcome.approval_id)
         return ToolStep(name=name, arguments=arguments, status="ok", result=outcome.result)
 
-    def decide(self, *, user_id: str, step: ToolStep, approve: bool) -> ToolStep:
+    def decide(self, *, user_id: str, role: str, step: ToolStep, approve: bool) -> ToolStep:
         try:
             _, outcome = approval_decide(
                 registry=self._registry(),
                 store=self._store(),
-                ctx=self._context(user_id),
+                ctx=self._context(user_id, role),
                 approval_id=step.approval_id or "",
                 approve=approve,
             )

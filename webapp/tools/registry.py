@@ -62,6 +62,7 @@ class ToolContext:
 
     user_id: str
     is_admin: bool = False
+    max_sensitivity: Sensitivity = Sensitivity.CRITICAL  # the most sensitive tool this caller may use
 
 
 Handler = Callable[[ToolContext, dict[str, Any]], dict[str, Any]]
@@ -317,6 +318,12 @@ class ToolRegistry:
         """
         spec = self.get(name)
         level = spec.sensitivity.name
+        if spec.sensitivity > ctx.max_sensitivity:
+            return Decision(
+                allowed=False,
+                needs_approval=False,
+                reason=f"{name!r} is {level}: this account may call tools up to {ctx.max_sensitivity.name}",
+            )
         if self.security_mode == "production" and spec.sensitivity >= Sensitivity.HIGH:
             if spec.sensitivity == Sensitivity.CRITICAL and not ctx.is_admin:
                 return Decision(

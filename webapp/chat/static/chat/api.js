@@ -1,8 +1,9 @@
 /*
- * api.js: REST calls to this app ({api_base}/…), with the user id; errors as ApiError
- * (the server's {error: {code, message, field}}).
+ * api.js: REST calls to this app ({api_base}/…) as the signed-in account (its session
+ * cookie; writes send the CSRF token); errors as ApiError (the server's {error: {code,
+ * message, field}}). A 401 means the session ended: the page goes to sign in.
  */
-import { API, state } from './state.js';
+import { API, CSRF_TOKEN } from './state.js';
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -16,14 +17,17 @@ export class ApiError extends Error {
   }
 }
 
+/** Off to sign in, back here afterwards: the session expired or was signed out elsewhere. */
+export function signinGo() {
+  window.location.assign(`/accounts/signin?next=${encodeURIComponent(location.pathname + location.search)}`);
+}
+
 export async function api(path, options) {
-  const sep = path.includes('?') ? '&' : '?';
-  const url = `${API}${path}${sep}user_id=${encodeURIComponent(state.userId)}`;
-  const response = await fetch(url, {
-    method: (options && options.method) || 'GET',
-    headers: { Accept: 'application/json' },
-    cache: 'no-store',
-  });
+  const method = (options && options.method) || 'GET';
+  const headers = { Accept: 'application/json' };
+  if (method !== 'GET') headers['X-CSRFToken'] = CSRF_TOKEN;
+  const response = await fetch(`${API}${path}`, { method, headers, cache: 'no-store' });
+  if (response.status === 401) signinGo();
   if (response.status === 204) return null;
   let body = null;
   try {
@@ -35,14 +39,15 @@ export async function api(path, options) {
   return body;
 }
 
-/** POSTs JSON (user_id added to the body); resolves to { status, body }, throws ApiError. */
+/** POSTs JSON; resolves to { status, body }, throws ApiError. */
 export async function apiPost(path, payload) {
   const response = await fetch(`${API}${path}`, {
     method: 'POST',
-    headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+    headers: { Accept: 'application/json', 'Content-Type': 'application/json', 'X-CSRFToken': CSRF_TOKEN },
     cache: 'no-store',
-    body: JSON.stringify(Object.assign({ user_id: state.userId }, payload)),
+    body: JSON.stringify(payload),
   });
+  if (response.status === 401) signinGo();
   let body = null;
   try {
     body = await response.json();

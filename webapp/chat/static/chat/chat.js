@@ -14,7 +14,7 @@
  * Debug/test handle: window.personaChat (read-only): ws, state, config.
  * document.body.dataset.ready = "true" once personas and the conversation list loaded.
  */
-import { UUID_RE, config, state } from './state.js';
+import { USERNAME, UUID_RE, config, state } from './state.js';
 import { els } from './dom.js';
 import { bannerRender, errorClear, errorShow } from './banner.js';
 import { composerUpdate, inputAutogrow, submitInput } from './composer.js';
@@ -151,7 +151,7 @@ export function chatStart(appHooks) {
     get state() {
       return Object.freeze({
         app: config.app,
-        userId: state.userId,
+        username: USERNAME,
         conn: state.conn,
         model: state.model.state,
         modelName: state.model.name,

@@ -6,7 +6,7 @@
  */
 import { API, config, state } from './state.js';
 import { els } from './dom.js';
-import { api } from './api.js';
+import { api, signinGo } from './api.js';
 import { bannerRender, errorShow } from './banner.js';
 import { composerUpdate } from './composer.js';
 import { conversationsRefresh } from './conversations.js';
@@ -68,8 +68,13 @@ export function wsConnect() {
     }
     if (frame && typeof frame === 'object') frameHandle(frame);
   });
-  ws.addEventListener('close', () => {
+  ws.addEventListener('close', (event) => {
     if (state.ws !== ws) return;
+    if (event.code === 4401) {
+      // The server no longer knows this session (signed out, expired, account disabled).
+      signinGo();
+      return;
+    }
     connSet('closed');
     connectionLost();
     wsScheduleReconnect();

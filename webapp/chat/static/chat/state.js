@@ -8,11 +8,12 @@ export const config = JSON.parse(document.getElementById('page-config').textCont
 export const API = config.api_base.replace(/\/$/, '');
 export const INPUT_MAX = Number(config.input_max) || 500;
 export const IS_CHARACTER = config.app === 'character';
+// Who the page acts for comes from the session cookie; writes carry Django's CSRF token.
+export const USERNAME = config.username || '';
+export const CSRF_TOKEN = config.csrf_token || '';
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const USER_ID_KEY = 'personachat.user_id';
 
 export const state = {
-  userId: userIdGet(),
   personas: new Map(),
   defaultPersona: null,
   persona: null, // persona of the chat on screen
@@ -48,24 +49,6 @@ export function uuid4() {
   bytes[8] = (bytes[8] & 0x3f) | 0x80;
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
-function userIdGet() {
-  let id = null;
-  try {
-    id = localStorage.getItem(USER_ID_KEY);
-  } catch (_) {
-    id = null;
-  }
-  if (!id || id.length > 128) {
-    id = uuid4();
-    try {
-      localStorage.setItem(USER_ID_KEY, id);
-    } catch (_) {
-      // storage blocked: the id lives as long as the page
-    }
-  }
-  return id;
 }
 
 export function personaName(id) {

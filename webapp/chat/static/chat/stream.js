@@ -51,7 +51,6 @@ export function sendMessage(text) {
   const frame = {
     type: 'message',
     db_id: state.dbId,
-    user_id: state.userId,
     input_data: text,
     persona: state.persona,
   };
@@ -69,7 +68,7 @@ export function sendMessage(text) {
 
 export function regenerate(oldArticle) {
   if (state.stream || !wsOpen() || state.model.state !== 'ready') return;
-  const frame = { type: 'regenerate', db_id: state.dbId, user_id: state.userId, persona: state.persona };
+  const frame = { type: 'regenerate', db_id: state.dbId, persona: state.persona };
   const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
   bubble.classList.add('is-new');
   oldArticle.replaceWith(bubble);
@@ -351,7 +350,7 @@ export function resumeAfterReconnect() {
   const s = state.stream;
   if (!s || !s.suspended) return false;
   s.suspended = false;
-  const frame = { type: 'resume', message_id: s.messageId, user_id: s.frame.user_id, offset: s.text.length };
+  const frame = { type: 'resume', message_id: s.messageId, offset: s.text.length };
   if (!wsSend(frame)) {
     connectionLost();
     return false;

@@ -3,7 +3,7 @@
  * button, or files dropped on the chat), indexing status polled until ready, errors in
  * the server's words, delete.
  */
-import { API, state } from '../state.js';
+import { API, CSRF_TOKEN, state } from '../state.js';
 import { $, icon, node, spinner } from '../dom.js';
 import { ApiError, api, apiMessage } from '../api.js';
 
@@ -275,10 +275,10 @@ function documentUpload(file) {
   docs.uploads.add(li);
   documentsRender();
   const form = new FormData();
-  form.append('user_id', state.userId);
   form.append('file', file, name);
   xhr.open('POST', `${API}/documents`);
   xhr.setRequestHeader('Accept', 'application/json');
+  xhr.setRequestHeader('X-CSRFToken', CSRF_TOKEN);
   xhr.send(form);
 }
 

@@ -1,0 +1,197 @@
+"""Per-account chat limits, checked by the turn service before a turn reaches the engine
+(webapp.chat.turns calls `TurnGate.admit`, then `release` with the tokens the turn used):
+
+- turns per account (TURN_RATE_PER_ACCOUNT, or the account's own `turn_rate`) and per
+  client address (TURN_RATE_PER_IP): django-ratelimit's counters, fixed windows;
+- generations at once per account (GENERATIONS_PER_ACCOUNT, or the account's
+  `max_generations`): a counter that `release` takes back;
+- tokens per day, prompt and completion (DAILY_TOKEN_QUOTA, or the account's
+  `daily_token_quota`; 0 is no quota): counted per UTC day; the user sees the day's use on
+  their account page.
+
+A service key's end users share their account's limits: the account is who pays. Every
+count lives in the cache both app processes share (Redis under `make run` and
+docker-compose). A refusal is a TooManyRequestsError (429) with Retry-After, in each
+interface's error shape, and an audit entry (once per window).
+
+Written here rather than taken from a library: django-ratelimit counts requests in a
+window, which covers the turn rates; "at most N at once" and "tokens per day" are counts
+of other things (generations running, tokens used) on the same cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+from django_ratelimit.core import get_usage
+
+from webapp.accounts.audit import auth_event_record
+from webapp.accounts.identity import Principal
+from webapp.accounts.models import Account, AuthEventKind
+from webapp.core.errors import NotAuthenticatedError, TooManyRequestsError, UnavailableError
+
+# A generation that never released its place (its process died) stops counting after this.
+_RUNNING_TTL_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    turn_rate: str
+    max_generations: int
+    daily_tokens: int  # 0: no quota
+
+
+def limits_of(account: Account) -> AccountLimits:
+    env = settings.ENV
+    return AccountLimits(
+        turn_rate=account.turn_rate or env.turn_rate_account,
+        max_generations=account.max_generations or env.generations_per_account,
+        daily_tokens=env.daily_token_quota if account.daily_token_quota is None else account.daily_token_quota,
+    )
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _seconds_to_midnight() -> int:
+    now = dt.datetime.now(dt.UTC)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return max(1, int((midnight - now).total_seconds()))
+
+
+def _tokens_key(account_id: int, day: dt.date) -> str:
+    return f"usage:tokens:{account_id}:{day.isoformat()}"
+
+
+def _running_key(account_id: int) -> str:
+    return f"usage:running:{account_id}"
+
+
+def tokens_used_today(account_id: int) -> int:
+    return int(cache.get(_tokens_key(account_id, _today()), 0))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the account page shows."""
+
+    tokens_today: int
+    daily_tokens: int  # 0: no quota
+    resets_in_s: int
+    turn_rate: str
+    max_generations: int
+
+
+def usage_of(account: Account) -> Usage:
+    limits = limits_of(account)
+    return Usage(
+        tokens_today=tokens_used_today(account.pk),
+        daily_tokens=limits.daily_tokens,
+        resets_in_s=_seconds_to_midnight(),
+        turn_rate=limits.turn_rate,
+        max_generations=limits.max_generations,
+    )
+
+
+def _limited(message: str, *, retry_after: float, code: str, **extra: Any) -> TooManyRequestsError:
+    return TooManyRequestsError(message, code=code, retry_after=retry_after, **extra)
+
+
+class TurnGate:
+    """One turn's admission for `principal`, from address `ip` (see the module docstring).
+    Sync: both calls talk to the cache; the turn service runs them on a worker thread."""
+
+    def __init__(self, principal: Principal, ip: str | None) -> None:
+        self._principal = principal
+        self._ip = ip or "unknown"
+        self._holding = False
+
+    def admit(self) -> None:
+        """Count the turn, or refuse it (TooManyRequestsError; nothing counted as running)."""
+        account = Account.objects.filter(pk=self._principal.account_id).first()
+        if account is None or not account.is_active:  # deleted or disabled meanwhile
+            raise NotAuthenticatedError("this account is no longer active", field="Authorization")
+        limits = limits_of(account)
+        try:
+            self._rates_check(limits)
+            if limits.daily_tokens:
+                used = tokens_used_today(account.pk)
+                if used >= limits.daily_tokens:
+                    self._refused("daily token quota", once_per_s=_seconds_to_midnight())
+                    raise _limited(
+                        f"daily token quota reached: {used:,} of {limits.daily_tokens:,} tokens today "
+                        "(prompt and completion); it resets at 00:00 UTC",
+                        retry_after=_seconds_to_midnight(),
+                        code="quota_exceeded",
+                        quota=limits.daily_tokens,
+                        used=used,
+                    )
+            key = _running_key(account.pk)
+            cache.add(key, 0, timeout=_RUNNING_TTL_S)
+            running = cache.incr(key)
+            cache.touch(key, _RUNNING_TTL_S)
+            if running > limits.max_generations:
+                cache.decr(key)
+                self._refused("generations at once", once_per_s=60)
+                raise _limited(
+                    f"this account already has {limits.max_generations} replies being generated; "
+                    "wait for one to finish",
+                    retry_after=2,
+                    code="too_many_generations",
+                )
+            self._holding = True
+        except redis.RedisError as exc:
+            raise UnavailableError("limits can't be checked right now; try again shortly", retry_after=5) from exc
+
+    def release(self, tokens: int) -> None:
+        """The turn ended, having used `tokens` (prompt + completion, every round)."""
+        account_id = self._principal.account_id
+        try:
+            if self._holding:
+                self._holding = False
+                try:
+                    cache.decr(_running_key(account_id))
+                except ValueError:  # the count expired meanwhile
+                    pass
+            if tokens > 0:
+                key = _tokens_key(account_id, _today())
+                cache.add(key, 0, timeout=2 * 24 * 3600)
+                cache.incr(key, tokens)
+        except redis.RedisError:
+            pass  # the running count expires by itself; a lost token count favours the user
+
+    def _rates_check(self, limits: AccountLimits) -> None:
+        request = HttpRequest()  # django-ratelimit's core wants one; the keys below don't read it
+        for group, value, rate in (
+            ("turn-account", str(self._principal.account_id), limits.turn_rate),
+            ("turn-ip", self._ip, settings.ENV.turn_rate_ip),
+        ):
+            usage = get_usage(request, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True)
+            if usage and usage["should_limit"]:
+                if usage["count"] == usage["limit"] + 1:  # the first refusal of its window
+                    self._refused(f"turn rate per {group.removeprefix('turn-')} ({rate})", once_per_s=0)
+                who = "this account" if group == "turn-account" else "this address"
+                raise _limited(
+                    f"too many chat turns from {who}: at most {rate.replace('/', ' per ')}",
+                    retry_after=max(1, int(usage["time_left"])),
+                    code="rate_limited",
+                )
+
+    def _refused(self, what: str, *, once_per_s: int) -> None:
+        """Audit a refusal: once per window, not once per refused try."""
+        if once_per_s and not cache.add(f"usage:audited:{self._principal.account_id}:{what}", 1, timeout=once_per_s):
+            return
+        auth_event_record(
+            kind=AuthEventKind.RATE_LIMITED,
+            request=None,
+            account=Account(pk=self._principal.account_id, username=self._principal.username),
+            detail=f"chat turn refused: {what}",
+            ip=self._ip,
+        )
