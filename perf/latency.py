@@ -27,7 +27,7 @@ import requests
 import websockets
 
 from webapp.config.env import REPO_ROOT
-from webapp.launcher.stack import Stack, StackConfig, registry_derive
+from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
 
 
 def _free_port() -> int:
@@ -66,6 +66,7 @@ def main() -> None:
             character_port=_free_port(),
             var_dir=Path(tmp) / "var",
             registry=registry,
+            extra_env=BENCH_ENV,
         )
         stack = Stack(config)
         started = time.perf_counter()

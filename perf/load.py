@@ -29,7 +29,7 @@ import requests
 
 from perf import dashboard
 from webapp.config.env import REPO_ROOT
-from webapp.launcher.stack import Stack, StackConfig
+from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_USERS = 200  # the locustfile enforces the same cap for its web UI
@@ -49,7 +49,7 @@ def stack_ensured(host: str, config: StackConfig | None = None) -> Iterator[bool
 
     Yields whether it started the stack (which it stops afterwards).
     """
-    config = config or StackConfig()
+    config = config or StackConfig(extra_env=BENCH_ENV)
     if stack_answers(host):
         yield False
         return

@@ -63,7 +63,7 @@ import websockets
 from perf.latency import _free_port, _percentile
 from webapp.config.env import REPO_ROOT
 from webapp.engine.registry import embedding_spec_load
-from webapp.launcher.stack import Stack, StackConfig, registry_derive
+from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
 from webapp.retrieval.chunking import Chunk, chunks_split, sentences_split
 from webapp.retrieval.embedding import Embedder, embedder_load
 from webapp.retrieval.extract import ExtractedDocument, document_extract
@@ -563,6 +563,7 @@ def stack_running(
         character_port=_free_port(),
         var_dir=var_dir,
         registry=registry,
+        extra_env=BENCH_ENV,
     )
     stack = Stack(config)
     started = time.perf_counter()

@@ -42,7 +42,7 @@ import requests
 from perf.latency import _free_port, _percentile
 from webapp.config.env import REPO_ROOT
 from webapp.engine.registry import registry_load
-from webapp.launcher.stack import Stack, StackConfig, registry_derive
+from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 PEER_DIR = REPO_ROOT / "var" / "perf" / "peer"
@@ -166,7 +166,7 @@ def our_stack(slots: int, workdir: Path) -> Iterator[tuple[str, str, dict[str, s
         registry=registry,
         # One model serves, as llama-server does: its threads may spin like llama-server's.
         # (The launcher makes them sleep when both apps share the CPU; see Stack.)
-        extra_env={"OMP_WAIT_POLICY": "ACTIVE"},
+        extra_env={"OMP_WAIT_POLICY": "ACTIVE", **BENCH_ENV},
     )
     stack = Stack(config)
     stack.start()

@@ -61,7 +61,7 @@ import requests
 
 from perf import dashboard, load
 from webapp.config.env import REPO_ROOT
-from webapp.launcher.stack import StackConfig, registry_derive
+from webapp.launcher.stack import BENCH_ENV, StackConfig, registry_derive
 
 APPS = ("office", "character")
 USERS_PER_SLOT = 4  # the default --users, per slot of the stack
@@ -492,7 +492,7 @@ def soak_config(out_dir: Path, stack: SoakStack) -> StackConfig:
         max_tokens=stack.max_tokens,
         max_generation_s=stack.max_generation_s,
     )
-    return StackConfig(registry=registry)
+    return StackConfig(registry=registry, extra_env=BENCH_ENV)
 
 
 def _users_default(host: str) -> int:

@@ -27,7 +27,20 @@ TEST_MAX_TOKENS = 48
 # The limits profile of the shared test stack: every test signs in from 127.0.0.1, so the
 # per-address sign-in limit is a test-sized one. Per-username limits stay as shipped; tests
 # that check a limit set their own.
-TEST_LIMITS = {"SIGNIN_RATE_PER_IP": "1000/m"}
+TEST_LIMITS = {
+    "SIGNIN_RATE_PER_IP": "1000/m",
+    # Chat and uploads: most tests act through one service key's account (service_key below),
+    # from 127.0.0.1; tests of these limits (tests/accounts/test_limits.py) run a stack with
+    # small ones.
+    "TURN_RATE_PER_ACCOUNT": "100000/m",
+    "TURN_RATE_PER_IP": "100000/m",
+    "GENERATIONS_PER_ACCOUNT": "1000",
+    "DAILY_TOKEN_QUOTA": "0",
+    "UPLOAD_RATE_PER_ACCOUNT": "100000/h",
+    "GATEWAY_SIGNIN_RATE": "10000r/s",
+    "GATEWAY_CHAT_RATE": "10000r/s",
+    "GATEWAY_CHAT_BURST": "10000",
+}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -59,7 +72,9 @@ def test_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def stack_running(var_dir: Path, registry: Path, **config: Any) -> Iterator[Stack]:
-    """Start nginx + office + character on free ports; stop them all afterwards."""
+    """Start nginx + office + character on free ports, with the tests' limits profile
+    (TEST_LIMITS, under what `extra_env` sets); stop them all afterwards."""
+    extra_env = {**TEST_LIMITS, **config.pop("extra_env", {})}
     running = Stack(
         StackConfig(
             gateway_port=free_port(),
@@ -67,6 +82,7 @@ def stack_running(var_dir: Path, registry: Path, **config: Any) -> Iterator[Stac
             character_port=free_port(),
             var_dir=var_dir,
             registry=registry,
+            extra_env=extra_env,
             **config,
         )
     )
@@ -90,7 +106,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_registry: Path, searxng
 
     Web search goes to a local SearxNG stand-in.
     """
-    extra_env = {"SEARXNG_URL": searxng.url, **TEST_LIMITS}
+    extra_env = {"SEARXNG_URL": searxng.url}
     with stack_running(tmp_path_factory.mktemp("var"), test_registry, extra_env=extra_env) as running:
         yield running
 

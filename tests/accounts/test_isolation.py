@@ -68,7 +68,7 @@ def world(stack: Stack, gateway: str) -> World:
         db_ids[app] = response.headers["X-Conversation-Id"]
     upload = requests.post(
         f"{gateway}/office/documents",
-        files={"file": ("travel.md", POLICY_MD.encode(), "text/markdown")},
+        files={"file": ("travel.md", POLICY_MD, "text/markdown")},
         headers=a_auth,
         timeout=120,
     )
@@ -101,22 +101,18 @@ def world(stack: Stack, gateway: str) -> World:
 
 
 def snapshot(w: World) -> dict[str, Any]:
-    """Everything A has, read with A's key."""
+    """Everything A has, read with A's key. (A's notes are read once at the end, by
+    test_zz_the_owners_note_is_still_there_exactly_once: list_notes is rate-limited.)"""
 
     def get(path: str) -> Any:
         response = requests.get(w.gateway + path, headers=w.a_auth, timeout=30)
         assert response.status_code == 200, (path, response.text)
         return response.json()
 
-    notes = requests.post(
-        f"{w.gateway}/office/tools/list_notes/call", json={"arguments": {}}, headers=w.a_auth, timeout=30
-    )
-    assert notes.status_code == 200, notes.text
     return {
         "conversations": {app: get(f"/{app}/conversations")["conversations"] for app in APPS},
         "messages": {app: get(f"/{app}/conversations/{w.db_ids[app]}/messages")["messages"] for app in APPS},
         "documents": get("/office/documents"),
-        "notes": notes.json()["result"],
         # A's own reads (list_notes) add audit entries; what matters is that nothing of B's lands here.
         "audit_tools": sorted({e["tool"] for e in get("/office/audit?limit=500")["entries"]}),
     }
@@ -282,7 +278,8 @@ def test_a_service_key_naming_another_account_names_its_own_end_user(world: Worl
     before = snapshot(world)
     response = request_(world, world.b_service)
     assert response.status_code in (200, 201, 202, 204, 404), response.text
-    assert world.db_ids["office"] not in response.text and world.document_id not in response.text
+    if response.status_code != 404:  # a 404's message repeats the id it was asked for
+        assert world.db_ids["office"] not in response.text and world.document_id not in response.text
     assert "4711" not in response.text  # A's note
     assert snapshot(world) == before
 
@@ -477,3 +474,13 @@ def test_a_demo_account_chats_but_cannot_upload_or_use_tools_above_low(stack: St
         assert clock.status_code == 200, clock.text
         documents = session.get(f"{gateway}/office/documents", timeout=30).json()["documents"]
         assert documents == []
+
+
+def test_zz_the_owners_note_is_still_there_exactly_once(world: World) -> None:
+    """Last in the module: after every case above, A's note is as A saved it."""
+    notes = requests.post(
+        f"{world.gateway}/office/tools/list_notes/call", json={"arguments": {}}, headers=world.a_auth, timeout=30
+    )
+    assert notes.status_code == 200, notes.text
+    texts = [note["text"] for note in notes.json()["result"]["notes"]]
+    assert texts == ["the vault code is 4711"]

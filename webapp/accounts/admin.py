@@ -1,6 +1,7 @@
 """Django admin for accounts (at /accounts/admin/): roles, activation, keys, the audit.
 
-A change of role or activation made here is written to the accounts audit with the admin
+A change of role, activation or limits (turn rate, replies at once, daily token quota)
+made here is written to the accounts audit with the admin
 who made it; "Approve" gives pending accounts (REGISTRATION=approval) the role user."""
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ class AccountAdmin(UserAdmin):
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Access", {"fields": ("role", "is_active")}),
+        ("Limits (empty: the deployment's default)", {"fields": ("turn_rate", "max_generations", "daily_token_quota")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     readonly_fields = ("last_login", "date_joined")
     actions = ("approve",)
 
     def save_model(self, request: HttpRequest, obj: Account, form: object, change: bool) -> None:
-        before = Account.objects.filter(pk=obj.pk).values("role", "is_active").first() if change else None
+        before = Account.objects.filter(pk=obj.pk).values(*_AUDITED).first() if change else None
         super().save_model(request, obj, form, change)  # type: ignore[arg-type]
         if before is not None:
             _access_changes_record(request, obj, before)
@@ -48,12 +50,15 @@ class AccountAdmin(UserAdmin):
     def approve(self, request: HttpRequest, queryset: object) -> None:
         approved = 0
         for account in queryset.filter(role=Role.PENDING):  # type: ignore[attr-defined]
-            before = {"role": account.role, "is_active": account.is_active}
+            before = {name: getattr(account, name) for name in _AUDITED}
             account.role = Role.USER
             account.save()
             _access_changes_record(request, account, before)
             approved += 1
         self.message_user(request, f"Approved {approved} account(s).")
+
+
+_AUDITED = ("role", "is_active", "turn_rate", "max_generations", "daily_token_quota")
 
 
 def _access_changes_record(request: HttpRequest, account: Account, before: dict[str, object]) -> None:
@@ -62,6 +67,12 @@ def _access_changes_record(request: HttpRequest, account: Account, before: dict[
         changes.append(f"role {before['role']}→{account.role}")
     if before["is_active"] != account.is_active:
         changes.append("disabled" if not account.is_active else "enabled")
+    for name in ("turn_rate", "max_generations", "daily_token_quota"):
+        old, new = before[name], getattr(account, name)
+        if (old or None) != (new or None) or (old == 0) != (new == 0):
+            changes.append(
+                f"{name} {old if old not in (None, '') else 'default'}→{new if new not in (None, '') else 'default'}"
+            )
     if changes:
         admin_name = getattr(request.user, "username", "?")
         auth_event_record(

@@ -26,8 +26,9 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from webapp.accounts.audit import refusal_record
 from webapp.accounts.keys import key_authenticate
-from webapp.accounts.models import Account, ApiKey, KeyScope, Role
+from webapp.accounts.models import Account, ApiKey, AuthEventKind, KeyScope, Role
 from webapp.core.errors import ForbiddenError, NotAuthenticatedError
 
 
@@ -98,6 +99,7 @@ class Principal:
             return f"{self.owner}/{user_id}"
         if user_id == self.username:
             return self.owner
+        self.denied(f"user_id {user_id[:40]!r}")
         raise ForbiddenError(
             f"user_id: a {'session' if self.via == 'session' else 'personal API key'} acts as its own account "
             f"({self.username!r}); leave user_id out or name that account. Only a key with the 'service' "
@@ -106,8 +108,18 @@ class Principal:
             code="user_id_not_yours",
         )
 
+    def denied(self, what: str) -> None:
+        """Audit a refusal of this principal (once a minute per reason)."""
+        refusal_record(
+            kind=AuthEventKind.ACCESS_DENIED,
+            account_id=self.account_id,
+            username=self.username,
+            detail=f"denied: {what}",
+        )
+
     def require_role(self, *, allowed: tuple[str, ...], what: str) -> None:
         if self.role not in allowed:
+            self.denied(f"{what} for a {self.role} account")
             raise ForbiddenError(
                 f"{what}: not for a {self.role} account (allowed: {', '.join(allowed)})", code="role_forbidden"
             )
@@ -123,6 +135,7 @@ def principal_of(account: Any, key: ApiKey | None) -> Principal:
 def chat_allowed(principal: Principal) -> None:
     """A pending account may sign in and wait; everything with chat data needs approval first."""
     if principal.role == Role.PENDING:
+        principal.denied("chat data for a pending account")
         raise ForbiddenError(
             "this account waits for an administrator's approval; chats and documents open once approved",
             code="account_pending",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 
@@ -28,6 +29,24 @@ class Account(AbstractUser):
     for admins so Django admin works; `is_active` off disables the account everywhere."""
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.USER)
+    # This account's own chat limits (webapp.accounts.usage); empty: the deployment's default
+    # (TURN_RATE_PER_ACCOUNT, GENERATIONS_PER_ACCOUNT, DAILY_TOKEN_QUOTA). Admins set them.
+    turn_rate = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        validators=[RegexValidator(r"^[1-9][0-9]{0,6}/([1-9][0-9]{0,3})?[smhd]$", "a rate like 30/m")],
+        help_text="chat turns per period, like 30/m; empty: the default",
+    )
+    max_generations = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="replies generated at once; empty: the default",
+    )
+    daily_token_quota = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="prompt + completion tokens per UTC day; 0: no quota; empty: the default"
+    )
 
     class Meta:
         db_table = "accounts_account"
@@ -87,7 +106,9 @@ class AuthEventKind(models.TextChoices):
     SIGNED_UP = "signed_up", "signed up"
     KEY_CREATED = "key_created", "API key created"
     KEY_REVOKED = "key_revoked", "API key revoked"
-    ACCESS_CHANGED = "access_changed", "role or activation changed by an admin"
+    ACCESS_CHANGED = "access_changed", "role, activation or limits changed by an admin"
+    RATE_LIMITED = "rate_limited", "refused: a chat or upload limit"
+    ACCESS_DENIED = "access_denied", "refused: not this account's to use"
 
 
 class AuthEvent(models.Model):

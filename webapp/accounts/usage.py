@@ -21,6 +21,7 @@ of other things (generations running, tokens used) on the same cache.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
-from webapp.accounts.audit import auth_event_record
+from webapp.accounts.audit import refusal_record
 from webapp.accounts.identity import Principal
 from webapp.accounts.models import Account, AuthEventKind
 from webapp.core.errors import NotAuthenticatedError, TooManyRequestsError, UnavailableError
@@ -87,6 +88,7 @@ class Usage:
     resets_in_s: int
     turn_rate: str
     max_generations: int
+    running: int  # replies being generated now
 
 
 def usage_of(account: Account) -> Usage:
@@ -97,6 +99,7 @@ def usage_of(account: Account) -> Usage:
         resets_in_s=_seconds_to_midnight(),
         turn_rate=limits.turn_rate,
         max_generations=limits.max_generations,
+        running=int(cache.get(_running_key(account.pk), 0)),
     )
 
 
@@ -104,7 +107,7 @@ def _limited(message: str, *, retry_after: float, code: str, **extra: Any) -> To
     return TooManyRequestsError(message, code=code, retry_after=retry_after, **extra)
 
 
-class TurnGate:
+class TurnLimits:
     """One turn's admission for `principal`, from address `ip` (see the module docstring).
     Sync: both calls talk to the cache; the turn service runs them on a worker thread."""
 
@@ -156,10 +159,8 @@ class TurnGate:
         try:
             if self._holding:
                 self._holding = False
-                try:
+                with contextlib.suppress(ValueError):  # the count expired meanwhile
                     cache.decr(_running_key(account_id))
-                except ValueError:  # the count expired meanwhile
-                    pass
             if tokens > 0:
                 key = _tokens_key(account_id, _today())
                 cache.add(key, 0, timeout=2 * 24 * 3600)
@@ -185,13 +186,35 @@ class TurnGate:
                 )
 
     def _refused(self, what: str, *, once_per_s: int) -> None:
-        """Audit a refusal: once per window, not once per refused try."""
-        if once_per_s and not cache.add(f"usage:audited:{self._principal.account_id}:{what}", 1, timeout=once_per_s):
-            return
-        auth_event_record(
+        refusal_record(
             kind=AuthEventKind.RATE_LIMITED,
-            request=None,
-            account=Account(pk=self._principal.account_id, username=self._principal.username),
-            detail=f"chat turn refused: {what}",
+            account_id=self._principal.account_id,
+            username=self._principal.username,
+            detail=f"refused: {what}",
             ip=self._ip,
+            once_per_s=once_per_s,
+        )
+
+
+def upload_admit(principal: Principal, ip: str | None) -> None:
+    """Count one document upload of the account (UPLOAD_RATE_PER_ACCOUNT), or refuse it."""
+    rate = settings.ENV.upload_rate_account
+    try:
+        usage = get_usage(
+            HttpRequest(),
+            group="upload-account",
+            key=lambda _g, _r: str(principal.account_id),
+            rate=rate,
+            increment=True,
+        )
+    except redis.RedisError as exc:
+        raise UnavailableError("limits can't be checked right now; try again shortly", retry_after=5) from exc
+    if usage and usage["should_limit"]:
+        if usage["count"] == usage["limit"] + 1:
+            TurnLimits(principal, ip)._refused(f"uploads ({rate})", once_per_s=0)
+        raise _limited(
+            f"too many uploads from this account: at most {rate.replace('/', ' per ')}",
+            retry_after=max(1, int(usage["time_left"])),
+            code="rate_limited",
+            field="file",
         )

@@ -23,6 +23,7 @@ from webapp.accounts import audit, keys, limits, services
 from webapp.accounts.forms import KeyCreateForm, SetupForm, SignupForm
 from webapp.accounts.limits import Refusal
 from webapp.accounts.models import Account, AuthEventKind, Role
+from webapp.accounts.usage import usage_of
 from webapp.core.errors import ApplicationError
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ def account_page(request: HttpRequest) -> HttpResponse:
             "password_changed": request.GET.get("password") == "changed",
             "registration": settings.ENV.registration,
             "events": audit.auth_events_of(account),
+            "usage": usage_of(account) if account.role != Role.PENDING else None,
         },
         status=_form_status(request, form),
     )

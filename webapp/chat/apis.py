@@ -34,8 +34,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal, request_principal_drf
 from webapp.accounts.models import Account, ApiKey, KeyScope, Role
+from webapp.accounts.usage import TurnLimits
 from webapp.chat import runtime, selectors, services
 from webapp.chat.inputs import (
     CharacterTurnSerializer,
@@ -118,12 +120,13 @@ def owner(request: Request, user_id: str | None) -> str:
     return principal(request).owner_for(user_id)
 
 
-def _reply(data: dict[str, Any], who: Principal) -> Response:
+def _reply(data: dict[str, Any], who: Principal, gate: TurnLimits) -> Response:
     """Run a validated turn through the turn service; answer with the reply text as a JSON string."""
     request = turn_request(
         data,
         owner=who.owner_for(data.get("user_id")),
         role=who.role,
+        gate=gate,
         sampling=sampling_params(runtime.model_spec_get().sampling),
     )
     done = async_to_sync(turn_collect)(request, deps=runtime.turn_deps())
@@ -156,7 +159,8 @@ class _LlamaApi(APIView):
             serializer = self.InputSerializer(data=request.data)
             unknown_fields_refuse(request.data, serializer.fields)
             serializer.is_valid(raise_exception=True)
-            response = _reply(serializer.validated_data, principal(request))
+            who = principal(request)
+            response = _reply(serializer.validated_data, who, TurnLimits(who, client_ip(request)))
             counted.succeeded()
             return response
 

@@ -43,6 +43,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from webapp.accounts.identity import Principal
 from webapp.accounts.sockets import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, socket_principal
+from webapp.accounts.usage import TurnLimits
 from webapp.chat import inputs, runtime, services
 from webapp.chat.errors import error_frame
 from webapp.chat.resume import TurnStream, stream_find
@@ -169,7 +170,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         resumed socket may have taken over); errors become error frames."""
         with runtime.CountedRequest() as counted:
             try:
-                request = _turn_request(kind, frame, principal)
+                request = _turn_request(kind, frame, principal, (self.scope.get("client") or [None])[0])
                 async for event in turn_stream(request, deps=runtime.turn_deps(), control=control):
                     await stream.emit(_frame_of(event))
                 counted.succeeded()
@@ -297,7 +298,7 @@ def _frame_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, A
     return frame
 
 
-def _turn_request(kind: str, frame: dict[str, Any], principal: Principal) -> TurnRequest:
+def _turn_request(kind: str, frame: dict[str, Any], principal: Principal, client: str | None) -> TurnRequest:
     """A message or regenerate frame as a turn request; ValidationError names the field."""
     wiring = runtime.wiring_get()
     serializer_class = wiring.turn_serializer if kind == "message" else wiring.regenerate_serializer
@@ -308,5 +309,6 @@ def _turn_request(kind: str, frame: dict[str, Any], principal: Principal) -> Tur
         data,
         owner=principal.owner_for(data.get("user_id")),
         role=principal.role,
+        gate=TurnLimits(principal, client),
         sampling=services.sampling_params(runtime.model_spec_get().sampling),
     )

@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from webapp.chat import runtime
 from webapp.chat.personas import Persona, character_inline
-from webapp.chat.turns import TurnRequest
+from webapp.chat.turns import TurnGate, TurnRequest
 from webapp.core.errors import ApplicationError
 from webapp.engine.engine import SamplingParams
 
@@ -143,13 +143,16 @@ class CharacterRegenerateSerializer(CharacterTurnSerializer):
     db_id = db_id_field(required=True)
 
 
-def turn_request(data: Mapping[str, Any], *, owner: str, role: str, sampling: SamplingParams) -> TurnRequest:
+def turn_request(
+    data: Mapping[str, Any], *, owner: str, role: str, gate: TurnGate | None, sampling: SamplingParams
+) -> TurnRequest:
     """A validated turn (either app's serializer) as the turn service's request, for the data
-    owner and account role the interface authenticated."""
+    owner, account role and account limits (`gate`) the interface authenticated."""
     names = data.get("tool_names")
     return TurnRequest(
         user_id=owner,
         role=role,
+        gate=gate,
         db_id=str(data.get("db_id") or uuid.uuid4()),
         persona=persona_from_input(data),
         sampling=sampling,

@@ -45,7 +45,9 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal, request_principal
+from webapp.accounts.usage import TurnLimits
 from webapp.chat import runtime
 from webapp.chat.errors import GenerationFailedError, application_error, openai_error
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
@@ -227,7 +229,7 @@ def _persona_for(data: dict[str, Any]) -> Persona | None:
     )
 
 
-def _turn_request(data: dict[str, Any], persona: Persona | None, who: Principal) -> StatelessTurnRequest:
+def _turn_request(data: dict[str, Any], persona: Persona | None, who: Principal, ip: str) -> StatelessTurnRequest:
     defaults = runtime.model_spec_get().sampling
     plan: ToolPlan = data["tool_plan"]
     messages = messages_with_tools(data["messages"])
@@ -262,6 +264,7 @@ def _turn_request(data: dict[str, Any], persona: Persona | None, who: Principal)
         grammar=data["grammar"],
         # The documents of the key's account, or with a service key of its end user `user`.
         ground_for=who.owner_for(data.get("user")),
+        gate=TurnLimits(who, ip),
     )
 
 
@@ -283,7 +286,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         serializer = ChatCompletionSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        turn = _turn_request(data, _persona_for(data), who)
+        turn = _turn_request(data, _persona_for(data), who, client_ip(request))
         events = turn_stream(turn, deps=runtime.turn_deps(), control=control)
         await anext(events)  # TurnStarted: accepted (or refused: busy, too long for the context)
     except Exception as exc:

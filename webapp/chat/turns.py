@@ -138,6 +138,16 @@ class ToolStep:
         return shown
 
 
+class TurnGate(Protocol):
+    """The account's limits on a turn (webapp.accounts.usage.TurnGate): `admit` before the
+    turn reaches the engine (raises a 429 ApplicationError), `release` once it ends, with the
+    tokens it used (prompt + completion of every round). Sync: run on a worker thread."""
+
+    def admit(self) -> None: ...
+
+    def release(self, tokens: int) -> None: ...
+
+
 class ToolRunner(Protocol):
     """The office's tool service as a turn sees it (webapp.office.tool_calls.ChatToolRunner)."""
 
@@ -175,6 +185,7 @@ class TurnRequest:
     persona: Persona
     sampling: SamplingParams
     role: str = "user"
+    gate: TurnGate | None = None
     text: str | None = None
     web_search: bool = False
     tool_mode: ToolMode | None = None
@@ -195,6 +206,7 @@ class StatelessTurnRequest:
     sampling: SamplingParams
     grammar: str | None = None
     ground_for: str | None = None
+    gate: TurnGate | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +254,7 @@ class TurnControl:
         self.stopped_by: StoppedBy | None = None
         self._handle: GenerationHandle | None = None
         self._approval: tuple[str | None, asyncio.Future[str]] | None = None
+        self.tokens = 0  # prompt + completion tokens of the turn's rounds so far
 
     def stop(self, by: StoppedBy) -> None:
         """Stop the turn: the generation ends at its next step, a waiting approval is denied."""
@@ -310,6 +323,9 @@ class _Turn:
     persona: Persona | None = None
 
 
+_releasing: set[asyncio.Future[Any]] = set()  # gate releases under way (held so they aren't collected)
+
+
 async def turn_stream(
     request: TurnRequest | StatelessTurnRequest, *, deps: TurnDeps, control: TurnControl
 ) -> AsyncIterator[TurnEvent]:
@@ -319,8 +335,12 @@ async def turn_stream(
     context, server busy, generation failed). Leaving early (the caller stopped iterating)
     cancels the generation.
     """
+    gate, admitted = request.gate, False
     with lifecycle.TurnRegistration(stop=lambda: control.stop("shutdown")):
         try:
+            if gate is not None:
+                await _worker(gate.admit)()  # the account's limits: a 429 before anything is stored
+                admitted = True
             if isinstance(request, StatelessTurnRequest):
                 async for event in _stateless(request, deps=deps, control=control):
                     yield event
@@ -330,6 +350,12 @@ async def turn_stream(
         finally:
             if control._handle is not None:
                 control._handle.cancel()  # a no-op once it finished; frees the slot if the caller left early
+            if gate is not None and admitted:
+                # Not awaited: this runs while the generator closes (maybe cancelled), and the
+                # gate's counts expire by themselves should the release never land.
+                release = asyncio.ensure_future(_worker(gate.release)(control.tokens))
+                _releasing.add(release)
+                release.add_done_callback(_releasing.discard)
 
 
 async def turn_collect(request: TurnRequest, *, deps: TurnDeps) -> TurnDone:
@@ -351,6 +377,7 @@ async def _stateless(
     async for event in _round(turn, hold_calls=False):
         if isinstance(event, Completion):
             completion = event
+            control.tokens += event.usage.prompt_tokens + event.usage.completion_tokens
         else:
             yield event
     assert completion is not None
@@ -387,6 +414,7 @@ async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl)
         async for event in _round(turn, hold_calls=turn.tool_mode is not None):
             if isinstance(event, Completion):
                 completion = event
+                control.tokens += event.usage.prompt_tokens + event.usage.completion_tokens
                 continue
             if isinstance(event, TurnText):
                 shown += event.text

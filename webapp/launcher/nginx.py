@@ -29,10 +29,41 @@ def template_render(text: str, values: Mapping[str, str]) -> str:
     return _VARIABLE.sub(value, text)
 
 
-def nginx_config_write(*, prefix: Path, gateway_port: int, office: str, character: str, perf_pages: Path) -> Path:
+# The gateway's outer per-address limits (see the template); the environment may set each.
+GATEWAY_LIMITS = {
+    "GATEWAY_SIGNIN_RATE": "20r/m",
+    "GATEWAY_SIGNIN_BURST": "10",
+    "GATEWAY_CHAT_RATE": "120r/m",
+    "GATEWAY_CHAT_BURST": "60",
+}
+_RATE = re.compile(r"[1-9][0-9]{0,6}r/[sm]")
+_BURST = re.compile(r"[0-9]{1,7}")
+
+
+def gateway_limits(env: Mapping[str, str]) -> dict[str, str]:
+    """GATEWAY_LIMITS as `env` sets them; a malformed one is a TemplateVariableError naming it."""
+    limits = {name: env.get(name) or default for name, default in GATEWAY_LIMITS.items()}
+    for name, value in limits.items():
+        pattern = _RATE if name.endswith("_RATE") else _BURST
+        if not pattern.fullmatch(value):
+            accepts = "a rate like 120r/m or 5r/s" if name.endswith("_RATE") else "a whole number"
+            raise TemplateVariableError(f"{name} must be {accepts}, got {value!r}")
+    return limits
+
+
+def nginx_config_write(
+    *,
+    prefix: Path,
+    gateway_port: int,
+    office: str,
+    character: str,
+    perf_pages: Path,
+    limits: Mapping[str, str] | None = None,
+) -> Path:
     """Write nginx.conf and default.conf under `prefix`; return the path of nginx.conf.
 
-    `perf_pages` is the folder of the load-test dashboard, served at /perf/.
+    `perf_pages` is the folder of the load-test dashboard, served at /perf/; `limits` the
+    gateway's outer limits (gateway_limits; default GATEWAY_LIMITS).
     """
     prefix.mkdir(parents=True, exist_ok=True)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -45,6 +76,7 @@ def nginx_config_write(*, prefix: Path, gateway_port: int, office: str, characte
             "CHARACTER_UPSTREAM": character,
             "GATEWAY_PAGES": str(GATEWAY_DIR / "pages"),
             "PERF_PAGES": str(perf_pages),
+            **(limits or GATEWAY_LIMITS),
         },
     )
     main = template_render(

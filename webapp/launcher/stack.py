@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shlex
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -37,7 +37,21 @@ from supervisor.xmlrpc import SupervisorTransport
 from webapp.chat.personas import catalog_load
 from webapp.config.env import REPO_ROOT
 from webapp.engine.registry import APPS, ModelSpec, RegistryError, embedding_spec_load, registry_load, registry_table
-from webapp.launcher.nginx import nginx_config_write
+from webapp.launcher.nginx import TemplateVariableError, gateway_limits, nginx_config_write
+
+# The limits profile of the accounts benchmarks and load tests act through (Stack.service_key):
+# many turns and replies at once, no daily quota. Set as the account's own limits, as an admin
+# would; the deployment's defaults stay as they are for everyone else.
+LOAD_ACCOUNT_LIMITS = ("--turn-rate", "100000/m", "--max-generations", "1000", "--daily-token-quota", "0")
+# What a stack started by a benchmark adds to its environment: every benchmark request comes
+# from 127.0.0.1, so the per-address limits (the apps' and the gateway's) would measure
+# themselves.
+BENCH_ENV = {
+    "TURN_RATE_PER_IP": "100000/m",
+    "UPLOAD_RATE_PER_ACCOUNT": "100000/h",
+    "GATEWAY_CHAT_RATE": "10000r/s",
+    "GATEWAY_CHAT_BURST": "10000",
+}
 
 
 class StackError(Exception):
@@ -245,9 +259,13 @@ class Stack:
 
     def service_key(self, prefix: str) -> str:
         """A new account `<prefix>-<hex>` with a `service` API key, returned: what a benchmark or
-        the Locust users act through. Its `user_id`s are separate end users inside that account."""
+        the Locust users act through. Its `user_id`s are separate end users inside that account.
+
+        The account gets the load profile as its own limits (LOAD_ACCOUNT_LIMITS: it measures
+        the service, not the per-account limits); the per-address limit stays the stack's.
+        """
         username = f"{prefix}-{secrets.token_hex(4)}"
-        self.manage("account_create", username)
+        self.manage("account_create", username, *LOAD_ACCOUNT_LIMITS)
         return self.manage("key_create", username, "--name", prefix, "--scope", "service").strip()
 
     def accounts_prepare(self) -> None:
@@ -357,12 +375,17 @@ class Stack:
             env = {"APP_MODE": app, "CUDA_VISIBLE_DEVICES": str(self.specs[app].gpu)}
             parts.append(_program(app, command, log=self.log_dir / f"{app}.log", env=env, stop_signal="TERM"))
         prefix = cfg.var_dir / "nginx"
+        try:
+            limits = gateway_limits(self._base_env())
+        except TemplateVariableError as exc:
+            raise StackError(f"error: {exc.args[0]}") from None
         conf = nginx_config_write(
             prefix=prefix,
             gateway_port=cfg.gateway_port,
             office=f"{cfg.host}:{cfg.office_port}",
             character=f"{cfg.host}:{cfg.character_port}",
             perf_pages=cfg.var_dir / "perf" / "dashboard",
+            limits=limits,
         )
         nginx = nginx_binary()
         check = subprocess.run([nginx, "-t", "-q", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True)

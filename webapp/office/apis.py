@@ -26,7 +26,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.accounts.client_ip import client_ip
 from webapp.accounts.models import Role
+from webapp.accounts.usage import upload_admit
 from webapp.chat.apis import BodySerializer, PublicApi, QueryIntegerField, UserQuerySerializer, owner, principal
 from webapp.chat.inputs import StrictCharField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, STORE_ID_PATTERN, error_responses
@@ -103,6 +105,7 @@ class DocumentListApi(APIView):
     def post(self, request: Request) -> Response:
         who = principal(request)
         who.require_role(allowed=(Role.ADMIN, Role.USER), what="documents")  # seed 003: demo is chat only
+        upload_admit(who, client_ip(request))
         upload = request.FILES.get("file")
         if upload is not None and upload.size > documents.MAX_UPLOAD_BYTES:
             # Before reading a byte of it, and before validating the rest.
