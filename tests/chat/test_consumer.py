@@ -77,6 +77,9 @@ OWNER = f"{PRINCIPAL.owner}/"
 @pytest.fixture(autouse=True)
 def signed_in(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(consumers, "socket_principal", lambda scope: PRINCIPAL)
+    # No account limits here (they read the accounts database this module has none of):
+    # tests/accounts/test_limits.py checks them over the real WebSocket.
+    monkeypatch.setattr(consumers, "TurnLimits", lambda principal, ip: None)
 
 
 @pytest.fixture(autouse=True)

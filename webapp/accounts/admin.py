@@ -13,8 +13,9 @@ from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
+from webapp.accounts import deletion
 from webapp.accounts.audit import auth_event_record
-from webapp.accounts.models import Account, ApiKey, AuthEvent, AuthEventKind, Role
+from webapp.accounts.models import Account, ApiKey, AuthEvent, AuthEventKind, DataPurge, Role
 
 
 def _signin_instead(request: HttpRequest, extra_context: object = None) -> HttpResponse:
@@ -40,6 +41,14 @@ class AccountAdmin(UserAdmin):
     readonly_fields = ("last_login", "date_joined")
     actions = ("approve",)
 
+    def delete_model(self, request: HttpRequest, obj: Account) -> None:
+        """Deleting an account here deletes its data too (webapp.accounts.deletion): the apps
+        remove it within seconds; "Account data purges" lists what each removed."""
+        _deleted(request, [obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: object) -> None:
+        _deleted(request, list(queryset))  # type: ignore[call-overload]
+
     def save_model(self, request: HttpRequest, obj: Account, form: object, change: bool) -> None:
         before = Account.objects.filter(pk=obj.pk).values(*_AUDITED).first() if change else None
         super().save_model(request, obj, form, change)  # type: ignore[arg-type]
@@ -56,6 +65,12 @@ class AccountAdmin(UserAdmin):
             _access_changes_record(request, account, before)
             approved += 1
         self.message_user(request, f"Approved {approved} account(s).")
+
+
+def _deleted(request: HttpRequest, accounts: list[Account]) -> None:
+    admin_name = getattr(request.user, "username", "?")
+    for account in accounts:
+        deletion.account_delete(account, by=admin_name, request=request)
 
 
 _AUDITED = ("role", "is_active", "turn_rate", "max_generations", "daily_token_quota")
@@ -102,6 +117,24 @@ class AuthEventAdmin(admin.ModelAdmin):
     list_display = ("created_at", "kind", "username", "account", "ip", "detail")
     list_filter = ("kind",)
     search_fields = ("username", "ip")
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(DataPurge)
+class DataPurgeAdmin(admin.ModelAdmin):
+    """What each app removed for each deleted account (read-only)."""
+
+    list_display = ("requested_at", "username", "app", "requested_by", "done_at", "removed", "error")
+    list_filter = ("app",)
+    search_fields = ("username",)
 
     def has_add_permission(self, request: object) -> bool:
         return False

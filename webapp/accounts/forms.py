@@ -29,3 +29,19 @@ class KeyCreateForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["name"].widget.attrs.update(placeholder="e.g. my script", autocomplete="off")
+
+
+class AccountDeleteForm(forms.Form):
+    """Deleting your account asks for your password: a session left open is not enough."""
+
+    password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}), strip=False)
+
+    def __init__(self, account: Account, *args: Any, **kwargs: Any) -> None:
+        self.account = account
+        super().__init__(*args, **kwargs)
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.account.check_password(password):
+            raise forms.ValidationError("That is not your password.", code="password_incorrect")
+        return password

@@ -108,6 +108,7 @@ class AuthEventKind(models.TextChoices):
     KEY_REVOKED = "key_revoked", "API key revoked"
     ACCESS_CHANGED = "access_changed", "role, activation or limits changed by an admin"
     RATE_LIMITED = "rate_limited", "refused: a chat or upload limit"
+    ACCOUNT_DELETED = "account_deleted", "account deleted, with its data"
     ACCESS_DENIED = "access_denied", "refused: not this account's to use"
 
 
@@ -127,3 +128,25 @@ class AuthEvent(models.Model):
     class Meta:
         db_table = "accounts_auth_event"
         ordering = ("-created_at", "-id")
+
+
+class DataPurge(models.Model):
+    """One app's share of deleting an account: the account row goes at once, and each app
+    (office, character) removes what its stores hold for it (webapp.chat.purge) and records
+    what it removed here. The account's id and name are kept as values: the account is gone."""
+
+    account_id = models.BigIntegerField()
+    username = models.CharField(max_length=150)
+    app = models.CharField(max_length=16)
+    requested_by = models.CharField(max_length=150)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    removed = models.JSONField(default=dict, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        db_table = "accounts_data_purge"
+        ordering = ("-requested_at", "app")
+
+    def __str__(self) -> str:
+        return f"{self.username} ({self.app})"

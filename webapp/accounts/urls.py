@@ -16,6 +16,7 @@ urlpatterns = [
     path("signup", views.signup, name="signup"),
     path("setup", views.setup, name="setup"),
     path("password", views.PasswordChangeView.as_view(), name="password"),
+    path("delete", views.account_delete, name="delete"),
 ]
 
 admin_urlpatterns = [path("accounts/admin/", admin.site.urls)]

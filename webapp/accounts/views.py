@@ -19,8 +19,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from webapp.accounts import audit, keys, limits, services
-from webapp.accounts.forms import KeyCreateForm, SetupForm, SignupForm
+from webapp.accounts import audit, deletion, keys, limits, services
+from webapp.accounts.forms import AccountDeleteForm, KeyCreateForm, SetupForm, SignupForm
 from webapp.accounts.limits import Refusal
 from webapp.accounts.models import Account, AuthEventKind, Role
 from webapp.accounts.usage import usage_of
@@ -195,3 +195,21 @@ def account_page(request: HttpRequest) -> HttpResponse:
         },
         status=_form_status(request, form),
     )
+
+
+# How long the page that deleted an account waits for both apps to say what they removed.
+PURGE_WAIT_S = 15.0
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_delete(request: HttpRequest) -> HttpResponse:
+    """Delete your own account and everything stored for it; the answer says what was removed."""
+    account = cast(Account, request.user)
+    form = AccountDeleteForm(account, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        auth.logout(request)  # first: signing out is audited against the account
+        purges = deletion.account_delete(account, by=account.username, request=request)
+        purges = deletion.purges_wait(purges, timeout_s=PURGE_WAIT_S)
+        return render(request, "accounts/deleted.html", {"username": purges[0].username, "purges": purges})
+    return render(request, "accounts/delete.html", {"form": form}, status=_form_status(request, form))

@@ -169,6 +169,9 @@ class AppWiring:
     regenerate_serializer: Any
     grounder_get: Callable[[], Grounder | None] = lambda: None
     tools_get: Callable[[], ToolRunner | None] = lambda: None
+    # What else the app removes when an account is deleted (the office: documents, notes…),
+    # given the account's owner key; how many of each it removed.
+    owner_purge: Callable[[str], dict[str, int]] | None = None
 
 
 _wiring: AppWiring | None = None

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.urls import path
 
-from webapp.chat import apis, inputs, runtime
+from webapp.chat import apis, inputs, purge, runtime
 
 
 def install() -> None:
@@ -30,6 +30,7 @@ def install() -> None:
                 regenerate_serializer=inputs.OfficeRegenerateSerializer,
                 grounder_get=office.grounder_get,
                 tools_get=office.chat_tool_runner_get,
+                owner_purge=office.owner_data_purge,
             )
         )
     else:
@@ -58,6 +59,7 @@ def app_urlpatterns() -> list[Any]:
 def startup() -> None:
     """Work a serving process starts at once (asgi.py): the model, and the office's search models."""
     runtime.engine_start_loading()
+    purge.purger_start()
     if settings.APP_MODE == "office":
         from webapp.office.runtime import retrieval_start_loading
 

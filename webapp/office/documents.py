@@ -172,3 +172,14 @@ def documents_interrupted_fail(*, store: OfficeStore, retriever: Retriever) -> i
             error_code="indexing_interrupted",
         )
     return len(interrupted)
+
+
+def owner_data_purge(*, store: OfficeStore, retriever: Retriever, owner: str) -> dict[str, int]:
+    """Everything the office keeps for `owner` and its end users: documents with their
+    passages and vectors, notes, approvals and tool audit; how many of each went."""
+    documents = store.document_owners(owner)
+    passages = 0
+    for user_id, document_id in documents:
+        passages += retriever.index.document_remove(user_id=user_id, document_id=document_id)
+        store.document_delete(user_id=user_id, document_id=document_id)
+    return {"documents": len(documents), "passages": passages, **store.owner_purge(owner)}

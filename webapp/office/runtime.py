@@ -16,7 +16,7 @@ from django.conf import settings
 from webapp.chat.runtime import _built_once, store_config
 from webapp.core.errors import ApplicationError
 from webapp.engine.registry import embedding_spec_load
-from webapp.office import tool_calls
+from webapp.office import documents, tool_calls
 from webapp.office.grounding import Grounder, WebHit, WebSearchUnavailable
 from webapp.office.tools import office_registry_build
 from webapp.retrieval.embedding import embedder_load
@@ -147,3 +147,8 @@ def tool_context(user_id: str, role: str) -> ToolContext:
 @_built_once
 def chat_tool_runner_get() -> tool_calls.ChatToolRunner:
     return tool_calls.ChatToolRunner(registry=tool_registry_get, store=office_store_get, context=tool_context)
+
+
+def owner_data_purge(owner: str) -> dict[str, int]:
+    """The office's share of deleting an account (AppWiring.owner_purge)."""
+    return documents.owner_data_purge(store=office_store_get(), retriever=retriever_get(), owner=owner)

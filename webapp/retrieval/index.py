@@ -20,6 +20,7 @@ search never has to read the chunks back from MongoDB.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -348,3 +349,28 @@ class QdrantChunkIndex:
     def chunk_count(self, *, user_id: str | None = None) -> int:
         selector = self._user_filter(user_id) if user_id is not None else None
         return int(self._client.count(self._collection, count_filter=selector, exact=True).count)  # type: ignore[attr-defined]
+
+
+def sqlite_index_owner_rename(path: Path, *, old: str, new: str) -> int:
+    """Move the chunks stored under user_id `old` to `new` in the SQLite index file at `path`,
+    with no app running on it (a management command adopting pre-account data)."""
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        return int(db.execute("UPDATE chunks SET user_id = ? WHERE user_id = ?", (new, old)).rowcount)
+
+
+def qdrant_owner_rename(client: Any, *, collection_prefix: str, old: str, new: str) -> int:
+    """The same for Qdrant: every collection named `collection_prefix`… (one per embedding size)."""
+    from qdrant_client import models as m
+
+    moved = 0
+    for collection in client.get_collections().collections:
+        if not collection.name.startswith(collection_prefix):
+            continue
+        selector = m.Filter(must=[m.FieldCondition(key="user_id", match=m.MatchValue(value=old))])
+        moved += int(client.count(collection.name, count_filter=selector, exact=True).count)
+        client.set_payload(
+            collection.name, payload={"user_id": new}, points=m.FilterSelector(filter=selector), wait=True
+        )
+    return moved

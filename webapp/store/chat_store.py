@@ -130,6 +130,11 @@ class _Active:
     recent: deque[Message] | None = None  # None until first read
 
 
+def owner_matches(user_id: str, owner: str) -> bool:
+    """Whether data stored under `user_id` belongs to `owner`: its own, or one of its end users'."""
+    return user_id == owner or user_id.startswith(owner + "/")
+
+
 class ChatStore:
     """Repository for one app's conversations. Thread-safe."""
 
@@ -217,6 +222,29 @@ class ChatStore:
             self._conversations.delete_one({"_id": self._key(db_id)})
         with self._cache_lock:
             self._cache.pop(db_id, None)
+
+    def owner_purge(self, owner: str) -> dict[str, int]:
+        """Delete every conversation (with its messages) of `owner` and of its end users
+        (`owner/…`: a service key's); how many of each went. Scans the collection: for
+        deleting an account, never on a request's path."""
+        with self._db_lock:
+            docs = list(self._conversations.find({"app": self._app}, {"db_id": 1, "user_id": 1}))
+        owned = [d["db_id"] for d in docs if owner_matches(str(d.get("user_id", "")), owner)]
+        messages = 0
+        for db_id in owned:
+            with self._db_lock:
+                messages += self._messages.count_documents({"app": self._app, "conversation_id": db_id})
+            self.conversation_delete(db_id)
+        return {"conversations": len(owned), "messages": messages}
+
+    def owner_rename(self, *, old: str, new: str) -> int:
+        """Move every conversation stored under user_id `old` to `new` (adopting the data of
+        a pre-account label); how many moved. For a stopped app's store (a management command)."""
+        with self._db_lock:
+            moved = self._conversations.update_many({"app": self._app, "user_id": old}, {"$set": {"user_id": new}})
+        with self._cache_lock:
+            self._cache.clear()
+        return int(moved.modified_count)
 
     # --- messages ---------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from webapp.store.chat_store import owner_matches
 from webapp.store.safe import records_decode, storable
 
 
@@ -318,6 +319,38 @@ class OfficeStore:
         with self._lock:
             self._db["audit"].insert_one(doc)
         return AuditEntry.from_doc(doc)
+
+    def owner_purge(self, owner: str) -> dict[str, int]:
+        """Delete the notes, approvals and tool audit of `owner` and its end users (documents
+        go with their index entries: webapp.office.documents.documents_purge). A scan: for
+        deleting an account only."""
+        removed = {}
+        for collection in ("notes", "approvals", "audit"):
+            with self._lock:
+                docs = list(self._db[collection].find({"app": self._app}, {"_id": 1, "user_id": 1}))
+                ids = [d["_id"] for d in docs if owner_matches(str(d.get("user_id", "")), owner)]
+                if ids:
+                    self._db[collection].delete_many({"_id": {"$in": ids}})
+            removed[collection] = len(ids)
+        return removed
+
+    def owner_rename(self, *, old: str, new: str) -> dict[str, int]:
+        """Move the documents, passages, notes, approvals and tool audit stored under user_id
+        `old` to `new` (adopting a pre-account label's data); how many of each moved."""
+        moved = {}
+        for collection in ("documents", "chunks", "notes", "approvals", "audit"):
+            with self._lock:
+                result = self._db[collection].update_many(
+                    {"app": self._app, "user_id": old}, {"$set": {"user_id": new}}
+                )
+            moved[collection] = int(result.modified_count)
+        return moved
+
+    def document_owners(self, owner: str) -> list[tuple[str, str]]:
+        """(user_id, document_id) of every document of `owner` and its end users."""
+        with self._lock:
+            docs = list(self._db["documents"].find({"app": self._app}, {"_id": 1, "user_id": 1}))
+        return [(str(d["user_id"]), str(d["_id"])) for d in docs if owner_matches(str(d.get("user_id", "")), owner)]
 
     def audit_for_user(self, user_id: str, *, limit: int = 100) -> list[AuditEntry]:
         with self._lock:
