@@ -399,6 +399,12 @@ def test_accounts_service_migrates_once_after_postgres_is_healthy(compose: dict[
     assert accounts.get("restart") == "no"
     assert (accounts.get("depends_on") or {}).get("postgres", {}).get("condition") == "service_healthy"
     assert environment(accounts)["DATABASE_URL"] == environment(service(compose, "office"))["DATABASE_URL"]
+    # It also sets apart pre-account data once, so it reads the office's data where the office does.
+    office = environment(service(compose, "office"))
+    for variable in ("MONGO_URL", "QDRANT_URL", "VAR_DIR"):
+        assert environment(accounts)[variable] == office[variable], variable
+    for needed in ("mongo", "qdrant"):
+        assert (accounts.get("depends_on") or {}).get(needed, {}).get("condition") == "service_healthy", needed
     postgres = service(compose, "postgres")
     assert "pg_isready" in healthcheck_command(postgres, "postgres")
     volume = mount_at(postgres, "/var/lib/postgresql/data", "postgres")

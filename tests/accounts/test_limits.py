@@ -35,6 +35,7 @@ LIMITS = {
     "GENERATIONS_PER_ACCOUNT": "1",
     "DAILY_TOKEN_QUOTA": "0",
     "UPLOAD_RATE_PER_ACCOUNT": "2/d",
+    "TOOL_CALL_RATE_PER_ACCOUNT": "3/d",
     # The gateway's outer limits: 1 a minute after a burst of 8, per address.
     "GATEWAY_CHAT_RATE": "1r/m",
     "GATEWAY_CHAT_BURST": "8",
@@ -269,3 +270,19 @@ def test_the_gateway_answers_a_flood_with_429_json_and_retry_after(limited: Stac
     page = session.post(gateway_of(limited) + path, headers={"Accept": "text/html"}, timeout=30)
     assert page.status_code == 429 and page.headers["Content-Type"].startswith("text/html")
     assert 'data-testid="rate-limited"' in page.text and page.headers["Retry-After"] == "10"
+
+
+def test_tool_calls_per_account_whichever_end_user_a_service_key_names(limited: Stack) -> None:
+    """Each tool has its own allowance per user; the account as a whole is capped too, so a
+    service key rotating its end users gains nothing past TOOL_CALL_RATE_PER_ACCOUNT."""
+    gateway, name = gateway_of(limited), account_create(limited)
+    session, _ = from_new_address(bearer(key_create(limited, name, scope="service")))
+
+    def clock(user_id: str) -> requests.Response:
+        return session.post(
+            f"{gateway}/office/tools/current_time/call", json={"arguments": {}, "user_id": user_id}, timeout=30
+        )
+
+    assert [clock(f"end-{i}").status_code for i in range(3)] == [200, 200, 200]
+    error = assert_refused(clock("end-99"), "rate_limited")
+    assert "tool calls from this account" in error["message"]

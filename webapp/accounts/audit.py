@@ -10,6 +10,7 @@ a separate log in the chat store.)
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -72,6 +73,7 @@ def _sign_in_failed(
 # Refusals are audited off the caller's thread: they happen in async code too (a WebSocket
 # message naming another account), where Django refuses database calls.
 _refusals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+_recent: dict[str, float] = {}  # dedupe key -> until when (monotonic) this process skips it
 
 
 def refusal_record(
@@ -80,9 +82,18 @@ def refusal_record(
     """Audit a refused request (access denied, a limit), at most once per `once_per_s` for the
     same account and reason (0: every time): a client retrying in a loop writes one line."""
 
+    dedupe = f"{account_id}:{kind}:{detail}"
+    if once_per_s:  # this process first (no I/O on the caller's thread), then every process (the cache)
+        now = time.monotonic()
+        if _recent.get(dedupe, 0.0) > now:
+            return
+        if len(_recent) > 10_000:
+            _recent.clear()
+        _recent[dedupe] = now + once_per_s
+
     def write() -> None:
         try:
-            if once_per_s and not cache.add(f"audit:refused:{account_id}:{kind}:{detail}"[:240], 1, timeout=once_per_s):
+            if once_per_s and not cache.add(f"audit:refused:{dedupe}"[:240], 1, timeout=once_per_s):
                 return
             auth_event_record(kind=kind, account=Account(pk=account_id, username=username), detail=detail, ip=ip)
         except Exception:  # the audit must never turn a 403 or a 429 into a 500

@@ -99,7 +99,7 @@ class Principal:
             return f"{self.owner}/{user_id}"
         if user_id == self.username:
             return self.owner
-        self.denied(f"user_id {user_id[:40]!r}")
+        self.denied("a user_id naming another account")
         raise ForbiddenError(
             f"user_id: a {'session' if self.via == 'session' else 'personal API key'} acts as its own account "
             f"({self.username!r}); leave user_id out or name that account. Only a key with the 'service' "
@@ -160,15 +160,14 @@ def request_principal_drf(request: Request) -> Principal:
     return principal_of(request.user, key)
 
 
-def request_principal(request: HttpRequest, *, keys_only: bool = False) -> Principal:
-    """The principal of a plain Django request (the OpenAI views), from a key or the session.
-    Runs database queries: call it from sync code (or through sync_to_async)."""
+def request_principal(request: HttpRequest) -> Principal:
+    """The principal of a plain Django request (the OpenAI views): an API key only, as OpenAI's
+    own API (these views take no CSRF token, so a session cookie must not count). Runs
+    database queries: call it from sync code (or through sync_to_async)."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if header:
         key = key_from_header(header)
         principal = principal_of(key.account, key)
-    elif not keys_only and getattr(request, "user", None) is not None and request.user.is_authenticated:
-        principal = principal_of(request.user, None)
     else:
         raise NotAuthenticatedError(
             "Authorization: send 'Bearer <API key>' (create one on /accounts/)",

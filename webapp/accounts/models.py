@@ -150,3 +150,17 @@ class DataPurge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} ({self.app})"
+
+
+class Upgrade(models.Model):
+    """A one-time step of this deployment's data, done (webapp.accounts.legacy)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    done_at = models.DateTimeField(auto_now_add=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        db_table = "accounts_upgrade"
+
+    def __str__(self) -> str:
+        return self.name

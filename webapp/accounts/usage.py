@@ -6,8 +6,10 @@
 - generations at once per account (GENERATIONS_PER_ACCOUNT, or the account's
   `max_generations`): a counter that `release` takes back;
 - tokens per day, prompt and completion (DAILY_TOKEN_QUOTA, or the account's
-  `daily_token_quota`; 0 is no quota): counted per UTC day; the user sees the day's use on
-  their account page.
+  `daily_token_quota`; 0 is no quota): counted per UTC day as the turn runs (a reply the
+  client leaves is charged for what it used); the user sees the day's use on their
+  account page. It is checked when a turn starts, so the turns running when it runs out
+  finish: the day's use can pass the quota by at most what those turns use.
 
 A service key's end users share their account's limits: the account is who pays. Every
 count lives in the cache both app processes share (Redis under `make run` and
@@ -37,8 +39,9 @@ from webapp.accounts.identity import Principal
 from webapp.accounts.models import Account, AuthEventKind
 from webapp.core.errors import NotAuthenticatedError, TooManyRequestsError, UnavailableError
 
-# A generation that never released its place (its process died) stops counting after this.
-_RUNNING_TTL_S = 15 * 60
+# The running count expires this long after the account's last admission: a generation whose
+# process died stops counting then. Longer than a turn runs (an approval may keep one open).
+_RUNNING_TTL_S = 60 * 60
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,18 @@ def _tokens_key(account_id: int, day: dt.date) -> str:
 
 def _running_key(account_id: int) -> str:
     return f"usage:running:{account_id}"
+
+
+def _incr(key: str, by: int, *, timeout: int) -> int:
+    """Add `by` to the count at `key` (made at 0 if missing), keeping it `timeout` seconds."""
+    cache.add(key, 0, timeout=timeout)
+    try:
+        value = int(cache.incr(key, by))
+    except ValueError:  # expired between add and incr
+        cache.set(key, by, timeout=timeout)
+        return by
+    cache.touch(key, timeout)
+    return value
 
 
 def tokens_used_today(account_id: int) -> int:
@@ -137,11 +152,10 @@ class TurnLimits:
                         used=used,
                     )
             key = _running_key(account.pk)
-            cache.add(key, 0, timeout=_RUNNING_TTL_S)
-            running = cache.incr(key)
-            cache.touch(key, _RUNNING_TTL_S)
+            running = _incr(key, 1, timeout=_RUNNING_TTL_S)
             if running > limits.max_generations:
-                cache.decr(key)
+                with contextlib.suppress(ValueError):
+                    cache.decr(key)
                 self._refused("generations at once", once_per_s=60)
                 raise _limited(
                     f"this account already has {limits.max_generations} replies being generated; "
@@ -159,12 +173,12 @@ class TurnLimits:
         try:
             if self._holding:
                 self._holding = False
+                key = _running_key(account_id)
                 with contextlib.suppress(ValueError):  # the count expired meanwhile
-                    cache.decr(_running_key(account_id))
+                    if cache.decr(key) < 0:  # it expired and began again under running turns
+                        cache.set(key, 0, timeout=_RUNNING_TTL_S)
             if tokens > 0:
-                key = _tokens_key(account_id, _today())
-                cache.add(key, 0, timeout=2 * 24 * 3600)
-                cache.incr(key, tokens)
+                _incr(_tokens_key(account_id, _today()), tokens, timeout=2 * 24 * 3600)
         except redis.RedisError:
             pass  # the running count expires by itself; a lost token count favours the user
 
@@ -196,13 +210,11 @@ class TurnLimits:
         )
 
 
-def upload_admit(principal: Principal, ip: str | None) -> None:
-    """Count one document upload of the account (UPLOAD_RATE_PER_ACCOUNT), or refuse it."""
-    rate = settings.ENV.upload_rate_account
+def _account_rate_admit(principal: Principal, ip: str | None, *, what: str, rate: str, field: str | None) -> None:
     try:
         usage = get_usage(
             HttpRequest(),
-            group="upload-account",
+            group=f"{what}-account",
             key=lambda _g, _r: str(principal.account_id),
             rate=rate,
             increment=True,
@@ -211,10 +223,22 @@ def upload_admit(principal: Principal, ip: str | None) -> None:
         raise UnavailableError("limits can't be checked right now; try again shortly", retry_after=5) from exc
     if usage and usage["should_limit"]:
         if usage["count"] == usage["limit"] + 1:
-            TurnLimits(principal, ip)._refused(f"uploads ({rate})", once_per_s=0)
+            TurnLimits(principal, ip)._refused(f"{what} ({rate})", once_per_s=0)
         raise _limited(
-            f"too many uploads from this account: at most {rate.replace('/', ' per ')}",
+            f"too many {what} from this account: at most {rate.replace('/', ' per ')}",
             retry_after=max(1, int(usage["time_left"])),
             code="rate_limited",
-            field="file",
+            field=field,
         )
+
+
+def upload_admit(principal: Principal, ip: str | None) -> None:
+    """Count one document upload of the account (UPLOAD_RATE_PER_ACCOUNT), or refuse it."""
+    _account_rate_admit(principal, ip, what="uploads", rate=settings.ENV.upload_rate_account, field="file")
+
+
+def tool_call_admit(principal: Principal, ip: str | None) -> None:
+    """Count one tool call through REST (TOOL_CALL_RATE_PER_ACCOUNT), or refuse it. Each tool
+    also has its own allowance per user (a service key's end users each have theirs); this
+    caps the account as a whole, so rotating end users gains nothing past it."""
+    _account_rate_admit(principal, ip, what="tool calls", rate=settings.ENV.tool_call_rate_account, field=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+import redis
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import views as auth_views
@@ -191,10 +192,22 @@ def account_page(request: HttpRequest) -> HttpResponse:
             "password_changed": request.GET.get("password") == "changed",
             "registration": settings.ENV.registration,
             "events": audit.auth_events_of(account),
-            "usage": usage_of(account) if account.role != Role.PENDING else None,
+            "usage": _usage_or_none(account),
         },
         status=_form_status(request, form),
     )
+
+
+def _usage_or_none(account: Account) -> Any:
+    """Today's usage for the page; None (not shown) for a pending account or while the
+    counters (Redis) can't be read: the page still works."""
+    if account.role == Role.PENDING:
+        return None
+    try:
+        return usage_of(account)
+    except redis.RedisError:
+        log.warning("usage counters unreadable", exc_info=True)
+        return None
 
 
 # How long the page that deleted an account waits for both apps to say what they removed.

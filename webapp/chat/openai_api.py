@@ -276,7 +276,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     counted = runtime.CountedRequest()  # finished when the reply is out (or the request failed)
     control = TurnControl(can_wait_for_approval=False)
     try:
-        who = await sync_to_async(request_principal)(request, keys_only=True)
+        who = await sync_to_async(request_principal)(request)
         try:
             body = json_loads_bounded(request.body or b"null")
         except JsonInputError as exc:

@@ -326,6 +326,24 @@ class _Turn:
 _releasing: set[asyncio.Future[Any]] = set()  # gate releases under way (held so they aren't collected)
 
 
+def _release_after(admission: asyncio.Future[Any], gate: TurnGate, control: TurnControl) -> None:
+    """Give the turn's place and tokens back once its admission is settled. Not awaited: this
+    runs while the turn's generator closes (maybe cancelled); the gate's counts expire by
+    themselves should a release never land."""
+
+    def release(done: asyncio.Future[Any]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # refused (or failed): nothing was taken
+        task = asyncio.ensure_future(_worker(gate.release)(control.tokens))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+    if admission.done():
+        release(admission)
+    else:
+        admission.add_done_callback(release)
+
+
 async def turn_stream(
     request: TurnRequest | StatelessTurnRequest, *, deps: TurnDeps, control: TurnControl
 ) -> AsyncIterator[TurnEvent]:
@@ -335,12 +353,14 @@ async def turn_stream(
     context, server busy, generation failed). Leaving early (the caller stopped iterating)
     cancels the generation.
     """
-    gate, admitted = request.gate, False
+    gate, admission = request.gate, None
     with lifecycle.TurnRegistration(stop=lambda: control.stop("shutdown")):
         try:
             if gate is not None:
-                await _worker(gate.admit)()  # the account's limits: a 429 before anything is stored
-                admitted = True
+                # The account's limits: a 429 before anything is stored. Shielded: cancelled
+                # meanwhile (the client left), the admission still completes and is released.
+                admission = asyncio.ensure_future(_worker(gate.admit)())
+                await asyncio.shield(admission)
             if isinstance(request, StatelessTurnRequest):
                 async for event in _stateless(request, deps=deps, control=control):
                     yield event
@@ -350,12 +370,8 @@ async def turn_stream(
         finally:
             if control._handle is not None:
                 control._handle.cancel()  # a no-op once it finished; frees the slot if the caller left early
-            if gate is not None and admitted:
-                # Not awaited: this runs while the generator closes (maybe cancelled), and the
-                # gate's counts expire by themselves should the release never land.
-                release = asyncio.ensure_future(_worker(gate.release)(control.tokens))
-                _releasing.add(release)
-                release.add_done_callback(_releasing.discard)
+            if gate is not None and admission is not None:
+                _release_after(admission, gate, control)
 
 
 async def turn_collect(request: TurnRequest, *, deps: TurnDeps) -> TurnDone:
@@ -374,10 +390,9 @@ async def _stateless(
     control._attach(turn.handle)
     yield TurnStarted(conversation_id="", message_id="", user_message_id="", persona="", regenerates=None)
     completion = None
-    async for event in _round(turn, hold_calls=False):
+    async for event in _round(turn, hold_calls=False, control=control):
         if isinstance(event, Completion):
             completion = event
-            control.tokens += event.usage.prompt_tokens + event.usage.completion_tokens
         else:
             yield event
     assert completion is not None
@@ -411,10 +426,9 @@ async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl)
         yield TurnText(shown)
     while True:
         completion = None
-        async for event in _round(turn, hold_calls=turn.tool_mode is not None):
+        async for event in _round(turn, hold_calls=turn.tool_mode is not None, control=control):
             if isinstance(event, Completion):
                 completion = event
-                control.tokens += event.usage.prompt_tokens + event.usage.completion_tokens
                 continue
             if isinstance(event, TurnText):
                 shown += event.text
@@ -454,15 +468,25 @@ async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl)
     yield TurnDone(completion=completion, message=message, sources=turn.sources)
 
 
-async def _round(turn: _Turn, *, hold_calls: bool) -> AsyncIterator[TurnQueued | TurnText | Completion]:
+async def _round(
+    turn: _Turn, *, hold_calls: bool, control: TurnControl
+) -> AsyncIterator[TurnQueued | TurnText | Completion]:
     """One generation round: queue positions and text as they come, then its Completion.
 
     With `hold_calls`, a reply that starts with "{" is a tool call (the grammar lets a
-    plain answer start with anything else): it is held back, not shown as text.
+    plain answer start with anything else): it is held back, not shown as text. The round's
+    tokens count into `control.tokens` as they come (the prompt at once, then each token), so
+    a turn the client leaves mid-reply is charged for what it used; the engine's own count
+    replaces the running one when the round ends.
     """
     holding: bool | None = None if hold_calls else False
     last: DoneEvent | ErrorEvent | None = None
+    charged = turn.handle.plan.n_tokens
+    control.tokens += charged
     async for batch in turn.handle.aevent_batches():
+        generated = sum(1 for e in batch if isinstance(e, TokenEvent))
+        control.tokens += generated
+        charged += generated
         positions = [e.position for e in batch if isinstance(e, QueuedEvent)]
         if positions:
             yield TurnQueued(positions[-1])
@@ -475,6 +499,8 @@ async def _round(turn: _Turn, *, hold_calls: bool) -> AsyncIterator[TurnQueued |
             last = batch[-1]
     if not isinstance(last, DoneEvent):
         raise GenerationFailedError(last.message if last is not None else "generation ended without a result")
+    usage = last.completion.usage
+    control.tokens += usage.prompt_tokens + usage.completion_tokens - charged
     if holding and last.completion.finish_reason == "cancelled":
         yield replace(last.completion, text="")  # half a call is no reply
         return

@@ -162,6 +162,7 @@ class Env(BaseModel):
         "DAILY_TOKEN_QUOTA", 200_000, "a whole number of tokens, 0 for no quota"
     )
     upload_rate_account: Rate = _variable("UPLOAD_RATE_PER_ACCOUNT", "30/h", "a rate like 30/h (count/period)")
+    tool_call_rate_account: Rate = _variable("TOOL_CALL_RATE_PER_ACCOUNT", "120/m", "a rate like 120/m (count/period)")
     security_mode: Literal["development", "production"] = _variable(
         "SECURITY_MODE", "development", "development or production"
     )

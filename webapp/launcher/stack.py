@@ -49,6 +49,7 @@ LOAD_ACCOUNT_LIMITS = ("--turn-rate", "100000/m", "--max-generations", "1000", "
 BENCH_ENV = {
     "TURN_RATE_PER_IP": "100000/m",
     "UPLOAD_RATE_PER_ACCOUNT": "100000/h",
+    "TOOL_CALL_RATE_PER_ACCOUNT": "100000/m",
     "GATEWAY_CHAT_RATE": "10000r/s",
     "GATEWAY_CHAT_BURST": "10000",
 }
@@ -272,6 +273,9 @@ class Stack:
         """Migrate the accounts database once, before either app starts (two apps migrating one
         database at once would race), and note the setup token while no admin exists."""
         output = self.manage("accounts_prepare")
+        for line in output.splitlines():
+            if line.startswith("data from before accounts"):
+                print(line, flush=True)  # an upgraded deployment: how to give the data to accounts
         tokens = [line.split()[1] for line in output.splitlines() if line.startswith("setup-token ")]
         self.setup_token = tokens[-1] if tokens else None
 

@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 
 from webapp.accounts.client_ip import client_ip
 from webapp.accounts.models import Role
-from webapp.accounts.usage import upload_admit
+from webapp.accounts.usage import tool_call_admit, upload_admit
 from webapp.chat.apis import BodySerializer, PublicApi, QueryIntegerField, UserQuerySerializer, owner, principal
 from webapp.chat.inputs import StrictCharField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, STORE_ID_PATTERN, error_responses
@@ -409,10 +409,12 @@ class ToolCallApi(APIView):
     def post(self, request: Request, name: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        ctx = _tool_context(request, data.validated_data.get("user_id"))  # 403 before anything counts
+        tool_call_admit(principal(request), client_ip(request))
         outcome = tool_calls.tool_call(
             registry=runtime.tool_registry_get(),
             store=runtime.office_store_get(),
-            ctx=_tool_context(request, data.validated_data.get("user_id")),
+            ctx=ctx,
             name=name,
             arguments=data.validated_data["arguments"],
             source=data.validated_data["source"],

@@ -135,11 +135,12 @@ def _limits() -> LimitsBackend | None:
 
 
 def tool_context(user_id: str, role: str) -> ToolContext:
-    """What a caller may do with tools, from its account's role: admins may call CRITICAL tools;
-    demo accounts (seed 003: chat only) none above LOW."""
+    """What a caller may do with tools, from its account's role: admins may call CRITICAL tools
+    (an admin account's service key acts for its end users, who are not admins: their owner
+    keys are "a<id>/<end user>"); demo accounts (seed 003: chat only) none above LOW."""
     return ToolContext(
         user_id=user_id,
-        is_admin=role == "admin",
+        is_admin=role == "admin" and "/" not in user_id,
         max_sensitivity=Sensitivity.LOW if role == "demo" else Sensitivity.CRITICAL,
     )
 

@@ -374,3 +374,36 @@ def qdrant_owner_rename(client: Any, *, collection_prefix: str, old: str, new: s
             collection.name, payload={"user_id": new}, points=m.FilterSelector(filter=selector), wait=True
         )
     return moved
+
+
+def sqlite_index_labels_prefix(path: Path, prefix: str) -> int:
+    """Put `prefix` in front of every chunk's user_id that lacks it, in the SQLite index file
+    at `path` (no app running on it); how many changed."""
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        return int(
+            db.execute(
+                "UPDATE chunks SET user_id = ? || user_id WHERE substr(user_id, 1, ?) != ?",
+                (prefix, len(prefix), prefix),
+            ).rowcount
+        )
+
+
+def qdrant_labels_prefix(client: Any, *, collection_prefix: str, prefix: str) -> int:
+    """The same for Qdrant, point by point (once, at an upgrade)."""
+    changed = 0
+    for collection in client.get_collections().collections:
+        if not collection.name.startswith(collection_prefix):
+            continue
+        offset = None
+        while True:
+            points, offset = client.scroll(collection.name, limit=256, offset=offset, with_payload=["user_id"])
+            for point in points:
+                label = str(point.payload.get("user_id", ""))
+                if not label.startswith(prefix):
+                    client.set_payload(collection.name, payload={"user_id": prefix + label}, points=[point.id])
+                    changed += 1
+            if offset is None:
+                break
+    return changed

@@ -246,6 +246,21 @@ class ChatStore:
             self._cache.clear()
         return int(moved.modified_count)
 
+    def labels_prefix(self, prefix: str) -> int:
+        """Put `prefix` in front of every conversation's user_id that lacks it (setting apart
+        the data of a deployment from before accounts); how many changed. A scan, once."""
+        with self._db_lock:
+            docs = list(self._conversations.find({"app": self._app}, {"_id": 1, "user_id": 1}))
+            changed = 0
+            for doc in docs:
+                label = str(doc.get("user_id", ""))
+                if not label.startswith(prefix):
+                    self._conversations.update_one({"_id": doc["_id"]}, {"$set": {"user_id": prefix + label}})
+                    changed += 1
+        with self._cache_lock:
+            self._cache.clear()
+        return changed
+
     # --- messages ---------------------------------------------------------------------
 
     def message_append(

@@ -346,6 +346,22 @@ class OfficeStore:
             moved[collection] = int(result.modified_count)
         return moved
 
+    def labels_prefix(self, prefix: str) -> dict[str, int]:
+        """Put `prefix` in front of every user_id that lacks it, in every collection (see
+        ChatStore.labels_prefix); how many changed in each."""
+        changed = {}
+        for collection in ("documents", "chunks", "notes", "approvals", "audit"):
+            with self._lock:
+                docs = list(self._db[collection].find({"app": self._app}, {"_id": 1, "user_id": 1}))
+                n = 0
+                for doc in docs:
+                    label = str(doc.get("user_id", ""))
+                    if not label.startswith(prefix):
+                        self._db[collection].update_one({"_id": doc["_id"]}, {"$set": {"user_id": prefix + label}})
+                        n += 1
+            changed[collection] = n
+        return changed
+
     def document_owners(self, owner: str) -> list[tuple[str, str]]:
         """(user_id, document_id) of every document of `owner` and its end users."""
         with self._lock:
