@@ -75,7 +75,7 @@ def world(stack: Stack, gateway: str) -> World:
     assert upload.status_code == 201, upload.text
     note = requests.post(
         f"{gateway}/office/tools/save_note/call",
-        json={"arguments": {"title": "alice's secret", "text": "the vault code is 4711"}},
+        json={"arguments": {"title": "alice's secret", "text": "the vault code is quartz-zebra-2718"}},
         headers=a_auth,
         timeout=30,
     )
@@ -280,7 +280,7 @@ def test_a_service_key_naming_another_account_names_its_own_end_user(world: Worl
     assert response.status_code in (200, 201, 202, 204, 404), response.text
     if response.status_code != 404:  # a 404's message repeats the id it was asked for
         assert world.db_ids["office"] not in response.text and world.document_id not in response.text
-    assert "4711" not in response.text  # A's note
+    assert "quartz-zebra" not in response.text  # A's note
     assert snapshot(world) == before
 
 
@@ -293,7 +293,7 @@ def test_lists_searches_and_grounding_show_only_the_accounts_own_data(world: Wor
     search = requests.post(f"{g}/office/documents/search", json={"query": "hotel receipts"}, headers=b, timeout=30)
     assert search.status_code == 200 and search.json()["results"] == []
     notes = requests.post(f"{g}/office/tools/list_notes/call", json={"arguments": {}}, headers=b, timeout=30)
-    assert "4711" not in notes.text
+    assert "quartz-zebra" not in notes.text
     audit = requests.get(f"{g}/office/audit?limit=500", headers=b, timeout=30).json()["entries"]
     assert all(e.get("approval_id") != world.approval_id for e in audit)
     question = {"model": "assistant", "messages": [{"role": "user", "content": "How many days for hotel receipts?"}]}
@@ -483,4 +483,4 @@ def test_zz_the_owners_note_is_still_there_exactly_once(world: World) -> None:
     )
     assert notes.status_code == 200, notes.text
     texts = [note["text"] for note in notes.json()["result"]["notes"]]
-    assert texts == ["the vault code is 4711"]
+    assert texts == ["the vault code is quartz-zebra-2718"]
