@@ -93,7 +93,7 @@ COPY personas/ personas/
 # The registry alone; compose mounts the whole models/ folder (registry and GGUF files)
 # over /app/models, so edit models/registry.toml on the host, not here.
 COPY models/registry.toml models/registry.toml
-RUN mkdir -p /app/var && chown app:app /app/var
+RUN mkdir -p /app/var/avatars && chown -R app:app /app/var
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

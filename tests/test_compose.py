@@ -278,6 +278,17 @@ def test_mongo_is_version_7_with_a_declared_named_volume(compose: dict[str, Any]
     healthcheck_command(mongo, "mongo")
 
 
+def test_character_avatars_live_in_a_named_volume_under_var_dir(compose: dict[str, Any]) -> None:
+    """Avatars are files (webapp/characters/avatars.py) under VAR_DIR/avatars: a container
+    that is replaced must not lose them."""
+    character = service(compose, "character")
+    var_dir = environment(character)["VAR_DIR"]
+    avatars = mount_at(character, f"{var_dir}/avatars", "character")
+    assert not avatars.is_bind and not avatars.read_only
+    assert avatars.source in (compose.get("volumes") or {})
+    assert "mkdir -p /app/var/avatars" in (REPO_ROOT / "Dockerfile").read_text(), "the volume starts owned by app"
+
+
 # --- the image ------------------------------------------------------------------------
 
 

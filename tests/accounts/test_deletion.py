@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.auth import PASSWORD, account_create, bearer, form_post, key_create, signin
+from tests.characters import cardgen
 from tests.office.test_documents import POLICY_MD
 from webapp.launcher.stack import Stack
 
@@ -49,6 +50,25 @@ def fill(gateway: str, auth: dict[str, str], *, user_id: str | None = None) -> d
     )
     assert upload.status_code == 201, upload.text
     made["document"] = upload.json()["id"]
+    card = requests.post(
+        f"{gateway}/character/characters/import",
+        files={"file": ("card.png", cardgen.png_with(chara=None, ccv3=cardgen.card_v3()))},
+        data=who,
+        headers=auth,
+        timeout=60,
+    )
+    assert card.status_code == 201, card.text
+    made["card"] = card.json()["id"]
+    book = requests.post(
+        f"{gateway}/character/lorebooks",
+        files={"file": ("world.json", json.dumps(cardgen.world_info()).encode())},
+        data=who,
+        headers=auth,
+        timeout=60,
+    )
+    assert book.status_code == 201, book.text
+    persona = requests.put(f"{gateway}/character/user-persona", json={"name": "Ari", **who}, headers=auth, timeout=30)
+    assert persona.status_code == 200, persona.text
     note = requests.post(
         f"{gateway}/office/tools/save_note/call",
         json={"arguments": {"title": "t", "text": "keep me"}, **who},
@@ -77,17 +97,25 @@ def everything_of(gateway: str, auth: dict[str, str], made: dict[str, Any]) -> d
         "office": get(f"/office/conversations/{made['office']}/messages"),
         "character": get(f"/character/conversations/{made['character']}/messages"),
         "documents": get("/office/documents"),
+        "characters": get("/character/characters"),
+        "lorebooks": get("/character/lorebooks"),
+        "user_persona": get("/character/user-persona"),
     }
+
+
+def avatars(stack: Stack) -> set[str]:
+    return {path.name for path in (stack.config.var_dir / "avatars" / "character").glob("*.png")}
 
 
 def test_deleting_your_account_removes_its_data_in_both_apps_and_says_what(stack: Stack, gateway: str) -> None:
     name, other = account_create(stack), account_create(stack)
     personal, service = bearer(key_create(stack, name)), bearer(key_create(stack, name, scope="service"))
     other_auth = bearer(key_create(stack, other))
-    fill(gateway, personal)
-    fill(gateway, service, user_id="end-user-1")
+    cards = [fill(gateway, personal)["card"], fill(gateway, service, user_id="end-user-1")["card"]]
     kept = fill(gateway, other_auth)
     other_before = everything_of(gateway, other_auth, kept)
+    other_avatar = {name for name in avatars(stack) if name.startswith(kept["card"])}
+    assert len(other_avatar) == 1
     owner = f"a{account_id(stack, name)}"
     assert index_rows(stack, owner) >= 2
 
@@ -107,13 +135,22 @@ def test_deleting_your_account_removes_its_data_in_both_apps_and_says_what(stack
     assert removed["office"]["conversations"] == "2" and int(removed["office"]["messages"]) == 4
     assert removed["office"]["documents"] == "2" and int(removed["office"]["passages"]) >= 2
     assert removed["office"]["notes"] == "2"
-    assert removed["character"] == {"conversations": "2", "messages": "4"}
+    assert removed["character"] == {
+        "conversations": "2",
+        "messages": "4",
+        "characters": "2",
+        "lorebooks": "2",
+        "user_personas": "2",
+    }
 
     for auth in (personal, service):
         assert requests.get(f"{gateway}/office/me", headers=auth, timeout=30).status_code == 401
     assert browser.get(f"{gateway}/character/me", timeout=30).status_code == 401
     assert index_rows(stack, owner) == 0
     assert everything_of(gateway, other_auth, kept) == other_before
+    left = avatars(stack)
+    assert other_avatar <= left
+    assert not [avatar for avatar in left if avatar.startswith(tuple(cards))], "the account's avatars are gone"
     events = stack.manage(
         "shell", "-v", "0", "-c",
         "from webapp.accounts.models import AuthEvent; "

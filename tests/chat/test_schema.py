@@ -65,6 +65,19 @@ SEMANTIC_REFUSALS: dict[tuple[str, int], set[str]] = {
     # The model's context is counted in tokens; a schema can only count characters.
     ("POST /office/Llama", 400): {"context_length_exceeded"},
     ("POST /character/Llama", 400): {"context_length_exceeded"},
+    # A card's rules that JSON Schema does not say: a lorebook's entries, text without NUL,
+    # a definition that fits the model's context; and whether a file is a card at all.
+    ("POST /character/characters", 400): {"invalid_card", "card_too_long"},
+    ("PATCH /character/characters/{character_id}", 400): {"invalid_card", "card_too_long"},
+    # A card's JSON may take 4 MiB (the gateway lets 5 MiB through); the schema's sizes per
+    # field allow more in all.
+    ("POST /character/characters", 413): {"card_too_large", "body_too_large"},
+    ("PATCH /character/characters/{character_id}", 413): {"card_too_large", "body_too_large"},
+    ("POST /character/characters/import", 400): {"invalid_card", "card_too_long"},
+    ("POST /character/characters/import", 413): {"card_too_large"},
+    ("PUT /character/characters/{character_id}/avatar", 400): {"invalid_card"},
+    ("POST /character/lorebooks", 400): {"invalid_lorebook"},
+    ("POST /character/lorebooks", 413): {"card_too_large"},
 }
 
 

@@ -118,3 +118,29 @@ def test_rendered_config_passes_nginx_t(tmp_path):
         [nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "size", "answered_by"),
+    [
+        ("/character/characters/import", 8 * 1024 * 1024 + 4096, "app"),  # the app names its 8 MiB limit
+        ("/character/lorebooks", 8 * 1024 * 1024 + 4096, "app"),
+        ("/character/characters", 200_000, "app"),  # card fields as JSON: past 64 KiB, under 5 MiB
+        ("/character/characters", 6 * 1024 * 1024, "gateway"),
+        ("/character/Llama", 200_000, "gateway"),  # every other JSON body: 64 KiB
+    ],
+)
+def test_bodies_past_the_limit_of_their_path_get_413_from_the_gateway(http, gateway, path, size, answered_by):
+    """Card files and card fields are large: their paths let more through than other JSON
+    bodies, which nginx refuses past 64 KiB before an app reads a byte."""
+    if path.endswith(("import", "lorebooks")):
+        response = http.post(f"{gateway}{path}", files={"file": ("big.json", b" " * size)}, timeout=60)
+    else:
+        body = b'{"data": {"name": "x", "description": "' + b"a" * size + b'"}}'
+        response = http.post(f"{gateway}{path}", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    error = response.json()["error"]
+    if answered_by == "gateway":
+        assert (response.status_code, error["code"]) == (413, "body_too_large")
+    else:
+        assert error["code"] != "body_too_large", response.text[:300]
+        assert response.status_code in (400, 413), response.text[:300]

@@ -3,7 +3,8 @@
 The account row, its keys and its sessions go at once, in one transaction (from then on
 nothing authenticates as it), and a DataPurge row per app asks that app to remove what its
 stores hold: conversations and messages (both apps); documents with their passages and
-vectors, notes, approvals and tool audit (office). Each app's process does its share
+vectors, notes, approvals and tool audit (office); characters with their avatars and the
+user personas (character). Each app's process does its share
 (webapp.chat.purge) within seconds, or when it next starts, and records what it removed;
 `purges_wait` lets the page that asked say what went. The accounts audit keeps one line
 (`account_deleted`, with the name and who asked); the account's earlier audit lines stay,

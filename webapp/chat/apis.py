@@ -125,6 +125,7 @@ def _reply(data: dict[str, Any], who: Principal, gate: TurnLimits) -> Response:
     request = turn_request(
         data,
         owner=who.owner_for(data.get("user_id")),
+        user_name=data.get("user_id") or who.username,
         role=who.role,
         gate=gate,
         sampling=sampling_params(runtime.model_spec_get().sampling),
@@ -347,6 +348,7 @@ class ConversationSerializer(serializers.Serializer):
     persona = serializers.CharField()
     title = serializers.CharField()
     message_count = serializers.IntegerField()
+    greeting = serializers.IntegerField(help_text="which of the persona's greetings it started with (0: the first)")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 

@@ -38,6 +38,7 @@ import json
 import logging
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -170,7 +171,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         resumed socket may have taken over); errors become error frames."""
         with runtime.CountedRequest() as counted:
             try:
-                request = _turn_request(kind, frame, principal, (self.scope.get("client") or [None])[0])
+                client = (self.scope.get("client") or [None])[0]
+                # Off the loop: the persona may be a character read from the store.
+                request = await sync_to_async(_turn_request, thread_sensitive=False)(kind, frame, principal, client)
                 async for event in turn_stream(request, deps=runtime.turn_deps(), control=control):
                     await stream.emit(_frame_of(event))
                 counted.succeeded()
@@ -282,6 +285,9 @@ def _frame_of(event: TurnEvent) -> dict[str, Any]:
         "timings": meta["timings"],
         "sources": meta.get("sources", []),
         "tool_calls": meta.get("tool_calls", []),
+        # The character app: the lorebook entries that fired, and where the prompt's tokens went.
+        "lore": meta.get("lore", []),
+        "budget": meta.get("prompt", {}).get("budget"),
     }
 
 
@@ -308,6 +314,7 @@ def _turn_request(kind: str, frame: dict[str, Any], principal: Principal, client
     return inputs.turn_request(
         data,
         owner=principal.owner_for(data.get("user_id")),
+        user_name=data.get("user_id") or principal.username,
         role=principal.role,
         gate=TurnLimits(principal, client),
         sampling=services.sampling_params(runtime.model_spec_get().sampling),

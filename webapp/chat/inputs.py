@@ -21,6 +21,7 @@ from webapp.engine.engine import SamplingParams
 
 INPUT_MAX = 500
 USER_ID_MAX = 128
+GREETINGS_MAX = 100
 
 
 class StrictCharField(serializers.CharField):
@@ -30,6 +31,15 @@ class StrictCharField(serializers.CharField):
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer in a JSON body: refuses "5" and true, which IntegerField would take as 5 and 1."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str | bool):
             self.fail("invalid")
         return super().to_internal_value(data)
 
@@ -115,6 +125,9 @@ class CharacterTurnSerializer(serializers.Serializer):
     character_name = StrictCharField(required=False, max_length=100)
     greeting = StrictCharField(required=False, allow_blank=True, max_length=1000)
     context = StrictCharField(required=False, max_length=4000)
+    # Which greeting a new conversation starts with: 0 the character's first message, n its
+    # alternate greeting n (GET characters lists them). Ignored once the conversation exists.
+    greeting_index = StrictIntegerField(required=False, min_value=0, max_value=GREETINGS_MAX)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         inline = [k for k in ("character_name", "greeting", "context") if k in attrs]
@@ -144,17 +157,27 @@ class CharacterRegenerateSerializer(CharacterTurnSerializer):
 
 
 def turn_request(
-    data: Mapping[str, Any], *, owner: str, role: str, gate: TurnGate | None, sampling: SamplingParams
+    data: Mapping[str, Any],
+    *,
+    owner: str,
+    user_name: str,
+    role: str,
+    gate: TurnGate | None,
+    sampling: SamplingParams,
 ) -> TurnRequest:
     """A validated turn (either app's serializer) as the turn service's request, for the data
-    owner, account role and account limits (`gate`) the interface authenticated."""
+    owner, account role and account limits (`gate`) the interface authenticated; `user_name`
+    is who the user is in a character's macros until they set a user persona. Blocking (a
+    character may be read from the store): call on a worker thread."""
     names = data.get("tool_names")
     return TurnRequest(
         user_id=owner,
+        user_name=user_name,
         role=role,
         gate=gate,
+        greeting_index=int(data.get("greeting_index", 0)),
         db_id=str(data.get("db_id") or uuid.uuid4()),
-        persona=persona_from_input(data),
+        persona=persona_from_input(data, owner=owner),
         sampling=sampling,
         text=data.get("input_data"),  # None: regenerate
         web_search=bool(data.get("google_access")),
@@ -163,19 +186,23 @@ def turn_request(
     )
 
 
-def persona_by_id(persona_id: str) -> Persona:
+def persona_by_id(persona_id: str, *, owner: str) -> Persona:
+    """A persona by id: this app's own (personas/), or one of `owner`'s characters when the
+    app has a character library (AppWiring.persona_get)."""
+    found = runtime.wiring_get().persona_get
     catalog = runtime.personas_get()
-    persona = catalog.get(persona_id)
+    persona = found(owner, persona_id) if found is not None else catalog.get(persona_id)
     if persona is None:
         known = ", ".join(sorted(catalog.personas))
-        raise ApplicationError(f"persona: unknown persona '{persona_id}' (known: {known})", field="persona")
+        mine = " or one of your characters (GET characters)" if found is not None else ""
+        raise ApplicationError(f"persona: unknown persona '{persona_id}' (known: {known}{mine})", field="persona")
     return persona
 
 
-def persona_from_input(data: dict[str, Any]) -> Persona:
+def persona_from_input(data: Mapping[str, Any], *, owner: str) -> Persona:
     """The persona a validated turn asks for: by id, described inline, or the app's default."""
     if "persona" in data:
-        return persona_by_id(data["persona"])
+        return persona_by_id(data["persona"], owner=owner)
     if "character_name" in data:
         return character_inline(name=data["character_name"], greeting=data.get("greeting", ""), context=data["context"])
     return runtime.personas_get().default

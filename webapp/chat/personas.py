@@ -3,14 +3,23 @@
 A persona becomes the pinned head of every prompt: a system message, optional example
 exchanges, and the greeting as the assistant's first turn. The model's chat template
 turns these into its own special tokens; nothing here writes template syntax.
+
+The character app (webapp.characters) makes personas of character cards too: those have
+alternate greetings, post-history instructions, a lorebook (`lore`), and macros that
+depend on who chats and when. The turn service binds such a persona to its chat
+(`Persona.bind` with a `ChatScope`) before it lays out the prompt
+(webapp.chat.assembly); a persona from a TOML file binds to itself.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from webapp.engine.prompt import ChatMessage
 
@@ -29,6 +38,35 @@ class Example:
 
 
 @dataclass(frozen=True)
+class ChatScope:
+    """Who chats, in which conversation, and when: what a character's macros are evaluated against."""
+
+    owner: str  # the data owner key (webapp.accounts.identity)
+    user_name: str  # the user's name when they have set no user persona
+    seed: str  # the conversation's id: {{pick}} and the definition's {{random}} stay stable in it
+    started_at: datetime  # the conversation's start: {{time}} etc. in the definition
+    now: datetime  # this turn: {{time}} etc. in lore and post-history instructions
+    greeting_index: int = 0  # 0 = the first message, n = alternate greeting n
+
+
+@dataclass(frozen=True)
+class LoreItem:
+    """A lorebook entry that fired for this turn, as the prompt and the reply's trace see it."""
+
+    content: str
+    tokens: int
+    priority: int  # under context pressure the lowest priority goes first
+    order: int  # its place among the fired entries (insertion order)
+    position: Literal["before_char", "after_char"]
+    trace: dict[str, Any]  # stored with the reply: name, uid, book, tokens, reason
+
+
+# The lore that fires for a turn: given the chat's texts (oldest first, the new message last)
+# and the model's token counter, the entries in insertion order.
+LoreActivate = Callable[[Sequence[str], Callable[[str], int]], tuple[LoreItem, ...]]
+
+
+@dataclass(frozen=True)
 class Persona:
     id: str
     app: str
@@ -39,6 +77,19 @@ class Persona:
     language: str = "en"
     examples: tuple[Example, ...] = field(default_factory=tuple)
     is_default: bool = False
+    alternate_greetings: tuple[str, ...] = ()
+    post_history: str = ""  # after the history, never dropped (a card's post_history_instructions)
+    user_description: str = ""  # the user persona, placed after the definition
+    lore: LoreActivate | None = None
+    binder: Callable[[Persona, ChatScope], Persona] | None = field(default=None, compare=False)
+
+    def bind(self, scope: ChatScope) -> Persona:
+        """This persona for one chat: macros evaluated, the greeting chosen, the user persona in."""
+        return self.binder(self, scope) if self.binder is not None else self
+
+    def greetings(self) -> tuple[str, ...]:
+        """Every first message the user may start with: the greeting, then the alternates."""
+        return (self.greeting, *self.alternate_greetings) if self.greeting else self.alternate_greetings
 
     def pinned_messages(self) -> list[ChatMessage]:
         messages = [ChatMessage("system", self.system_prompt)]

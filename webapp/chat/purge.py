@@ -1,7 +1,8 @@
 """This app's share of deleting accounts (webapp.accounts.deletion): a thread that looks for
 purges asked of this app every few seconds, removes what the stores hold for the account
-(conversations and messages; the office adds documents, passages, vectors, notes, approvals
-and tool audit through AppWiring.owner_purge), and records what it removed.
+(conversations and messages; through AppWiring.owner_purge the office adds documents,
+passages, vectors, notes, approvals and tool audit, and the character app characters,
+avatars and user personas), and records what it removed.
 
 A thread of its own rather than a request: the account is deleted by whichever app serves
 /accounts/, but each app's embedded store can only be written by that app's process; and a

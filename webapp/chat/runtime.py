@@ -19,7 +19,7 @@ from django.conf import settings
 from webapp.chat import lifecycle
 from webapp.chat.errors import ModelNotReadyError, ShuttingDownError
 from webapp.chat.metrics import HttpMetrics, RequestStats
-from webapp.chat.personas import PersonaCatalog, catalog_load
+from webapp.chat.personas import Persona, PersonaCatalog, catalog_load
 from webapp.chat.turns import Grounder, ToolRunner, TurnDeps
 from webapp.engine.engine import Engine
 from webapp.engine.registry import ModelSpec, registry_load
@@ -172,6 +172,9 @@ class AppWiring:
     # What else the app removes when an account is deleted (the office: documents, notes…),
     # given the account's owner key; how many of each it removed.
     owner_purge: Callable[[str], dict[str, int]] | None = None
+    # A persona by (owner key, id) when the app keeps characters per account (the character
+    # app: the built-in personas and the owner's own characters); None: personas/ only.
+    persona_get: Callable[[str, str], Persona | None] | None = None
 
 
 _wiring: AppWiring | None = None

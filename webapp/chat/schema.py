@@ -206,7 +206,10 @@ class RequestListFieldExtension(OpenApiSerializerFieldExtension):
 
 
 def persona_property() -> dict[str, Any]:
-    """A turn's `persona`: one of this app's personas (any other id is a 400)."""
+    """A turn's `persona`: one of this app's personas (any other id is a 400), or, where the
+    app has a character library, also one of the user's own characters."""
+    if runtime.wiring_get().persona_get is not None:
+        return {"type": "string", "maxLength": 64, "description": "a character id from GET characters"}
     return {
         "type": "string",
         "enum": sorted(runtime.personas_get().personas),

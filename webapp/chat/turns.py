@@ -34,14 +34,16 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from webapp.chat import lifecycle
+from webapp.chat.assembly import Layout, layout_build, layout_first, layout_without_lowest_lore
 from webapp.chat.checkpoints import ReplyCheckpoint
 from webapp.chat.errors import GenerationFailedError, ServerBusyError
-from webapp.chat.personas import Persona
+from webapp.chat.personas import ChatScope, LoreItem, Persona
 from webapp.chat.services import messages_visible, prompt_history
 from webapp.core.errors import ApplicationError, NotFoundError
 from webapp.engine.engine import (
@@ -178,6 +180,9 @@ class TurnRequest:
 
     `text` is the new message; None answers the conversation's last message again
     (regenerate: fresh sources, no tools; the old reply stays stored and drops out of prompts).
+    `greeting_index` picks which of the persona's greetings a new conversation starts with
+    (0: its first message; n: alternate greeting n); `user_name` is who the user is in the
+    persona's macros when they have set no user persona.
     """
 
     user_id: str
@@ -185,6 +190,8 @@ class TurnRequest:
     persona: Persona
     sampling: SamplingParams
     role: str = "user"
+    greeting_index: int = 0
+    user_name: str = "User"
     gate: TurnGate | None = None
     text: str | None = None
     web_search: bool = False
@@ -320,7 +327,9 @@ class _Turn:
     tools_offered: tuple[tuple[str, str, dict[str, Any]], ...] = ()
     tool_steps: tuple[ToolStep, ...] = ()
     sampling: SamplingParams | None = None
-    persona: Persona | None = None
+    persona: Persona | None = None  # bound to the chat (webapp.chat.personas.Persona.bind)
+    layout: Layout | None = None  # round 1's prompt around the history (webapp.chat.assembly)
+    budget: dict[str, int] | None = None  # round 1's prompt tokens by part
 
 
 _releasing: set[asyncio.Future[Any]] = set()  # gate releases under way (held so they aren't collected)
@@ -605,25 +614,72 @@ def _round_submit(
     engine: Engine,
     *,
     persona: Persona,
+    lore: Sequence[LoreItem],
     history: Sequence[ChatMessage],
     user: ChatMessage,
     sampling: SamplingParams,
     tools: tuple[ChatMessage, str] | None,
     tool_mode: ToolMode | None,
-) -> GenerationHandle:
-    """Submit round 1; `tools` is the (instruction, grammar) of a round that may call a tool."""
+) -> tuple[Layout, GenerationHandle]:
+    """Lay out and submit round 1; `tools` is the (instruction, grammar) of a round that may
+    call a tool. When even no history leaves room, the lowest-priority lore goes, one entry
+    at a time (webapp.chat.assembly); without lore left, the turn is refused."""
     if tools and tool_mode == "required":
         # The call is not the reply: a short reply limit must not cut its JSON in half, and
         # its arguments are decoded greedily (the most likely value, not a creative one).
         sampling = replace(sampling, max_tokens=max(sampling.max_tokens, TOOL_CALL_MAX_TOKENS), temperature=0.0)
-    request = GenerationRequest(
-        pinned=[*persona.pinned_messages(), *([tools[0]] if tools else [])],
-        history=list(history),
+    instruction = tools[0] if tools else None
+    layout = layout_first(
+        persona,
+        lore=lore,
+        history=history,
         user=user,
-        sampling=sampling,
-        grammar=tools[1] if tools else None,
+        count_tokens=engine.count_tokens,
+        n_ctx=engine.n_ctx,
+        max_tokens=sampling.max_tokens,
+        instruction=instruction,
     )
-    return _submit(engine, request, field="input_data", what="input_data and the persona")
+    what = "input_data and the character" if persona.app == "character" else "input_data and the persona"
+    while True:
+        request = GenerationRequest(
+            pinned=layout.pinned,
+            history=list(history),
+            user=user,
+            after=layout.after,
+            sampling=sampling,
+            grammar=tools[1] if tools else None,
+        )
+        try:
+            return layout, engine.submit(request)
+        except PromptTooLongError as exc:
+            if not layout.lore:
+                raise engine_error(exc, field="input_data", what=what) from exc  # type: ignore[misc]
+            layout = layout_without_lowest_lore(persona, layout, instruction=instruction)
+        except (EngineBusyError, GrammarError) as exc:
+            raise engine_error(exc, field="input_data", what=what) from exc  # type: ignore[misc]
+
+
+def _persona_bound(request: TurnRequest, conversation: Conversation | None) -> Persona:
+    """The request's persona for this chat: its macros, greeting and user persona settled
+    (a new conversation starts now, with the greeting the request picked)."""
+    now = datetime.now(UTC)
+    scope = ChatScope(
+        owner=request.user_id,
+        user_name=request.user_name,
+        seed=request.db_id,
+        started_at=conversation.created_at if conversation is not None else now,
+        now=now,
+        greeting_index=conversation.greeting if conversation is not None else request.greeting_index,
+    )
+    return request.persona.bind(scope)
+
+
+def _lore(engine: Engine, persona: Persona, *, history: Sequence[Message], text: str) -> tuple[LoreItem, ...]:
+    """The persona's lore entries that the chat's recent texts set off (none without a lorebook)."""
+    if persona.lore is None:
+        return ()
+    texts = [*([persona.greeting] if persona.greeting else []), *(m.content for m in history), text]
+    return persona.lore(texts, engine.count_tokens)
 
 
 def _kept(history: Sequence[Message], handle: GenerationHandle) -> Sequence[Message]:
@@ -647,17 +703,18 @@ def _first_round(
     deps: TurnDeps,
     request: TurnRequest,
     *,
+    persona: Persona,
     text: str,
     history: Sequence[Message],
     tools: tuple[ChatMessage, str] | None,
     tool_mode: ToolMode | None,
-) -> tuple[GroundingLike | None, ChatMessage, GenerationHandle]:
-    """Ground `text` on the user's sources and submit round 1; the grounding, the user turn as
-    the model sees it, and the handle."""
+) -> tuple[GroundingLike | None, ChatMessage, Layout, GenerationHandle]:
+    """Ground `text` on the user's sources and submit round 1 for the bound `persona`; the
+    grounding, the user turn as the model sees it, the prompt's layout, and the handle."""
     grounding = _grounding(
         deps.grounder,
         deps.engine,
-        pinned=request.persona.pinned_messages(),
+        pinned=persona.pinned_messages(),
         user_id=request.user_id,
         text=text,
         earlier=[m.content for m in history if m.role == "user"],
@@ -665,16 +722,17 @@ def _first_round(
         web=request.web_search,
     )
     prompt_user = ChatMessage("user", grounding.prompt_text if grounding else text)
-    handle = _round_submit(
+    layout, handle = _round_submit(
         deps.engine,
-        persona=request.persona,
+        persona=persona,
+        lore=_lore(deps.engine, persona, history=history, text=text),
         history=_chat(history),
         user=prompt_user,
         sampling=request.sampling,
         tools=tools,
         tool_mode=tool_mode,
     )
-    return grounding, prompt_user, handle
+    return grounding, prompt_user, layout, handle
 
 
 def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
@@ -688,13 +746,30 @@ def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
     if deps.tools is not None and request.tool_mode is not None:
         offered = tuple(deps.tools.offered(request.tool_names))
         round_tools = tools_for_round(offered, request.tool_mode) if offered else None
-    persona = request.persona
-    grounding, prompt_user, handle = _first_round(
-        deps, request, text=request.text, history=history, tools=round_tools, tool_mode=request.tool_mode
+    if conversation is None and request.greeting_index >= max(1, len(request.persona.greetings())):
+        raise ApplicationError(
+            f"greeting_index: {request.persona.name} has {len(request.persona.greetings())} greeting(s); "
+            f"pick one from 0 to {max(0, len(request.persona.greetings()) - 1)}",
+            field="greeting_index",
+            code="invalid_greeting",
+        )
+    persona = _persona_bound(request, conversation)
+    grounding, prompt_user, layout, handle = _first_round(
+        deps,
+        request,
+        persona=persona,
+        text=request.text,
+        history=history,
+        tools=round_tools,
+        tool_mode=request.tool_mode,
     )
     if conversation is None:
         conversation = store.conversation_create(
-            db_id=request.db_id, user_id=request.user_id, persona=persona.id, title=request.text[:TITLE_CHARS]
+            db_id=request.db_id,
+            user_id=request.user_id,
+            persona=persona.id,
+            title=request.text[:TITLE_CHARS],
+            greeting=request.greeting_index,
         )
     user_message = store.message_append(conversation, role="user", content=request.text, persona=persona.id)
     return _Turn(
@@ -711,6 +786,8 @@ def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
         tool_mode=request.tool_mode if round_tools else None,
         tools_offered=offered,
         sampling=request.sampling,
+        layout=layout,
+        budget=_budget_measure(deps.engine, persona=persona, layout=layout, handle=handle, user=prompt_user.content),
     )
 
 
@@ -729,9 +806,9 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
     replaced = next((m.id for m in messages[last_user + 1 :] if m.role == "assistant"), None)
     history = prompt_history(messages[:last_user])
     user_message = messages[last_user]
-    persona = request.persona
-    grounding, prompt_user, handle = _first_round(
-        deps, request, text=user_message.content, history=history, tools=None, tool_mode=None
+    persona = _persona_bound(request, conversation)
+    grounding, prompt_user, layout, handle = _first_round(
+        deps, request, persona=persona, text=user_message.content, history=history, tools=None, tool_mode=None
     )
     return _Turn(
         persona_id=persona.id,
@@ -746,6 +823,8 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
         sources=_sources(grounding),
         notice=grounding.notice if grounding else None,
         sampling=request.sampling,
+        layout=layout,
+        budget=_budget_measure(deps.engine, persona=persona, layout=layout, handle=handle, user=prompt_user.content),
     )
 
 
@@ -773,13 +852,20 @@ def _next_round(engine: Engine, turn: _Turn, step: ToolStep) -> _Turn:
     for earlier in steps[:-1]:
         exchange += [ChatMessage("assistant", earlier.call_text()), ChatMessage("user", earlier.result_text())]
     exchange.append(ChatMessage("assistant", step.call_text()))
-    pinned = list(turn.persona.pinned_messages())
-    grammar = None
+    assert turn.layout is not None
+    grammar, instruction = None, None
     if mode is not None:
         instruction, grammar = tools_for_round(turn.tools_offered, mode)
-        pinned.append(instruction)
+    layout = layout_build(
+        turn.persona,
+        lore=turn.layout.lore,
+        examples=turn.layout.examples,
+        instruction=instruction,
+        dropped=turn.layout.lore_dropped,
+    )
     request = GenerationRequest(
-        pinned=pinned,
+        pinned=layout.pinned,
+        after=layout.after,
         history=[*_chat(turn.history), *exchange],
         user=ChatMessage("user", f"{step.result_text()}\nNow answer my question."),
         sampling=turn.sampling or turn.handle.request.sampling,
@@ -803,6 +889,26 @@ def reply_text(notice: str | None, generated: str) -> str:
     return f"{notice}\n\n{generated}" if notice else generated
 
 
+def _budget(turn: _Turn, completion: Completion) -> dict[str, Any]:
+    """Where round 1's prompt went (character / lore / examples / history) and the reply's share."""
+    if not turn.budget or turn.layout is None or turn.persona is None:
+        return {}
+    return {
+        "budget": {**turn.budget, "reply": completion.usage.completion_tokens},
+        "examples_dropped": bool(turn.persona.examples) and not turn.layout.examples,
+    }
+
+
+def _budget_measure(
+    engine: Engine, *, persona: Persona, layout: Layout, handle: GenerationHandle, user: str
+) -> dict[str, int]:
+    """Round 1's prompt tokens by part; the history's share is what the others leave (with the
+    template's own tokens)."""
+    parts = layout.budget(persona=persona, count_tokens=engine.count_tokens)
+    history = handle.plan.n_tokens - sum(parts.values()) - engine.count_tokens(user)
+    return {**parts, "history": max(0, history)}
+
+
 def _checkpoint_meta(turn: _Turn) -> dict[str, Any]:
     """What a reply cut short by a crash keeps besides its text."""
     meta: dict[str, Any] = {}
@@ -812,6 +918,11 @@ def _checkpoint_meta(turn: _Turn) -> dict[str, Any]:
         meta["sources"] = list(turn.sources)
     if turn.tool_steps:
         meta["tool_calls"] = [step.public() for step in turn.tool_steps]
+    if turn.layout is not None and (turn.layout.lore or turn.layout.lore_dropped):
+        meta["lore"] = [
+            *(item.trace for item in turn.layout.lore),
+            *({**item.trace, "dropped": True} for item in turn.layout.lore_dropped),
+        ]
     return meta
 
 
@@ -837,6 +948,7 @@ def chat_turn_finish(
             "persona": turn.persona_id,
             "history_message_ids": [m.id for m in turn.history],
             "history_dropped": turn.handle.plan.history_dropped,
+            **_budget(turn, completion),
         },
     }
     if completion.finish_reason == "cancelled":

@@ -1,7 +1,8 @@
 """Which app this process is, and what it wires in: the one place that decides by APP_MODE.
 
 The chat app (webapp.chat) runs turns, conversations and the chat UI for either app; the
-office app (webapp.office) builds on it with documents, grounding and tools. Chat never
+office app (webapp.office) builds on it with documents, grounding and tools, and the
+character app (webapp.characters) with a character library: cards, lorebooks, macros. Chat never
 imports office: `install` hands the office's grounder and tool runner to the chat's
 runtime (webapp.chat.runtime.AppWiring), and `app_urlpatterns` and `startup` add the
 office's routes and start-up work. Django runs `install` once, from the chat app's
@@ -34,12 +35,16 @@ def install() -> None:
             )
         )
     else:
+        from webapp.characters import library
+
         runtime.wiring_install(
             runtime.AppWiring(
                 ui="character",
                 llama_view=apis.CharacterLlamaApi,
                 turn_serializer=inputs.CharacterTurnSerializer,
                 regenerate_serializer=inputs.CharacterRegenerateSerializer,
+                owner_purge=library.owner_purge,
+                persona_get=library.persona_for,
             )
         )
 
@@ -53,6 +58,10 @@ def app_urlpatterns() -> list[Any]:
         from webapp.office.urls import urlpatterns as office_urlpatterns
 
         patterns += office_urlpatterns
+    else:
+        from webapp.characters.urls import urlpatterns as character_urlpatterns
+
+        patterns += character_urlpatterns
     return patterns
 
 

@@ -49,6 +49,8 @@ class GenerationRequest:
     # Seconds from submission after which the reply ends as it is (finish_reason "deadline");
     # None: the engine's default (the registry's max_generation_s).
     deadline_s: float | None = None
+    # Messages after the new user message, never dropped (a character's post-history instructions).
+    after: Sequence[ChatMessage] = ()
 
 
 @dataclass(frozen=True)

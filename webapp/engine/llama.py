@@ -43,7 +43,7 @@ from webapp.engine.engine import (
     Usage,
 )
 from webapp.engine.grammar import GrammarBoundsError, grammar_check
-from webapp.engine.prompt import ChatTemplate, prompt_fit
+from webapp.engine.prompt import ChatTemplate, prompt_budget, prompt_fit
 from webapp.engine.registry import ModelSpec, RegistryError
 from webapp.engine.text import TextStream
 
@@ -208,7 +208,7 @@ class LlamaEngine:
             except GrammarBoundsError as exc:
                 raise GrammarError(str(exc)) from exc
             self._c.llama_sampler_free(self._grammar_sampler(request.grammar))  # parse it here, not on the scheduler
-        budget = self.n_ctx - min(request.sampling.max_tokens, self.n_ctx // 2)
+        budget = prompt_budget(n_ctx=self.n_ctx, max_tokens=request.sampling.max_tokens)
         tokenized: dict[str, list[int]] = {}  # prompt_fit counts the chosen prompt: keep its tokens
 
         def count_tokens(text: str) -> int:
@@ -219,6 +219,7 @@ class LlamaEngine:
             pinned=request.pinned,
             history=request.history,
             user=request.user,
+            after=request.after,
             render=self.template.render,
             count_tokens=count_tokens,
             budget=budget,

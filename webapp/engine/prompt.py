@@ -55,6 +55,12 @@ def _raise_template_error(message: str) -> None:
     raise TemplateError(message)
 
 
+def prompt_budget(*, n_ctx: int, max_tokens: int) -> int:
+    """Tokens a prompt may take in a context of `n_ctx`: what the reply may need is kept free,
+    but never more than half the context (a long reply limit must not leave no room to ask)."""
+    return n_ctx - min(max_tokens, n_ctx // 2)
+
+
 @dataclass(frozen=True)
 class PromptPlan:
     """What goes to the model: the rendered text, its size, and how much history made it in."""
@@ -73,10 +79,12 @@ def prompt_fit(
     render: Callable[[Sequence[ChatMessage]], str],
     count_tokens: Callable[[str], int],
     budget: int,
+    after: Sequence[ChatMessage] = (),
 ) -> PromptPlan:
     """Keep as much recent history as fits in `budget` tokens, dropping oldest turns first.
 
-    `pinned` (the persona: system prompt, examples, greeting) and `user` are never dropped.
+    `pinned` (the persona: system prompt, examples, greeting), `user` and `after` (what
+    follows the new message: a character's post-history instructions) are never dropped.
     History is cut only at user turns, so the kept part never opens with a dangling reply.
     Token counts grow as more history is kept, so a binary search over the cut point needs
     O(log n) renders instead of n.
@@ -84,7 +92,7 @@ def prompt_fit(
     cuts = [i for i, m in enumerate(history) if m.role == "user"] + [len(history)]
 
     def plan_for(start: int) -> PromptPlan:
-        text = render([*pinned, *history[start:], user])
+        text = render([*pinned, *history[start:], user, *after])
         return PromptPlan(
             text=text,
             n_tokens=count_tokens(text),

@@ -30,7 +30,7 @@ from webapp.accounts.client_ip import client_ip
 from webapp.accounts.models import Role
 from webapp.accounts.usage import tool_call_admit, upload_admit
 from webapp.chat.apis import BodySerializer, PublicApi, QueryIntegerField, UserQuerySerializer, owner, principal
-from webapp.chat.inputs import StrictCharField, user_id_field
+from webapp.chat.inputs import StrictCharField, StrictIntegerField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, STORE_ID_PATTERN, error_responses
 from webapp.office import documents, runtime, tool_calls
 from webapp.office.errors import FileTooLargeError
@@ -47,15 +47,6 @@ TOOL_NAME_PARAM = OpenApiParameter("name", str, OpenApiParameter.PATH, descripti
 APPROVAL_ID_PARAM = OpenApiParameter(
     "approval_id", str, OpenApiParameter.PATH, pattern=STORE_ID_PATTERN, description="from a 202 approval_required"
 )
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """An integer in a JSON body: refuses "5" and true, which IntegerField would take as 5 and 1."""
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, str | bool):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 @extend_schema_serializer(component_name="Document")

@@ -1,8 +1,9 @@
 """Conversations and messages in MongoDB (or montydb), behind a write-through cache.
 
 Documents:
-  conversations  {_id: "<app>:<db_id>", app, db_id, user_id, persona, title,
+  conversations  {_id: "<app>:<db_id>", app, db_id, user_id, persona, title, greeting,
                   message_count, created_at, updated_at}
+                 `greeting`: which of the persona's greetings the chat started with.
   messages       {_id: ObjectId, app, conversation_id: db_id, seq, role, content,
                   created_at, tokens, model, finish_reason, stopped_by, regenerates,
                   timings, prompt, sources}
@@ -74,6 +75,7 @@ class Conversation:
     message_count: int
     created_at: datetime
     updated_at: datetime
+    greeting: int = 0  # which of the persona's greetings it started with (0: the first message)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Conversation:
@@ -86,6 +88,7 @@ class Conversation:
             message_count=int(doc.get("message_count", 0)),
             created_at=_utc(doc["created_at"]),
             updated_at=_utc(doc["updated_at"]),
+            greeting=int(doc.get("greeting", 0)),
         )
 
 
@@ -112,6 +115,7 @@ class Message:
             "prompt",
             "sources",
             "tool_calls",
+            "lore",
         )
         return cls(
             id=str(doc["_id"]),
@@ -188,7 +192,9 @@ class ChatStore:
             self._remember(_Active(conversation))
         return conversation
 
-    def conversation_create(self, *, db_id: str, user_id: str, persona: str, title: str) -> Conversation:
+    def conversation_create(
+        self, *, db_id: str, user_id: str, persona: str, title: str, greeting: int = 0
+    ) -> Conversation:
         now = _now()
         doc = {
             "_id": self._key(db_id),
@@ -197,6 +203,7 @@ class ChatStore:
             "user_id": user_id,
             "persona": persona,
             "title": storable(title),
+            "greeting": greeting,
             "message_count": 0,
             "created_at": now,
             "updated_at": now,

@@ -1,0 +1,1 @@
+"""The character app: cards, lorebooks, macros and the character library."""
