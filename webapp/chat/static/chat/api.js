@@ -69,3 +69,29 @@ export function apiMessage(err) {
   if (err.field && message.startsWith(`${err.field}: `)) message = message.slice(err.field.length + 2);
   return message;
 }
+
+/**
+ * Any write: `json` is sent as JSON, `form` (FormData: a file upload) as multipart.
+ * Resolves to the body (null for 204), throws ApiError.
+ */
+export async function apiSend(path, { method = 'POST', json, form } = {}) {
+  const headers = { Accept: 'application/json', 'X-CSRFToken': CSRF_TOKEN };
+  let body;
+  if (form) {
+    body = form; // the browser sets the multipart boundary
+  } else if (json !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    body = JSON.stringify(json);
+  }
+  const response = await fetch(`${API}${path}`, { method, headers, cache: 'no-store', body });
+  if (response.status === 401) signinGo();
+  if (response.status === 204) return null;
+  let parsed = null;
+  try {
+    parsed = await response.json();
+  } catch (_) {
+    parsed = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, parsed);
+  return parsed;
+}

@@ -1,7 +1,7 @@
 /*
  * chat.js: the chat page of both apps, started by its entry module: main.js on the
- * character page, office/main.js on the office page, which passes the office's hooks
- * (hooks.js) so that the character page never loads office code.
+ * character page, office/main.js on the office page; each passes its app's hooks
+ * (hooks.js), so that neither page loads the other's code.
  *
  * The page is a static shell (templates/chat/index.html): its settings come from
  * <script id="page-config"> (state.js); personas, conversations and history come over
@@ -141,7 +141,7 @@ async function init() {
   document.body.dataset.ready = 'true';
 }
 
-/** Starts the page; `appHooks` (office/main.js) adds an app's features to the shared chat. */
+/** Starts the page; `appHooks` (main.js, office/main.js) adds an app's features to the shared chat. */
 export function chatStart(appHooks) {
   Object.assign(hooks, appHooks || {});
   window.personaChat = Object.freeze({

@@ -43,6 +43,7 @@ function leaveCurrent() {
 export function newChat(personaId) {
   leaveCurrent();
   state.persona = state.personas.has(personaId) ? personaId : state.defaultPersona;
+  state.greeting = 0;
   state.dbId = uuid4();
   state.stored = false;
   pickerSync();
@@ -78,6 +79,7 @@ export async function openConversation(dbId) {
   state.dbId = dbId;
   state.stored = true;
   state.persona = conv ? conv.persona : state.defaultPersona;
+  state.greeting = conv && Number.isInteger(conv.greeting) ? conv.greeting : 0;
   pickerSync();
   threadRender(data.messages || []);
   hashSet(dbId);

@@ -1,9 +1,14 @@
 /*
- * hooks.js: where an app adds features to the shared chat. The character page runs
- * with these defaults (main.js) and so loads no office code; office/main.js passes its
- * own to chatStart, which puts them here before anything runs.
+ * hooks.js: where an app adds features to the shared chat. Each page's entry module
+ * (main.js: character/, office/main.js: office/) passes its own to chatStart, which puts
+ * them here before anything runs; these defaults are the plain chat. So the character
+ * page loads no office code, and the office page no character code.
  */
 export const hooks = {
+  /** The personas for the picker, given GET /personas' list (character: the whole library). */
+  async personasList(personas) {
+    return personas;
+  },
   /** Binds the app's own events (after the shared ones). */
   bind() {},
   /** Runs once personas and chats are loaded, before the first chat opens. */
@@ -35,6 +40,8 @@ export const hooks = {
   replyBelow(meta) {
     return null;
   },
+  /** A finished live reply, once read back from the store (its stored `meta` in full). */
+  replyStored(article, message) {},
   /** Stop was pressed while this reply streams. */
   replyStopping(article) {},
   /** Escape was pressed: true when it closed something of the app's own. */

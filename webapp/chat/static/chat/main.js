@@ -1,7 +1,22 @@
 /*
- * main.js: the entry module of the character page. The shared chat with no extra
- * features; the office page loads office/main.js instead.
+ * main.js: the entry module of the character page: the shared chat (chat.js) with the
+ * character app's features plugged into its hooks (hooks.js):
+ *   character/characters.js  the character library as the picker's personas, the user persona
+ *   character/library.js     the library dialog: import (drop or pick a card), Chat, Edit,
+ *                            Duplicate, Export, Delete; the user persona form
+ *   character/editor.js      the character editor dialog
+ *   character/lore.js        the "Lore" row under a reply: the lorebook entries that fired
+ * The office page loads office/main.js instead and none of these.
  */
 import { chatStart } from './chat.js';
+import { personasList } from './character/characters.js';
+import { libraryBind, libraryEscape } from './character/library.js';
+import { loreBelow, loreStored } from './character/lore.js';
 
-chatStart();
+chatStart({
+  personasList,
+  bind: libraryBind,
+  replyBelow: loreBelow,
+  replyStored: loreStored,
+  escape: libraryEscape,
+});

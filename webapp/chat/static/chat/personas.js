@@ -1,16 +1,21 @@
 /*
- * personas.js: the app's personas (GET /personas) and the picker in the top bar.
+ * personas.js: the app's personas (GET /personas; on the character page the whole
+ * character library, through hooks.personasList) and the picker in the top bar.
  */
 import { state } from './state.js';
 import { els, node } from './dom.js';
 import { api } from './api.js';
+import { hooks } from './hooks.js';
 
 export async function personasLoad() {
   const data = await api('/personas');
+  const personas = await hooks.personasList(data.personas || []);
   state.personas.clear();
-  for (const p of data.personas || []) state.personas.set(p.id, p);
-  state.defaultPersona = state.personas.has(data.default) ? data.default : (data.personas[0] || {}).id || null;
+  for (const p of personas) state.personas.set(p.id, p);
+  const first = state.personas.keys().next().value || null;
+  state.defaultPersona = state.personas.has(data.default) ? data.default : first;
   pickerBuild();
+  if (state.persona) pickerSync();
 }
 
 function pickerBuild() {

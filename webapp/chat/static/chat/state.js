@@ -17,6 +17,8 @@ export const state = {
   personas: new Map(),
   defaultPersona: null,
   persona: null, // persona of the chat on screen
+  greeting: 0, // character app: which of the persona's greetings the chat on screen starts with
+  userName: USERNAME, // character app: who the user is in role-play ({{user}}), GET /user-persona
   dbId: null, // conversation on screen
   stored: false, // the server has this conversation
   conversations: [],

@@ -5,7 +5,7 @@
  * server_busy, and what a dropped connection leaves. state.stream is the running
  * generation (see streamBegin).
  */
-import { INPUT_MAX, messageData, state } from './state.js';
+import { INPUT_MAX, IS_CHARACTER, messageData, state } from './state.js';
 import { els } from './dom.js';
 import { api } from './api.js';
 import { bannerRender, errorClear, errorShow } from './banner.js';
@@ -54,6 +54,8 @@ export function sendMessage(text) {
     input_data: text,
     persona: state.persona,
   };
+  // A new character chat starts with the greeting picked on its first bubble (0: the first message).
+  if (IS_CHARACTER && !state.stored && state.greeting > 0) frame.greeting_index = state.greeting;
   Object.assign(frame, hooks.messageOptions()); // office: web search, tool calls
   const userEl = messageCreate('user', { text });
   const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
@@ -170,6 +172,7 @@ export function onStart(frame) {
         persona: s.persona,
         title,
         message_count: 1,
+        greeting: s.frame.greeting_index || 0,
         created_at: now,
         updated_at: now,
       });
@@ -208,6 +211,7 @@ export function onDone(frame) {
 /**
  * After "done", take the reply's text from the store: Copy then copies exactly what
  * was saved, even if the streamed pieces differed from it (whitespace, a lost frame).
+ * The app sees the stored message too (hooks.replyStored: the character's lore trace).
  */
 async function storedTextSync(dbId, article) {
   const data = messageData.get(article);
@@ -219,7 +223,9 @@ async function storedTextSync(dbId, article) {
     return;
   }
   const stored = (body.messages || []).find((m) => m.id === data.id);
-  if (!stored || stored.content === data.text || !article.isConnected || article.dataset.streaming === 'true') return;
+  if (!stored || !article.isConnected || article.dataset.streaming === 'true') return;
+  hooks.replyStored(article, stored); // character: the lore that fired, kept only in the store
+  if (stored.content === data.text) return;
   data.text = stored.content;
   bodyRender(article, data.text, false);
 }

@@ -1,7 +1,8 @@
 /*
  * thread.js: the messages on screen: a message's element, a reply's body (Markdown, with
  * the cursor while it streams), its footer (stats, badges, Copy, Regenerate), the
- * greeting and intro, a stored conversation shown again, and scrolling.
+ * greeting (with its alternates on the character page) and intro, a stored conversation
+ * shown again, and scrolling.
  */
 import { IS_CHARACTER, messageData, personaName, state } from './state.js';
 import { els, icon, node } from './dom.js';
@@ -12,6 +13,25 @@ import { regenerate } from './stream.js';
 function initialOf(name) {
   const first = Array.from((name || '?').trim())[0] || '?';
   return first.toUpperCase();
+}
+
+/** Fills an avatar box: the persona's picture (`avatarSrc`) when it has one, else its initial. */
+export function avatarFill(box, name, src) {
+  box.replaceChildren();
+  box.classList.toggle('has-image', Boolean(src));
+  if (!src) {
+    box.textContent = initialOf(name);
+    return;
+  }
+  const img = node('img', 'avatar-image');
+  img.alt = '';
+  img.decoding = 'async';
+  img.addEventListener('error', () => {
+    box.classList.remove('has-image');
+    box.textContent = initialOf(name);
+  }, { once: true });
+  img.src = src;
+  box.append(img);
 }
 
 /**
@@ -36,7 +56,8 @@ export function messageCreate(role, options) {
   body.dataset.testid = 'message-body';
   if (role === 'assistant') {
     const name = personaName(o.persona || state.persona);
-    const avatar = node('div', 'message-avatar', initialOf(name));
+    const avatar = node('div', 'message-avatar');
+    avatarFill(avatar, name, persona && persona.avatarSrc);
     avatar.setAttribute('aria-hidden', 'true');
     article.append(avatar);
     main.append(node('div', 'message-name', name));
@@ -162,9 +183,7 @@ export function bubbleFinish(article, flags) {
       footer.before(error);
       data.errorEl = error;
     }
-    if (data.belowEl) data.belowEl.remove();
-    data.belowEl = hooks.replyBelow(meta); // office: the Sources row
-    if (data.belowEl) footer.before(data.belowEl);
+    belowRefresh(article);
   }
   if (data.text) {
     const copy = actionButton('Copy reply', 'copy', 'copy-reply', async () => {
@@ -178,6 +197,14 @@ export function bubbleFinish(article, flags) {
     });
     footer.append(copy);
   }
+}
+
+/** (Re)builds what shows between a finished reply's text and its footer (office: Sources; character: Lore). */
+export function belowRefresh(article) {
+  const data = messageData.get(article);
+  if (data.belowEl) data.belowEl.remove();
+  data.belowEl = hooks.replyBelow(data.meta || {});
+  if (data.belowEl) data.footer.before(data.belowEl);
 }
 
 function badge(kind, title) {
@@ -208,25 +235,119 @@ export function messageAppend(article) {
   introUpdate();
 }
 
+/**
+ * The greetings a chat with `persona` may start with, counted as the server counts them
+ * (webapp.chat.personas.Persona.greetings): the first message, then the alternates.
+ */
+export function greetingsOf(persona) {
+  if (!persona) return [];
+  if (Array.isArray(persona.greetings)) return persona.greetings;
+  return persona.greeting ? [persona.greeting] : [];
+}
+
+/**
+ * A card's text for display before the server has seen it: {{char}} and {{user}} (and the
+ * older <BOT>/<CHAR>/<USER>), any case, become the names, in one pass (a name that looks
+ * like a macro stays as written). Other macros are left for the server.
+ */
+export function macrosShow(text, charName) {
+  return String(text || '').replace(/\{\{(char|user)\}\}|<(bot|char|user)>/gi, (_, curly, legacy) => {
+    return (curly || legacy).toLowerCase() === 'user' ? state.userName || 'you' : charName;
+  });
+}
+
+function greetingText(persona, index) {
+  return macrosShow(greetingsOf(persona)[index] || '', persona.called || persona.name);
+}
+
+/** Shows greeting `index` in the greeting bubble (its text and its "2/3" counter). */
+function greetingShow(article, persona, index) {
+  const data = messageData.get(article);
+  const total = greetingsOf(persona).length;
+  data.text = greetingText(persona, index);
+  article.dataset.greetingIndex = String(index);
+  bodyRender(article, data.text, false);
+  const counter = article.querySelector('[data-testid="greeting-counter"]');
+  if (counter) counter.textContent = `${index + 1}/${total}`;
+}
+
+function greetingNav(article, persona) {
+  const total = greetingsOf(persona).length;
+  const nav = node('div', 'greeting-nav');
+  nav.setAttribute('role', 'group');
+  nav.setAttribute('aria-label', 'Greetings to start with');
+  const step = (delta) => {
+    state.greeting = (state.greeting + delta + total) % total;
+    greetingShow(article, persona, state.greeting);
+  };
+  const button = (label, testid, path, delta) => {
+    const b = node('button', 'icon-button greeting-step');
+    b.type = 'button';
+    b.dataset.testid = testid;
+    b.setAttribute('aria-label', label);
+    b.title = label;
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    const d = document.createElementNS(ns, 'path');
+    d.setAttribute('d', path);
+    svg.append(d);
+    b.append(svg);
+    b.addEventListener('click', () => step(delta));
+    return b;
+  };
+  const counter = node('span', 'greeting-counter', `${state.greeting + 1}/${total}`);
+  counter.dataset.testid = 'greeting-counter';
+  counter.setAttribute('aria-live', 'polite');
+  counter.title = 'Which greeting the chat starts with';
+  nav.append(
+    button('Previous greeting', 'greeting-prev', 'M15 6l-6 6 6 6', -1),
+    counter,
+    button('Next greeting', 'greeting-next', 'M9 6l6 6-6 6', 1),
+  );
+  return nav;
+}
+
+/**
+ * The character page's first bubble: the greeting the chat starts (or started) with,
+ * state.greeting. While the chat has no messages, arrows pick another of its greetings.
+ */
 export function greetingAppend(personaId) {
   const persona = state.personas.get(personaId);
-  if (!IS_CHARACTER || !persona || !persona.greeting) return;
-  const article = messageCreate('assistant', { text: persona.greeting, greeting: true, persona: personaId });
+  const total = greetingsOf(persona).length;
+  if (!IS_CHARACTER || !total) return;
+  if (state.greeting >= total) state.greeting = 0;
+  const article = messageCreate('assistant', { text: '', greeting: true, persona: personaId });
+  greetingShow(article, persona, state.greeting);
   bubbleFinish(article, {});
+  if (total > 1) messageData.get(article).footer.prepend(greetingNav(article, persona));
   els.messages.append(article);
+}
+
+/** A new chat that has no messages yet shows its greeting again (the library or the user's name changed). */
+export function greetingRefresh() {
+  if (state.stored || els.messages.querySelector('[data-testid="message"]:not([data-greeting])')) return;
+  els.messages.replaceChildren();
+  greetingAppend(state.persona);
+  introUpdate();
 }
 
 export function introUpdate() {
   // A turn, or a card an office slash command left.
   const hasTurns = Boolean(els.messages.querySelector('[data-testid="message"]:not([data-greeting]), .tool-card'));
+  // Another greeting can be picked only before the chat's first message.
+  els.messages.querySelectorAll('.greeting-nav').forEach((nav) => {
+    nav.hidden = hasTurns || state.stored;
+  });
   const persona = state.personas.get(state.persona);
   if (hasTurns || !persona) {
     els.intro.hidden = true;
     return;
   }
-  els.introAvatar.textContent = initialOf(persona.name);
+  avatarFill(els.introAvatar, persona.name, persona.avatarSrc);
   els.introName.textContent = persona.name;
-  els.introDescription.textContent = persona.description || '';
+  els.introDescription.textContent = persona.blurb !== undefined ? persona.blurb : persona.description || '';
   els.intro.lang = persona.language || 'en';
   if (IS_CHARACTER) {
     els.introHint.textContent = '';
