@@ -361,3 +361,49 @@ def test_hostile_lorebooks_are_refused(http: requests.Session, gateway: str, use
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_lorebook" and response.json()["error"]["field"]
     assert http.get(_url(gateway, "lorebooks"), params={"user_id": user_id}, timeout=30).json() == {"lorebooks": []}
+
+
+def test_a_lorebook_attached_to_a_chat_fires_in_that_chat_only(
+    http: requests.Session, gateway: str, user_id: str
+) -> None:
+    book = http.post(
+        _url(gateway, "lorebooks"),
+        files={"file": ("world.json", json.dumps(cardgen.world_info()).encode())},
+        data={"user_id": user_id},
+        timeout=30,
+    ).json()
+    chats = [str(uuid.uuid4()), str(uuid.uuid4())]
+    for db_id in chats:  # a built-in character, without lore of its own
+        first = http.post(
+            _url(gateway, "Llama"),
+            json={"input_data": "Hello.", "user_id": user_id, "persona": "captain-rhea", "db_id": db_id},
+            timeout=300,
+        )
+        assert first.status_code == 200, first.text
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    refused = http.put(
+        _url(gateway, f"conversations/{chats[0]}/lorebooks"), json={"user_id": other, "lorebooks": []}, timeout=30
+    )
+    assert refused.status_code == 404 and refused.json()["error"]["field"] == "db_id"
+    attached = http.put(
+        _url(gateway, f"conversations/{chats[0]}/lorebooks"),
+        json={"user_id": user_id, "lorebooks": [book["id"]]},
+        timeout=30,
+    )
+    assert attached.status_code == 200 and attached.json() == {"lorebooks": [book["id"]]}
+    listed = http.get(_url(gateway, "conversations"), params={"user_id": user_id}, timeout=30).json()["conversations"]
+    assert {c["db_id"]: c["lorebooks"] for c in listed} == {chats[0]: [book["id"]], chats[1]: []}
+
+    lore = {}
+    for db_id in chats:
+        reply = http.post(
+            _url(gateway, "Llama"),
+            json={"input_data": "Any news?", "user_id": user_id, "persona": "captain-rhea", "db_id": db_id},
+            timeout=300,
+        )
+        assert reply.status_code == 200, reply.text
+        messages = http.get(
+            _url(gateway, f"conversations/{db_id}/messages"), params={"user_id": user_id}, timeout=30
+        ).json()["messages"]
+        lore[db_id] = [(e["book"], e["uid"]) for e in messages[-1]["meta"].get("lore", [])]
+    assert lore == {chats[0]: [("Harbour lore", "0")], chats[1]: []}

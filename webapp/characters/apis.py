@@ -19,6 +19,7 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
     extend_schema_serializer,
+    inline_serializer,
 )
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -206,6 +207,7 @@ class CharacterDetailApi(APIView):
 
 
 class CharacterDuplicateApi(APIView):
+    @extend_schema_serializer(component_name="CharacterDuplicate")
     class InputSerializer(BodySerializer):
         user_id = user_id_field()
 
@@ -448,3 +450,32 @@ class LorebookExportApi(APIView):
         stem = slugify(record.name, allow_unicode=True) or "lorebook"
         response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=f"{stem}.json")
         return response
+
+
+class ConversationLorebooksApi(APIView):
+    @extend_schema_serializer(component_name="ConversationLorebooksSet")
+    class InputSerializer(BodySerializer):
+        lorebooks = serializers.ListField(
+            child=StrictCharField(max_length=64),
+            max_length=library.LOREBOOKS_PER_CHARACTER,
+            help_text="lorebooks (ids from GET lorebooks) this chat uses besides its character's; replaces the list",
+        )
+        user_id = user_id_field()
+
+    @extend_schema(
+        parameters=[OpenApiParameter("db_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="a conversation")],
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "ConversationLorebooks", {"lorebooks": serializers.ListField(child=serializers.CharField())}
+            ),
+            **error_responses(*BODY_ERRORS, 404),
+        },
+        summary="Attach lorebooks to one chat (its later turns scan them too)",
+    )
+    def put(self, request: Request, db_id: Any) -> Response:
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        owner = principal(request).owner_for(body.validated_data.get("user_id"))
+        attached = library.conversation_lorebooks_set(owner, str(db_id), body.validated_data["lorebooks"])
+        return Response({"lorebooks": list(attached)})

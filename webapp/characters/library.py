@@ -361,16 +361,46 @@ def lorebook_delete(owner: str, lorebook_id: str) -> None:
     character_store_get().lorebook_delete(record.id)
     with _personas_lock:
         _personas.clear()  # a cached persona may hold the book
+        _parsed_books.pop(record.id, None)
+
+
+def _books_of(owner: str, lorebook_ids: Sequence[str]) -> tuple[Lorebook, ...]:
+    """The lorebooks of `owner` with these ids that still exist (a deleted one is skipped),
+    parsed once per lorebook and kept (lorebooks never change; deleting clears the cache)."""
+    store = character_store_get()
+    books = []
+    for lorebook_id in lorebook_ids:
+        found = store.lorebook_get(lorebook_id)
+        if found is None or found.owner != owner:
+            continue
+        with _personas_lock:
+            book = _parsed_books.get(found.id)
+        if book is None:
+            book = lorebook_from_file(json.loads(found.file))
+            with _personas_lock:
+                _parsed_books[found.id] = book
+                while len(_parsed_books) > PERSONAS_CACHED:
+                    _parsed_books.pop(next(iter(_parsed_books)))
+        books.append(book)
+    return tuple(books)
 
 
 def _attached_books(record: CharacterRecord) -> tuple[Lorebook, ...]:
-    store = character_store_get()
-    books = []
-    for lorebook_id in record.lorebooks:
-        found = store.lorebook_get(lorebook_id)
-        if found is not None and found.owner == record.owner:
-            books.append(lorebook_from_file(json.loads(found.file)))
-    return tuple(books)
+    return _books_of(record.owner, record.lorebooks)
+
+
+def conversation_lorebooks_set(owner: str, db_id: str, lorebook_ids: Sequence[str]) -> tuple[str, ...]:
+    """Attach these of `owner`'s lorebooks to one of `owner`'s conversations (replacing the list)."""
+    chats = chat_runtime.chat_store_get()
+    conversation = chats.conversation_get(db_id)
+    if conversation is None or conversation.user_id != owner:
+        raise NotFoundError(f"no conversation {db_id} for this user_id", field="db_id")
+    attached = tuple(dict.fromkeys(lorebook_ids))
+    if len(attached) > LOREBOOKS_PER_CHARACTER:
+        raise ApplicationError(f"lorebooks: at most {LOREBOOKS_PER_CHARACTER} lorebooks per chat", field="lorebooks")
+    for lorebook_id in attached:
+        _own_lorebook(owner, lorebook_id, field="lorebooks")
+    return chats.conversation_lorebooks_set(conversation, attached).lorebooks
 
 
 # --- the user persona ------------------------------------------------------------------------
@@ -447,6 +477,7 @@ def persona_from_card(character_id: str, data: dict[str, Any], *, attached: Sequ
         this_turn = MacroContext(char=called, user=user.name, now=scope.now, seed=scope.seed, rng=dice)
         greetings = persona.greetings()
         greeting = greetings[scope.greeting_index] if scope.greeting_index < len(greetings) else ""
+        all_books = (*books, *_books_of(scope.owner, scope.lorebooks))  # the card's, then the chat's
         return replace(
             persona,
             system_prompt=macros_expand(persona.system_prompt, conversation),
@@ -458,7 +489,7 @@ def persona_from_card(character_id: str, data: dict[str, Any], *, attached: Sequ
             ),
             post_history=macros_expand(persona.post_history, this_turn),
             user_description=(f"About {user.name}: {_text(user.description)}" if user.description.strip() else ""),
-            lore=_lore_of(books, this_turn) if books else None,
+            lore=_lore_of(all_books, this_turn) if all_books else None,
             binder=None,
         )
 
@@ -515,10 +546,14 @@ def _lore_of(
 
 
 def _builtin_bind(persona: Persona, scope: ChatScope) -> Persona:
-    """A built-in persona in a chat: as written, with the user persona placed after it."""
+    """A built-in persona in a chat: as written, with the user persona placed after it and
+    the chat's lorebooks as its lore."""
     user = _user_of(scope)
     described = f"About {user.name}: {_text(user.description)}" if user.description.strip() else ""
-    return replace(persona, user_description=described, binder=None)
+    books = _books_of(scope.owner, scope.lorebooks)
+    dice = random.Random()  # noqa: S311 - role-play dice, not secrets
+    this_turn = MacroContext(char=persona.name, user=user.name, now=scope.now, seed=scope.seed, rng=dice)
+    return replace(persona, user_description=described, lore=_lore_of(books, this_turn) if books else None, binder=None)
 
 
 def persona_for(owner: str, character_id: str) -> Persona | None:
@@ -547,6 +582,7 @@ def persona_for(owner: str, character_id: str) -> Persona | None:
 
 PERSONAS_CACHED = 256
 _personas: OrderedDict[tuple[str, datetime], Persona] = OrderedDict()
+_parsed_books: dict[str, Lorebook] = {}  # standalone lorebooks by id, parsed
 _personas_lock = threading.Lock()
 
 

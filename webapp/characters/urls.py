@@ -17,4 +17,7 @@ urlpatterns = [
     path("lorebooks/<str:lorebook_id>", apis.LorebookDetailApi.as_view(), name="lorebook"),
     path("lorebooks/<str:lorebook_id>/export", apis.LorebookExportApi.as_view(), name="lorebook-export"),
     path("user-persona", apis.UserPersonaApi.as_view(), name="user-persona"),
+    path(
+        "conversations/<uuid:db_id>/lorebooks", apis.ConversationLorebooksApi.as_view(), name="conversation-lorebooks"
+    ),
 ]

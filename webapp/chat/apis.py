@@ -349,6 +349,9 @@ class ConversationSerializer(serializers.Serializer):
     title = serializers.CharField()
     message_count = serializers.IntegerField()
     greeting = serializers.IntegerField(help_text="which of the persona's greetings it started with (0: the first)")
+    lorebooks = serializers.ListField(
+        child=serializers.CharField(), help_text="lorebooks attached to this chat (character app)"
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 

@@ -47,6 +47,7 @@ class ChatScope:
     started_at: datetime  # the conversation's start: {{time}} etc. in the definition
     now: datetime  # this turn: {{time}} etc. in lore and post-history instructions
     greeting_index: int = 0  # 0 = the first message, n = alternate greeting n
+    lorebooks: tuple[str, ...] = ()  # lorebooks attached to the conversation (character app)
 
 
 @dataclass(frozen=True)

@@ -670,6 +670,7 @@ def _persona_bound(request: TurnRequest, conversation: Conversation | None) -> P
         started_at=conversation.created_at if conversation is not None else now,
         now=now,
         greeting_index=conversation.greeting if conversation is not None else request.greeting_index,
+        lorebooks=conversation.lorebooks if conversation is not None else (),
     )
     return request.persona.bind(scope)
 

@@ -2,8 +2,9 @@
 
 Documents:
   conversations  {_id: "<app>:<db_id>", app, db_id, user_id, persona, title, greeting,
-                  message_count, created_at, updated_at}
-                 `greeting`: which of the persona's greetings the chat started with.
+                  lorebooks, message_count, created_at, updated_at}
+                 `greeting`: which of the persona's greetings the chat started with;
+                 `lorebooks`: standalone lorebooks attached to the chat (character app).
   messages       {_id: ObjectId, app, conversation_id: db_id, seq, role, content,
                   created_at, tokens, model, finish_reason, stopped_by, regenerates,
                   timings, prompt, sources}
@@ -76,6 +77,7 @@ class Conversation:
     created_at: datetime
     updated_at: datetime
     greeting: int = 0  # which of the persona's greetings it started with (0: the first message)
+    lorebooks: tuple[str, ...] = ()  # the character app's standalone lorebooks attached to this chat
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Conversation:
@@ -89,6 +91,7 @@ class Conversation:
             created_at=_utc(doc["created_at"]),
             updated_at=_utc(doc["updated_at"]),
             greeting=int(doc.get("greeting", 0)),
+            lorebooks=tuple(str(x) for x in doc.get("lorebooks") or ()),
         )
 
 
@@ -214,6 +217,20 @@ class ChatStore:
         with self._cache_lock:
             self._remember(_Active(conversation, recent=deque(maxlen=self._window)))
         return conversation
+
+    def conversation_lorebooks_set(self, conversation: Conversation, lorebooks: tuple[str, ...]) -> Conversation:
+        """Attach these lorebooks (ids; the character app checks them) to the conversation."""
+        with self._cache_lock:
+            with self._db_lock:
+                self._conversations.update_one(
+                    {"_id": self._key(conversation.db_id)}, {"$set": {"lorebooks": list(lorebooks)}}
+                )
+            active = self._cache.get(conversation.db_id)
+            current = active.conversation if active is not None else conversation
+            updated = replace(current, lorebooks=lorebooks)
+            if active is not None:
+                active.conversation = updated
+            return updated
 
     def conversations_for_user(self, user_id: str, *, limit: int = 100) -> list[Conversation]:
         with self._db_lock:
