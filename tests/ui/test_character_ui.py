@@ -11,6 +11,7 @@ Screenshots go to var/screenshots/ (git-ignored) for a human to look at.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 
 import pytest
@@ -280,10 +281,67 @@ def test_the_editor_creates_a_character_and_shows_a_builtin_read_only(page, gate
     assert page.locator(LIBRARY).is_visible(), "Esc closes the editor first"
 
 
+def test_lorebooks_are_imported_attached_to_a_character_and_deleted(page, gateway, visitor, http, tmp_path):
+    name = f"Keeper {uuid.uuid4().hex[:6]}"
+    created = http.post(f"{gateway}/character/characters", json={"data": {"name": name}}, timeout=10)
+    assert created.status_code == 201, created.text
+    character_id = created.json()["id"]
+    path = tmp_path / "harbour.json"
+    path.write_text(json.dumps(cardgen.world_info()))
+
+    # Imported by the file input: listed with its entry count.
+    library_open(page)
+    section = page.locator("[data-testid=lorebooks]")
+    section.locator("[data-testid=lorebook-file]").set_input_files(str(path))
+    item = section.locator("[data-testid=lorebook-item]", has_text="Harbour lore")
+    item.wait_for()
+    assert "2" in item.locator("[data-testid=lorebook-entries]").text_content()
+    lorebook_id = item.get_attribute("data-lorebook-id")
+    assert item.locator("[data-testid=lorebook-export]").get_attribute("href") == (
+        f"/character/lorebooks/{lorebook_id}/export"
+    )
+
+    # A file that is not a lorebook: an alert, and the list as it was.
+    section.locator("[data-testid=lorebook-file]").set_input_files(
+        {"name": "notes.json", "mimeType": "application/json", "buffer": b"not json"}
+    )
+    alert = section.locator("[role=alert]")
+    alert.wait_for(state="visible")
+    assert "notes.json" in alert.text_content()
+    assert section.locator("[data-testid=lorebook-item]").count() == 1
+
+    # Ticked in the character's editor: the PATCH attaches it.
+    character = page.locator(f"[data-testid=character-item][data-character-id='{character_id}']")
+    character.locator("[data-testid=character-edit]").click()
+    editor = page.locator(EDITOR)
+    editor.wait_for(state="visible")
+    boxes = editor.locator("[data-testid=editor-lorebooks]")
+    box = boxes.locator(f"input[type=checkbox][data-lorebook-id='{lorebook_id}']")
+    assert not box.is_checked()
+    box.check()
+    with page.expect_request(lambda r: r.method == "PATCH") as patch:
+        editor.locator("[data-testid=editor-save]").click()
+    assert patch.value.post_data_json == {"lorebooks": [lorebook_id]}
+    editor.wait_for(state="hidden")
+    got = http.get(f"{gateway}/character/characters/{character_id}", timeout=10).json()
+    assert got["lorebooks"] == [lorebook_id]
+    screenshot(page, "character-lorebooks.png")
+
+    # Deleted from the list, after a confirm.
+    page.once("dialog", lambda dialog: dialog.accept())
+    item.locator("[data-testid=lorebook-delete]").click()
+    item.wait_for(state="detached")
+    listed = requests.get(f"{gateway}/character/lorebooks", headers=visitor.auth, timeout=10).json()
+    assert lorebook_id not in [b["id"] for b in listed["lorebooks"]]
+
+
 def test_the_user_persona_names_the_user_in_greetings(page, gateway, visitor):
     library_open(page)
     form = page.locator("[data-testid=user-persona]")
-    assert form.locator("[data-testid=user-persona-name]").input_value() == visitor.username
+    # The form is filled from GET user-persona once the library has opened: wait for it.
+    page.wait_for_function(
+        "(name) => document.querySelector('[data-testid=user-persona-name]').value === name", arg=visitor.username
+    )
     form.locator("[data-testid=user-persona-name]").fill("Quill Reader")
     form.locator("[data-testid=user-persona-description]").fill("A student of old maps.")
     form.locator("[data-testid=user-persona-save]").click()

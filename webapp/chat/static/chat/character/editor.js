@@ -2,7 +2,8 @@
  * character/editor.js: the character editor, a modal dialog (index.html
  * #character-editor): the card's fields, its alternate greetings (a list of textareas)
  * and its picture. Save creates (POST /characters) or sends only the fields that changed
- * (PATCH /characters/{id}), then the picture (PUT …/avatar). A built-in character opens
+ * (PATCH /characters/{id}, with `lorebooks` when the "Lorebooks" checkboxes of one of the
+ * user's own characters changed), then the picture (PUT …/avatar). A built-in character opens
  * read-only, with "Duplicate to edit". A server error that names a card field
  * (`data.<field>…`) is shown under that field.
  *
@@ -12,6 +13,7 @@ import { $ } from '../dom.js';
 import { apiMessage, apiSend } from '../api.js';
 import { avatarFill } from '../thread.js';
 import { avatarSrc } from './characters.js';
+import { lorebookCheckboxes, lorebooksKnown, lorebooksLoad } from './lorebooks.js';
 
 // The card's plain-text fields, each a control #editor-<field>.
 const TEXT_FIELDS = [
@@ -43,6 +45,8 @@ const els = {
   greetings: $('editor-greetings'),
   greetingAdd: $('editor-greeting-add'),
   tags: $('editor-tags'),
+  lorebooks: $('editor-lorebooks'),
+  lorebookOptions: $('editor-lorebooks-options'),
 };
 
 const editing = {
@@ -163,6 +167,38 @@ function fill(character) {
   els.greetings.replaceChildren(...greetings.map((g) => greetingRow(asShown(g))));
   greetingLabels();
   avatarPreview(avatarSrc(character));
+  lorebooksFill(character);
+}
+
+/** The "Lorebooks" checkboxes: for an existing character of the user's own only. */
+function lorebooksFill(character) {
+  const own = Boolean(character && !character.builtin);
+  els.lorebooks.hidden = !own;
+  if (!own) {
+    els.lorebookOptions.replaceChildren();
+    return;
+  }
+  const show = () => {
+    if (editing.character !== character) return; // another one opened meanwhile
+    lorebookCheckboxes(els.lorebookOptions, new Set(character.lorebooks || []), 'editor-lorebook', null);
+  };
+  show();
+  if (!lorebooksKnown().length) lorebooksLoad().then(show, () => {});
+}
+
+/** The ticked lorebooks, or null when they are as loaded (or not shown). */
+function lorebooksChanged(character) {
+  if (els.lorebooks.hidden || !character) return null;
+  const ticked = Array.from(els.lorebookOptions.querySelectorAll('input[type=checkbox]'));
+  if (!ticked.length) return null;
+  const known = new Set(ticked.map((b) => b.value));
+  const ids = ticked.filter((b) => b.checked).map((b) => b.value);
+  // Attached ones this page does not list (none known yet) stay attached.
+  const kept = (character.lorebooks || []).filter((id) => !known.has(id));
+  const next = [...kept, ...ids];
+  const before = character.lorebooks || [];
+  const same = next.length === before.length && next.every((id) => before.includes(id));
+  return same ? null : next;
 }
 
 function avatarPreview(src) {
@@ -219,10 +255,14 @@ async function save() {
       els.title.textContent = `Edit ${character.data.name}`;
     } else {
       const changed = changes(character.data || {}, data);
-      if (Object.keys(changed).length) {
+      const lorebooks = lorebooksChanged(character);
+      if (Object.keys(changed).length || lorebooks) {
+        const json = {};
+        if (Object.keys(changed).length) json.data = changed;
+        if (lorebooks) json.lorebooks = lorebooks;
         character = await apiSend(`/characters/${encodeURIComponent(character.id)}`, {
           method: 'PATCH',
-          json: { data: changed },
+          json,
         });
         editing.character = character;
       }

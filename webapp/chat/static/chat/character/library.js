@@ -3,7 +3,8 @@
  * opened from the top bar: every character (avatar, name, tags) with Chat, Edit (View for
  * a built-in), Duplicate, Export (PNG, JSON, CHARX) and Delete (the user's own); card
  * import by drop or file picker (POST /characters/import: the new character is picked for
- * a new chat); and the user persona (GET/PUT /user-persona), {{user}} in every card.
+ * a new chat); the user's lorebooks (character/lorebooks.js); and the user persona
+ * (GET/PUT /user-persona), {{user}} in every card.
  *
  * Card text is untrusted: it is only ever placed with textContent.
  */
@@ -15,6 +16,7 @@ import { personasLoad } from '../personas.js';
 import { avatarFill, greetingRefresh } from '../thread.js';
 import { avatarSrc, library } from './characters.js';
 import { editorBind, editorClose, editorIsOpen, editorOpen } from './editor.js';
+import { lorebooksBind, lorebooksOpen } from './lorebooks.js';
 
 const els = {
   open: $('library-open'),
@@ -249,6 +251,8 @@ async function personaLoad() {
   } catch (_) {
     // The form keeps what was known at page load.
   }
+  // What the user typed while it loaded stays (a late answer must not undo it).
+  if (els.persona.dataset.edited === 'true') return;
   els.personaName.value = library.persona.name || state.userName;
   els.personaDescription.value = library.persona.description || '';
 }
@@ -295,7 +299,9 @@ export async function libraryOpen() {
   if (!els.dialog.open) els.dialog.showModal();
   els.open.setAttribute('aria-expanded', 'true');
   els.close.focus();
+  delete els.persona.dataset.edited;
   personaLoad();
+  lorebooksOpen();
   try {
     await personasLoad();
     listRender();
@@ -354,6 +360,7 @@ function dropBind() {
 /** The library's and the editor's events; once (hooks.bind). */
 export function libraryBind() {
   editorBind();
+  lorebooksBind();
   dropBind();
   els.open.addEventListener('click', libraryOpen);
   els.close.addEventListener('click', libraryClose);
@@ -369,4 +376,7 @@ export function libraryBind() {
     personaSave();
   });
   els.personaName.addEventListener('input', () => els.personaName.removeAttribute('aria-invalid'));
+  els.persona.addEventListener('input', () => {
+    els.persona.dataset.edited = 'true';
+  });
 }
