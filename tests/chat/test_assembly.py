@@ -43,8 +43,8 @@ def test_layout_puts_the_definition_first_and_post_history_last() -> None:
         ChatMessage("system", "DEFINITION"),
         ChatMessage("user", "EX-USER"),
         ChatMessage("assistant", "EX-REPLY"),
-        ChatMessage("system", "About Ari: a courier.\n\nBEFORE\n\nAFTER"),
         ChatMessage("assistant", "GREETING"),
+        ChatMessage("system", "About Ari: a courier.\n\nBEFORE\n\nAFTER"),
     )
     assert layout.after == (ChatMessage("system", "POST"),)
 
@@ -52,7 +52,10 @@ def test_layout_puts_the_definition_first_and_post_history_last() -> None:
 def test_the_shared_head_does_not_change_with_lore_or_user_persona() -> None:
     one = layout_build(persona(), lore=[lore("A")])
     two = layout_build(persona(user_description="About Bo: a baker."), lore=[lore("B"), lore("C")])
-    assert one.pinned[:3] == two.pinned[:3]
+    assert one.shared == two.shared == 4  # definition, one example exchange, greeting
+    assert one.pinned[: one.shared] == two.pinned[: two.shared]
+    assert one.pinned[one.shared :] != two.pinned[two.shared :]
+    assert layout_build(persona(), examples=False).shared == 2
 
 
 def test_a_persona_without_card_fields_lays_out_as_before() -> None:

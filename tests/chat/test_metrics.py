@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webapp.chat.metrics import HTTP_BUCKETS, HttpMetrics, StatsSnapshot, prometheus_text
+from webapp.chat.metrics import HTTP_BUCKETS, HttpMetrics, StatsSnapshot, prefix_cache_summary, prometheus_text
 from webapp.engine.llama import EngineStats
+from webapp.engine.prefix_cache import PrefixCacheStats
 
 STATS = StatsSnapshot(
     total_requests=5,
@@ -33,6 +36,12 @@ ENGINE_STATS = EngineStats(
     estimated_wait_s=0.5,
     ttft_p50_ms=125.0,
     ttft_p95_ms=250.0,
+    prefix_cache=PrefixCacheStats(
+        entries=2, bytes=3 << 20, limit_bytes=256 << 20, hits=6, misses=2, stored=2, evictions=1
+    ),
+    prefix_tokens_restored=3000,
+    prefix_restore_ms=15.0,
+    prefix_save_ms=40.0,
 )
 
 
@@ -91,6 +100,37 @@ def test_every_family_has_its_type_help_and_value() -> None:
     assert samples[("personachat_engine_requests_refused_total", office)] == 1
     assert samples[("personachat_engine_decode_steps_total", office)] == 50
     assert "_created" not in text  # values come from our counters, not prometheus-client's own
+
+
+def test_the_prefix_cache_is_exported_with_its_cost() -> None:
+    samples, families = page_parse(
+        prometheus_text(app="office", model="tiny", stats=STATS, engine=FakeEngine(), http=HttpMetrics())
+    )
+    office = labels(app="office")
+    assert families["personachat_engine_prefix_cache_hits"][0] == "counter"
+    assert families["personachat_engine_prefix_cache_bytes"][0] == "gauge"
+    assert samples[("personachat_engine_prefix_cache_entries", office)] == 2
+    assert samples[("personachat_engine_prefix_cache_bytes", office)] == 3 << 20
+    assert samples[("personachat_engine_prefix_cache_limit_bytes", office)] == 256 << 20
+    assert samples[("personachat_engine_prefix_cache_hits_total", office)] == 6
+    assert samples[("personachat_engine_prefix_cache_misses_total", office)] == 2
+    assert samples[("personachat_engine_prefix_cache_evictions_total", office)] == 1
+    assert samples[("personachat_engine_prefix_tokens_restored_total", office)] == 3000
+    assert samples[("personachat_engine_prefix_restore_seconds_total", office)] == 0.015
+    assert samples[("personachat_engine_prefix_save_seconds_total", office)] == 0.04
+    summary = prefix_cache_summary(ENGINE_STATS)
+    assert summary is not None
+    assert summary["hit_ratio"] == 0.75 and summary["restore_ms_per_token"] == 0.005
+
+
+def test_no_prefix_families_when_the_cache_is_off() -> None:
+    class Off:
+        def stats(self) -> EngineStats:
+            return dataclasses.replace(ENGINE_STATS, prefix_cache=None)
+
+    _, families = page_parse(prometheus_text(app="office", model="tiny", stats=STATS, engine=Off(), http=HttpMetrics()))
+    assert "personachat_engine_slots" in families
+    assert not [name for name in families if "prefix" in name]
 
 
 def test_loading_model_is_not_ready_and_has_no_engine_metrics() -> None:

@@ -159,7 +159,8 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
         "total_requests", "successful_requests", "failed_requests", "active_requests",
         "queue_size", "avg_response_time", "success_rate", "uptime_seconds",
         "slots", "busy_slots", "tokens_per_second", "ttft_p50_ms", "ttft_p95_ms",
-        "prefix_cache_hit_ratio", "estimated_wait_s", "requests_refused", "service_type", "active_connections",
+        "prefix_cache_hit_ratio", "prefix_cache", "estimated_wait_s", "requests_refused", "service_type",
+        "active_connections",
     }  # fmt: skip
     assert after["service_type"] == "character" and after["active_connections"] >= 0
     assert after["total_requests"] == before["total_requests"] + 3
@@ -172,6 +173,10 @@ def test_performance_counts_real_requests(http, gateway, db_id, user_id):
     assert after["slots"] == 8 and after["busy_slots"] == 0
     assert after["tokens_per_second"] > 0 and 0 < after["ttft_p50_ms"] <= after["ttft_p95_ms"]
     assert 0 < after["prefix_cache_hit_ratio"] < 1, "the second turn reused the first one's tokens"
+    # The first request on a character in this process evaluated its definition and kept a copy.
+    cache = after["prefix_cache"]
+    assert cache["entries"] >= 1 and 0 < cache["bytes"] <= cache["limit_bytes"]
+    assert cache["misses"] >= 1 and 0 <= cache["hit_ratio"] <= 1
 
 
 def test_every_interface_counts_its_refusals_and_sockets(http, gateway, auth: dict[str, str]):

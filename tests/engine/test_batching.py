@@ -159,9 +159,15 @@ def test_context_full_ends_with_length() -> None:
 
 def test_thousands_of_random_cancellations_leak_no_slot_or_kv(engine: LlamaEngine) -> None:
     rng = random.Random(7)
+    # A third of them on two long personas, so that prefix copies are made and restored
+    # while requests are cancelled around them.
+    personas = [ChatMessage("system", f"You are {name}. " + "You keep the town's records. " * 30) for name in "AB"]
     handles = []
     for i in range(2000):
-        handle = engine.submit(request_make(QUESTIONS[i % len(QUESTIONS)], rng.choice([1, 4, 16])))
+        request = request_make(QUESTIONS[i % len(QUESTIONS)], rng.choice([1, 4, 16]))
+        if i % 3 == 0:
+            request = dataclasses.replace(request, pinned=[personas[i % 2]])
+        handle = engine.submit(request)
         handles.append(handle)
         if rng.random() < 0.8:
             if rng.random() < 0.5:
@@ -172,8 +178,12 @@ def test_thousands_of_random_cancellations_leak_no_slot_or_kv(engine: LlamaEngin
 
     reasons = {c.finish_reason for c in finished}
     assert "cancelled" in reasons and reasons - {"cancelled"}, reasons
-    assert engine.stats().busy_slots == 0
+    stats = engine.stats()
+    assert stats.busy_slots == 0
     slots_consistent(engine)
+    assert stats.prefix_cache is not None and stats.prefix_cache.hits > 0
+    assert 0 < stats.prefix_cache.bytes <= stats.prefix_cache.limit_bytes
+    assert stats.prefix_cache.entries <= len(personas)
     # The engine still answers, and the same as before the storm.
     fresh = engine.submit(request_make(QUESTIONS[0])).result()
     again = engine.submit(request_make(QUESTIONS[0])).result()

@@ -226,6 +226,8 @@ def test_sampling_that_is_not_a_table_names_the_key(tmp_path: Path) -> None:
         ({"batch_tokens": "64", "prefill_chunk": "65"}, "'prefill_chunk' must be 1-batch_tokens (64), got 65"),
         ({"max_wait_s": "0"}, "'max_wait_s' must be greater than 0"),
         ({"max_generation_s": "-1.5"}, "'max_generation_s' must be greater than 0"),
+        ({"prefix_cache_mib": "-1"}, "'prefix_cache_mib' must be at least 0, got -1"),
+        ({"prefix_cache_mib": "1.5"}, "'prefix_cache_mib' must be int, got 1.5"),
     ],
 )
 def test_out_of_range_value_names_the_key_and_the_rule(tmp_path: Path, overrides: dict[str, str], message: str) -> None:

@@ -45,7 +45,7 @@ from webapp.chat.inputs import (
     turn_request,
     user_id_field,
 )
-from webapp.chat.metrics import prometheus_text
+from webapp.chat.metrics import prefix_cache_summary, prometheus_text
 from webapp.chat.schema import (
     BODY_ERRORS,
     UUID_PATTERN,
@@ -204,6 +204,20 @@ class CharacterLlamaApi(_LlamaApi):
         return super().post(request)
 
 
+@extend_schema_serializer(component_name="PrefixCache")
+class PrefixCacheSerializer(serializers.Serializer):
+    entries = serializers.IntegerField(help_text="persona prefixes whose KV state is kept")
+    bytes = serializers.IntegerField(help_text="host memory they take")
+    limit_bytes = serializers.IntegerField(help_text="the registry's prefix_cache_mib")
+    hits = serializers.IntegerField(help_text="requests that started from a kept prefix")
+    misses = serializers.IntegerField(help_text="requests that evaluated a prefix not kept")
+    hit_ratio = serializers.FloatField(help_text="hits / (hits + misses), 0..1")
+    evictions = serializers.IntegerField()
+    tokens_restored = serializers.IntegerField(help_text="prompt tokens copied instead of evaluated")
+    restore_ms_per_token = serializers.FloatField(help_text="copy time into a slot, per token")
+    save_ms = serializers.FloatField(help_text="total time spent copying prefixes out of slots")
+
+
 class PerformanceApi(PublicApi):
     @extend_schema_serializer(component_name="Performance")
     class OutputSerializer(serializers.Serializer):
@@ -221,6 +235,9 @@ class PerformanceApi(PublicApi):
         ttft_p50_ms = serializers.FloatField(help_text="time to first token, last 1000 requests")
         ttft_p95_ms = serializers.FloatField()
         prefix_cache_hit_ratio = serializers.FloatField(help_text="prompt tokens found in the KV cache / all, 0..1")
+        prefix_cache = PrefixCacheSerializer(
+            allow_null=True, help_text="the persona prefix cache; null while loading or when it is off"
+        )
         estimated_wait_s = serializers.FloatField(help_text="estimated wait for a slot; over the limit means 429")
         requests_refused = serializers.IntegerField(help_text="answered 429 (server busy)")
         service_type = serializers.CharField(help_text="which app answered: office or character (seed design)")
@@ -248,6 +265,7 @@ class PerformanceApi(PublicApi):
                         if engine and engine.prompt_tokens
                         else 0.0
                     ),
+                    "prefix_cache": prefix_cache_summary(engine) if engine else None,
                     "estimated_wait_s": engine.estimated_wait_s if engine else 0.0,
                     "requests_refused": engine.requests_refused if engine else 0,
                     "service_type": settings.APP_MODE,

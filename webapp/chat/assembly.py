@@ -5,18 +5,19 @@ The layout, in order:
 
     system      the definition (a card: its system prompt, description, personality, scenario)
     user/asst.  example dialogue, as exchanges
-    system      the user persona, then the lore that fired (before_char entries, then after_char)
     assistant   the greeting the chat started with
+    system      the user persona, then the lore that fired (before_char entries, then after_char)
     system      a tool round's instruction (the office)
     …           the history, oldest first
     user        the new message
     system      post-history instructions
 
-The definition and the examples come first and depend only on the character, the user's
-name and the conversation's start (webapp.characters binds macros so): the engine reuses
-the KV cache of a prompt's unchanged head, and what changes from turn to turn (lore, the
-user persona) sits after it. Lore marked before_char still goes after the definition, for
-that reason: it stays ahead of the after_char lore.
+The definition, the examples and the greeting come first and depend only on the
+character, the user's name and the conversation's start (webapp.characters binds macros
+so): they are the layout's `shared` head, which the engine evaluates once for every
+conversation that starts the same way (webapp.engine.prefix_cache), and what changes from
+turn to turn (lore, the user persona) sits after it. Lore marked before_char still goes
+after the definition, for that reason: it stays ahead of the after_char lore.
 
 Under context pressure, the spec's order: the example dialogue goes first, then the
 oldest history (the engine's prompt_fit), then the lowest-priority lore. The definition,
@@ -44,6 +45,7 @@ class Layout:
     lore: tuple[LoreItem, ...]  # the lore in the prompt
     lore_dropped: tuple[LoreItem, ...]  # fired, but left out for room
     examples: bool  # whether the example dialogue is in
+    shared: int = 0  # leading `pinned` messages that depend only on the character and the chat's start
 
     def budget(self, *, persona: Persona, count_tokens: Callable[[str], int]) -> dict[str, int]:
         """Tokens of each part: character (definition, user persona, greeting, post-history),
@@ -72,17 +74,25 @@ def layout_build(
     if examples:
         for example in persona.examples:
             pinned += [ChatMessage("user", example.user), ChatMessage("assistant", example.assistant)]
+    if persona.greeting:
+        pinned.append(ChatMessage("assistant", persona.greeting))
+    shared = len(pinned)
     context = [persona.user_description] if persona.user_description else []
     context += [item.content for item in lore if item.position == "before_char"]
     context += [item.content for item in lore if item.position == "after_char"]
     if context:
         pinned.append(ChatMessage("system", "\n\n".join(context)))
-    if persona.greeting:
-        pinned.append(ChatMessage("assistant", persona.greeting))
     if instruction is not None:
         pinned.append(instruction)
     after = (ChatMessage("system", persona.post_history),) if persona.post_history else ()
-    return Layout(pinned=tuple(pinned), after=after, lore=tuple(lore), lore_dropped=tuple(dropped), examples=examples)
+    return Layout(
+        pinned=tuple(pinned),
+        after=after,
+        lore=tuple(lore),
+        lore_dropped=tuple(dropped),
+        examples=examples,
+        shared=shared,
+    )
 
 
 def layout_first(

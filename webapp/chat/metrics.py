@@ -157,6 +157,55 @@ ENGINE_METRICS: tuple[tuple[str, Kind, str, str, int], ...] = (
 )
 
 
+# (name, kind, HELP text, prefix-cache summary field, divisor to the metric's unit)
+PREFIX_CACHE_METRICS: tuple[tuple[str, Kind, str, str, int], ...] = (
+    ("personachat_engine_prefix_cache_entries", GAUGE, "Persona prefixes whose KV state is kept.", "entries", 1),
+    ("personachat_engine_prefix_cache_bytes", GAUGE, "Host memory the kept prefixes take.", "bytes", 1),
+    ("personachat_engine_prefix_cache_limit_bytes", GAUGE, "The prefix cache's memory limit.", "limit_bytes", 1),
+    ("personachat_engine_prefix_cache_hits_total", COUNTER, "Requests started from a kept prefix.", "hits", 1),
+    ("personachat_engine_prefix_cache_misses_total", COUNTER, "Requests that evaluated a prefix.", "misses", 1),
+    ("personachat_engine_prefix_cache_evictions_total", COUNTER, "Prefixes evicted for room.", "evictions", 1),
+    (
+        "personachat_engine_prefix_tokens_restored_total",
+        COUNTER,
+        "Prompt tokens copied from the prefix cache instead of evaluated.",
+        "tokens_restored",
+        1,
+    ),
+    (
+        "personachat_engine_prefix_restore_seconds_total",
+        COUNTER,
+        "Time spent copying prefixes into slots.",
+        "restore_ms",
+        1000,
+    ),
+    (
+        "personachat_engine_prefix_save_seconds_total",
+        COUNTER,
+        "Time spent copying prefixes out of slots.",
+        "save_ms",
+        1000,
+    ),
+)
+
+
+def prefix_cache_summary(engine: EngineStats) -> dict[str, float] | None:
+    """The prefix cache as /performance shows it (and /metrics exports it); None when it is off."""
+    cache = engine.prefix_cache
+    if cache is None:
+        return None
+    lookups = cache.hits + cache.misses
+    restored = engine.prefix_tokens_restored
+    return {
+        **cache.__dict__,
+        "hit_ratio": round(cache.hits / lookups, 4) if lookups else 0.0,
+        "tokens_restored": restored,
+        "restore_ms": engine.prefix_restore_ms,
+        "restore_ms_per_token": round(engine.prefix_restore_ms / restored, 4) if restored else 0.0,
+        "save_ms": engine.prefix_save_ms,
+    }
+
+
 class ChatCollector(Collector):
     """One app's measurements for prometheus-client: chat requests, the engine, HTTP.
 
@@ -186,6 +235,9 @@ class ChatCollector(Collector):
             engine_stats = self._engine.stats()
             for name, kind, help_text, field, divisor in ENGINE_METRICS:
                 yield _family(kind, name, help_text, getattr(engine_stats, field) / divisor, app=app)
+            prefix_cache = prefix_cache_summary(engine_stats)
+            for name, kind, help_text, field, divisor in PREFIX_CACHE_METRICS if prefix_cache else ():
+                yield _family(kind, name, help_text, prefix_cache[field] / divisor, app=app)
         yield from self._http.metric_families(app)
 
 

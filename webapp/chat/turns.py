@@ -643,6 +643,7 @@ def _round_submit(
     while True:
         request = GenerationRequest(
             pinned=layout.pinned,
+            shared=layout.shared,
             history=list(history),
             user=user,
             after=layout.after,
@@ -866,6 +867,7 @@ def _next_round(engine: Engine, turn: _Turn, step: ToolStep) -> _Turn:
     )
     request = GenerationRequest(
         pinned=layout.pinned,
+        shared=layout.shared,
         after=layout.after,
         history=[*_chat(turn.history), *exchange],
         user=ChatMessage("user", f"{step.result_text()}\nNow answer my question."),

@@ -51,6 +51,10 @@ class GenerationRequest:
     deadline_s: float | None = None
     # Messages after the new user message, never dropped (a character's post-history instructions).
     after: Sequence[ChatMessage] = ()
+    # How many leading `pinned` messages many conversations share (a persona's definition,
+    # examples and greeting, not this turn's lore): the engine evaluates that prefix once
+    # and copies its KV state into every slot that needs it. None: all of `pinned`; 0: none.
+    shared: int | None = None
 
 
 @dataclass(frozen=True)

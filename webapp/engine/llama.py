@@ -7,10 +7,16 @@ a token budget, a chunk of the prompt of each newly admitted one (chunked prefil
 long prompt cannot freeze the streams already running), calls `llama_decode` once, and
 samples every sequence that produced logits with its own sampler chain.
 
-Prefix reuse: a slot keeps the tokens of its last request in the KV cache after the
-request ends. A new request goes to the free slot holding the longest common prefix
-with its prompt (the conversation's previous turn, or at least the same persona), and
-only the rest of the prompt is evaluated.
+Prefix reuse, two ways:
+- A slot keeps the tokens of its last request in the KV cache after the request ends. A
+  new request goes to the free slot holding the longest common prefix with its prompt
+  (the conversation's previous turn), and only the rest of the prompt is evaluated.
+- A persona's shared prefix (`GenerationRequest.shared`) is evaluated once: when a slot's
+  prefill reaches the end of it, the scheduler copies that sequence's KV state into a
+  bounded host-memory LRU (webapp.engine.prefix_cache), and a later request with the same
+  prefix tokens starts from a copy of it in whatever slot is free. Admission knows about
+  it: a request whose prefix another slot is evaluating right now waits for that copy
+  (other requests go ahead) instead of evaluating the same tokens beside it.
 
 Callers (any thread) render and tokenize prompts (read-only use of the vocabulary, safe
 alongside decoding), queue requests and read events from their handles.
@@ -27,6 +33,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from jinja2 import TemplateError
+
+from webapp.engine.cpu_share import CpuShare
 from webapp.engine.engine import (
     Completion,
     DoneEvent,
@@ -43,6 +52,7 @@ from webapp.engine.engine import (
     Usage,
 )
 from webapp.engine.grammar import GrammarBoundsError, grammar_check
+from webapp.engine.prefix_cache import Key, PrefixCache, PrefixCacheStats, PrefixEntry
 from webapp.engine.prompt import ChatTemplate, prompt_budget, prompt_fit
 from webapp.engine.registry import ModelSpec, RegistryError
 from webapp.engine.text import TextStream
@@ -54,6 +64,8 @@ PENALTY_LAST_N = 64
 RATE_GUESS_TOKENS_S = 50.0
 REPLY_GUESS_TOKENS = 64.0
 TTFT_WINDOW = 1000
+# A shared prefix shorter than this is not worth a copy in the prefix cache.
+MIN_SHARED_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,17 @@ class EngineStats:
     estimated_wait_s: float
     ttft_p50_ms: float  # over the last TTFT_WINDOW answered requests
     ttft_p95_ms: float
+    prefix_cache: PrefixCacheStats | None = None  # None when the registry turns it off
+    prefix_tokens_restored: int = 0  # prompt tokens copied from the prefix cache (part of prompt_tokens_reused)
+    prefix_restore_ms: float = 0.0  # total time spent copying prefixes into slots
+    prefix_save_ms: float = 0.0  # total time spent copying prefixes out of slots
+
+
+@dataclass(frozen=True)
+class _Queued:
+    handle: GenerationHandle
+    prompt: list[int]
+    shared: Key  # the prompt's shared prefix (empty: none worth caching)
 
 
 @dataclass
@@ -90,6 +113,7 @@ class _Job:
     generated: int = 0
     pieces: list[str] = field(default_factory=list)
     first_token_at: float | None = None
+    save_prefix: Key = ()  # copy the slot's KV state out once its prefill reaches the end of this
 
 
 @dataclass
@@ -115,7 +139,9 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 class LlamaEngine:
     """Continuous-batching engine for one GGUF model. Implements `engine.Engine`."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, cpu_share: CpuShare | None = None) -> None:
+        """`cpu_share`: the CPU budget this app shares with the other apps on the host (both
+        models on the CPU); each step then takes the threads it grants."""
         spec.check_file()
         import llama_cpp  # imported here so that the rest of the package loads without it
         from llama_cpp import _internals, _logger
@@ -134,6 +160,8 @@ class LlamaEngine:
         self._reply_tokens = REPLY_GUESS_TOKENS  # moving average of finished replies
         self._ttfts: deque[float] = deque(maxlen=TTFT_WINDOW)
         threads = spec.n_threads or os.cpu_count() or 1
+        self._cpu_share = cpu_share
+        self._threads = threads
 
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = spec.n_gpu_layers
@@ -171,7 +199,10 @@ class LlamaEngine:
         )
 
         self._slots = [_Slot(seq=i) for i in range(spec.slots)]
-        self._queue: deque[tuple[GenerationHandle, list[int]]] = deque()
+        self._queue: deque[_Queued] = deque()
+        self._prefix_cache = PrefixCache(spec.prefix_cache_mib << 20) if spec.prefix_cache_mib else None
+        self._prefix_ms = {"restore": 0.0, "save": 0.0}
+        self._prefix_bytes_per_token = 0.0  # measured at the first copy
         self._wakeup = threading.Condition()
         self._closing = False
         self._busy = 0
@@ -184,6 +215,7 @@ class LlamaEngine:
                 "requests_finished",
                 "requests_refused",
                 "decode_steps",
+                "prefix_tokens_restored",
             ),
             0,
         )
@@ -226,6 +258,7 @@ class LlamaEngine:
         )
         handle = GenerationHandle(plan=plan, request=request)
         tokens = tokenized.get(plan.text) or self._tokenize(plan.text)
+        queued = _Queued(handle=handle, prompt=tokens, shared=self._shared_prefix(request, tokens))
         with self._wakeup:
             if self._closing:
                 raise RuntimeError("the engine is closed")
@@ -237,7 +270,7 @@ class LlamaEngine:
                     retry_after_s=max(1, math.ceil(wait - self._max_wait_s)),
                     queue_depth=len(self._queue),
                 )
-            self._queue.append((handle, tokens))
+            self._queue.append(queued)
             position = len(self._queue) - (self.n_slots - self._busy)
             self._wakeup.notify()
         if position > 0:
@@ -262,6 +295,9 @@ class LlamaEngine:
             estimated_wait_s=round(wait, 2),
             ttft_p50_ms=round(_percentile(ttfts, 0.5), 1),
             ttft_p95_ms=round(_percentile(ttfts, 0.95), 1),
+            prefix_cache=self._prefix_cache.stats() if self._prefix_cache is not None else None,
+            prefix_restore_ms=round(self._prefix_ms["restore"], 1),
+            prefix_save_ms=round(self._prefix_ms["save"], 1),
             **self._counters,
         )
 
@@ -281,6 +317,8 @@ class LlamaEngine:
             self._closing = True
             self._wakeup.notify()
         self._thread.join(timeout=30)
+        if self._cpu_share is not None:
+            self._cpu_share.close()
         self._c.llama_batch_free(self._batch)
         self._context.close()
         self._model.close()
@@ -303,6 +341,24 @@ class LlamaEngine:
         # The template already writes the BOS token where the model wants one.
         return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
+    def _shared_prefix(self, request: GenerationRequest, prompt: list[int]) -> Key:
+        """The tokens of `prompt` that its shared pinned messages account for, or () when
+        there are none worth caching. Rendered alone, the shared messages are a prefix of the
+        whole prompt up to the template's markers around the next message; the tokens the
+        two have in common are the key."""
+        if self._prefix_cache is None:
+            return ()
+        k = len(request.pinned) if request.shared is None else min(request.shared, len(request.pinned))
+        if k <= 0:
+            return ()
+        try:
+            head = self._tokenize(self.template.render(request.pinned[:k], add_generation_prompt=False))
+        except TemplateError:  # a template that refuses a partial conversation: no sharing
+            return ()
+        # At least the last prompt token stays to evaluate: its logits give the first token.
+        n = min(common_prefix_length(head, prompt), len(prompt) - 1)
+        return tuple(prompt[:n]) if n >= MIN_SHARED_TOKENS else ()
+
     # --- scheduler thread -------------------------------------------------------------
 
     def _run(self) -> None:
@@ -317,8 +373,8 @@ class LlamaEngine:
             for slot in self._slots:
                 if slot.job is not None:
                     slot.job.handle._emit(ErrorEvent("the engine failed; see the server log"))
-            for handle, _ in queued:
-                handle._emit(ErrorEvent("the engine failed; see the server log"))
+            for waiting in queued:
+                waiting.handle._emit(ErrorEvent("the engine failed; see the server log"))
 
     def _admit(self) -> bool:
         """Finish cancelled work, move queued requests into free slots; wait while idle.
@@ -337,24 +393,39 @@ class LlamaEngine:
                     return False
                 self._drop_cancelled_queued()
                 free = [s for s in self._slots if s.job is None]
-                if self._queue and free:
-                    handle, tokens = self._queue.popleft()
+                queued = self._next_queued() if free else None
+                if queued is not None:
+                    self._queue.remove(queued)
                     self._busy += 1  # taken under the lock, so submit() never sees a free slot that isn't
                     # Once the last free slot is taken, everyone left moved up one place.
                     waiting = list(self._queue) if len(free) == 1 else []
                 elif self._busy:
                     return True
                 else:
+                    if self._cpu_share is not None:
+                        self._cpu_share.threads(busy=False)  # idle: the other app may take every core
                     self._wakeup.wait()
                     continue
             try:
-                self._start(handle, tokens, free)
+                self._start(queued, free)
             except Exception:  # this request can't start; the others go on
                 self._busy -= 1
-                log.exception("could not start request %d", handle.id)
-                handle._emit(ErrorEvent("generation failed to start; see the server log"))
-            for position, (queued, _) in enumerate(waiting, start=1):
-                queued._emit(QueuedEvent(position))  # everyone behind moved up
+                log.exception("could not start request %d", queued.handle.id)
+                queued.handle._emit(ErrorEvent("generation failed to start; see the server log"))
+            for position, behind in enumerate(waiting, start=1):
+                behind.handle._emit(QueuedEvent(position))  # everyone behind moved up
+
+    def _next_queued(self) -> _Queued | None:
+        """The first queued request that is not waiting for a prefix: one whose shared prefix
+        a running request is evaluating right now waits for that copy rather than evaluate
+        the same tokens beside it. Call with `_wakeup` held, on the scheduler thread."""
+        if not self._queue:
+            return None
+        saving = {slot.job.save_prefix for slot in self._slots if slot.job is not None and slot.job.save_prefix}
+        for queued in self._queue:
+            if not queued.shared or queued.shared not in saving:
+                return queued
+        return None
 
     def _past_deadline(self, handle: GenerationHandle, now: float) -> bool:
         limit = handle.request.deadline_s if handle.request.deadline_s is not None else self._deadline_s
@@ -364,24 +435,37 @@ class LlamaEngine:
         """Answer requests cancelled (or past their deadline) while queued at once. Call with `_wakeup` held."""
         now = time.perf_counter()
         ended = {
-            handle.id: "cancelled" if handle.cancelled else "deadline"
-            for handle, _ in self._queue
-            if handle.cancelled or self._past_deadline(handle, now)
+            queued.handle.id: "cancelled" if queued.handle.cancelled else "deadline"
+            for queued in self._queue
+            if queued.handle.cancelled or self._past_deadline(queued.handle, now)
         }
         if not ended:
             return
-        kept: deque[tuple[GenerationHandle, list[int]]] = deque()
-        for handle, tokens in self._queue:
+        kept: deque[_Queued] = deque()
+        for queued in self._queue:
+            handle = queued.handle
             if handle.id in ended:
                 reason: FinishReason = ended[handle.id]  # type: ignore[assignment]
-                handle._emit(DoneEvent(self._completion(handle, "", reason, len(tokens), 0, now, now, now)))
+                handle._emit(DoneEvent(self._completion(handle, "", reason, len(queued.prompt), 0, now, now, now)))
             else:
-                kept.append((handle, tokens))
+                kept.append(queued)
         self._queue = kept
 
-    def _start(self, handle: GenerationHandle, prompt: list[int], free: list[_Slot]) -> None:
-        """Put a request into the free slot whose KV cache shares the longest prefix with it."""
+    def _start(self, queued: _Queued, free: list[_Slot]) -> None:
+        """Put a request into the free slot whose KV cache shares the longest prefix with it,
+        or, when the prefix cache holds more of its shared prefix than any slot, into the
+        free slot unused longest, starting from a copy of that prefix."""
+        handle, prompt, shared = queued.handle, queued.prompt, queued.shared
         slot = max(free, key=lambda s: (common_prefix_length(s.tokens, prompt), -s.freed_at))
+        save: Key = ()
+        if self._prefix_cache is not None and len(shared) > common_prefix_length(slot.tokens, prompt):
+            entry = self._prefix_cache.lookup(shared)
+            if entry is None and self._prefix_cache.fits(math.ceil(len(shared) * self._prefix_bytes_per_token) or 1):
+                save = shared  # evaluate it here, and keep a copy for the next request
+            elif entry is not None:
+                target = min(free, key=lambda s: s.freed_at)
+                if self._prefix_restore(target, entry):
+                    slot = target
         # Keep at least the last prompt token to evaluate: its logits give the first token.
         keep = min(common_prefix_length(slot.tokens, prompt), len(prompt) - 1)
         if not self._c.llama_memory_seq_rm(self._memory, slot.seq, keep, -1):
@@ -394,9 +478,40 @@ class LlamaEngine:
             sampler=self._sampler_new(handle.request.sampling, handle.request.grammar),
             stream=TextStream(handle.request.sampling.stop),
             admitted_at=time.perf_counter(),
+            save_prefix=save if keep < len(save) else (),
         )
         self._counters["prompt_tokens"] += len(prompt)
         self._counters["prompt_tokens_reused"] += keep
+
+    def _prefix_restore(self, slot: _Slot, entry: PrefixEntry) -> bool:
+        """Replace what `slot` holds with a copy of a cached prefix; False if llama.cpp refused
+        (the slot is then empty)."""
+        started = time.perf_counter()
+        restored = self._c.llama_state_seq_set_data(self._ctx, entry.state, entry.size, slot.seq)
+        self._prefix_ms["restore"] += (time.perf_counter() - started) * 1000
+        if not restored:
+            log.warning("could not restore a cached prefix of %d tokens into slot %d", entry.n_tokens, slot.seq)
+            self._c.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+            slot.tokens.clear()
+            return False
+        slot.tokens[:] = entry.tokens
+        self._counters["prefix_tokens_restored"] += entry.n_tokens
+        return True
+
+    def _prefix_save(self, slot: _Slot) -> None:
+        """Copy the KV state of `slot`, which holds exactly its job's shared prefix, into the cache."""
+        job, cache = slot.job, self._prefix_cache
+        assert job is not None and cache is not None
+        key, job.save_prefix = job.save_prefix, ()
+        started = time.perf_counter()
+        size = self._c.llama_state_seq_get_size(self._ctx, slot.seq)
+        self._prefix_bytes_per_token = size / len(key)
+        if cache.fits(size):
+            state = (ctypes.c_uint8 * size)()
+            written = self._c.llama_state_seq_get_data(self._ctx, state, size, slot.seq)
+            if written:
+                cache.store(PrefixEntry(tokens=key, state=state, size=written))
+        self._prefix_ms["save"] += (time.perf_counter() - started) * 1000
 
     def _grammar_sampler(self, grammar: str) -> int:
         sampler = self._c.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
@@ -475,12 +590,20 @@ class LlamaEngine:
             if job.pending is not None or budget <= 0:
                 continue
             done = len(slot.tokens)
-            chunk = job.prompt[done : done + min(budget, self._prefill_chunk)]
+            limit = min(budget, self._prefill_chunk)
+            if job.save_prefix:  # stop at the end of the shared prefix, to copy it out exactly
+                limit = min(limit, len(job.save_prefix) - done)
+            chunk = job.prompt[done : done + limit]
             add(slot, chunk, done + len(chunk) == len(job.prompt))
             budget -= len(chunk)
             self._counters["prompt_tokens_evaluated"] += len(chunk)
 
         batch.n_tokens = n
+        if self._cpu_share is not None:
+            threads = self._cpu_share.threads(busy=True)
+            if threads != self._threads:  # takes effect at this decode
+                self._c.llama_set_n_threads(self._ctx, threads, threads)
+                self._threads = threads
         started = time.perf_counter()
         status = self._c.llama_decode(self._ctx, batch)
         if status != 0:
@@ -495,6 +618,8 @@ class LlamaEngine:
             slot.tokens.extend(tokens)
             if slot.job is not None:
                 slot.job.pending = None
+                if slot.job.save_prefix and len(slot.tokens) == len(slot.job.save_prefix):
+                    self._prefix_save(slot)
         sampled = [s for s in active if s.job is not None and s.job.logits_at >= 0]
         for slot in sampled:
             self._sample(slot)

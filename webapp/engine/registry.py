@@ -77,6 +77,8 @@ class ModelSpec:
     max_wait_s: Annotated[StrictFloat, Field(gt=0)] = 120.0
     # A reply ends (finish_reason "deadline") this long after it was submitted, queue included.
     max_generation_s: Annotated[StrictFloat, Field(gt=0)] = 180.0
+    # Host memory for the KV state of shared persona prefixes (webapp.engine.prefix_cache); 0 = off.
+    prefix_cache_mib: Annotated[StrictInt, Field(ge=0, le=1 << 20)] = 256
     chat_template: StrictStr | None = None  # None ("" in the file): the one in the GGUF metadata
     package: StrictStr | None = None
     sampling: SamplingDefaults = dataclasses.field(default_factory=SamplingDefaults)
