@@ -41,7 +41,7 @@ import requests
 
 from perf.latency import _free_port, _percentile
 from webapp.config.env import REPO_ROOT
-from webapp.engine.registry import registry_load
+from webapp.engine.registry import APPS, registry_load
 from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -98,7 +98,12 @@ class RunResult:
 
 
 def chat_stream(
-    url: str, model: str, messages: list[dict[str, str]], seed: int, headers: dict[str, str]
+    url: str,
+    model: str,
+    messages: list[dict[str, str]],
+    seed: int,
+    headers: dict[str, str],
+    max_tokens: int = MAX_TOKENS,
 ) -> tuple[str, float, float, int]:
     """One streamed completion: (text, seconds to first content, total seconds, completion tokens)."""
     body = {
@@ -106,7 +111,7 @@ def chat_stream(
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": max_tokens,
         "temperature": TEMPERATURE,
         "seed": seed,
     }
@@ -153,29 +158,41 @@ def workload_run(server: str, url: str, model: str, headers: dict[str, str], con
 # --- the servers --------------------------------------------------------------------
 
 
+Endpoint = tuple[str, str, dict[str, str]]  # an OpenAI chat completions URL, the model, the auth header
+
+
 @contextmanager
-def our_stack(slots: int, workdir: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
-    registry = registry_derive(
-        REPO_ROOT / "models" / "registry.toml", workdir / f"registry-{slots}.toml", slots=slots, max_tokens=MAX_TOKENS
-    )
+def bench_stack(workdir: Path, tag: str, registry: Path, extra_env: dict[str, str]) -> Iterator[dict[str, Endpoint]]:
+    """The whole stack on free ports, under a benchmark account's service key; yields each
+    app's OpenAI chat endpoint."""
     config = StackConfig(
         gateway_port=_free_port(),
         office_port=_free_port(),
         character_port=_free_port(),
-        var_dir=workdir / f"var-{slots}",
+        var_dir=workdir / f"var-{tag}",
         registry=registry,
-        # One model serves, as llama-server does: its threads may spin like llama-server's.
-        # (The launcher makes them sleep when both apps share the CPU; see Stack.)
-        extra_env={"OMP_WAIT_POLICY": "ACTIVE", **BENCH_ENV},
+        extra_env=extra_env,
     )
     stack = Stack(config)
     stack.start()
     try:
-        alias = registry_load(registry)["office"].alias
+        specs = registry_load(registry)
         auth = {"Authorization": f"Bearer {stack.service_key('bench')}"}  # the SDK's api_key
-        yield f"http://127.0.0.1:{config.gateway_port}/office/v1/chat/completions", alias, auth
+        base = f"http://127.0.0.1:{config.gateway_port}"
+        yield {app: (f"{base}/{app}/v1/chat/completions", specs[app].alias, auth) for app in APPS}
     finally:
         stack.stop()
+
+
+@contextmanager
+def our_stack(slots: int, workdir: Path) -> Iterator[Endpoint]:
+    registry = registry_derive(
+        REPO_ROOT / "models" / "registry.toml", workdir / f"registry-{slots}.toml", slots=slots, max_tokens=MAX_TOKENS
+    )
+    # One model serves, as llama-server does: its threads may spin like llama-server's.
+    # (perf.shipped measures both apps with the launcher's own settings.)
+    with bench_stack(workdir, str(slots), registry, {"OMP_WAIT_POLICY": "ACTIVE", **BENCH_ENV}) as endpoints:
+        yield endpoints["office"]
 
 
 def peer_build() -> Path:
@@ -211,12 +228,14 @@ def peer_build() -> Path:
 
 
 @contextmanager
-def peer_server(binary: Path, parallel: int, workdir: Path) -> Iterator[tuple[str, str]]:
+def peer_server(
+    binary: Path, parallel: int, workdir: Path, *, tag: str = "", n_ctx_per_slot: int = N_CTX_PER_SLOT
+) -> Iterator[tuple[str, str, dict[str, str]]]:
     spec = registry_load(registry_derive(REPO_ROOT / "models" / "registry.toml", workdir / "peer.toml"))["office"]
     port = _free_port()
-    log = (workdir / f"llama-server-{parallel}.log").open("wb")
+    log = (workdir / f"llama-server-{parallel}{tag}.log").open("wb")
     command = [str(binary), "-m", str(spec.path), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["-np", str(parallel), "-c", str(parallel * N_CTX_PER_SLOT), "-t", str(os.cpu_count() or 2)]
+    command += ["-np", str(parallel), "-c", str(parallel * n_ctx_per_slot), "-t", str(os.cpu_count() or 2)]
     command += ["--alias", spec.alias, "--jinja"]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -137,3 +137,6 @@ def test_the_lru_evicts_the_least_recently_used_first() -> None:
     stats = cache.stats()
     assert (stats.entries, stats.bytes, stats.hits, stats.misses, stats.evictions) == (2, 100, 1, 1, 1)
     assert not PrefixCache(limit_bytes=0).store(entry((5,), 1))
+    cache.discard((3,))
+    cache.discard((9,))  # not there: nothing happens
+    assert (3,) not in cache and cache.stats().bytes == 40

@@ -82,3 +82,21 @@ def test_a_second_replica_on_the_embedded_store_refuses_to_start(stack):
     assert result.returncode != 0
     assert "embedded store of the character app" in result.stderr and "MONGO_URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_both_apps_on_the_cpu_split_it_through_the_launchers_share_file(stack, http, gateway, user_id):
+    """make run's two CPU apps each keep a record in the CPU budget's file (webapp.engine.cpu_share),
+    written by the app's own process as it decodes; the launcher sets no wait policy."""
+    import struct
+
+    for app, persona in (("office", {}), ("character", {"persona": "captain-rhea"})):
+        body = {"input_data": "Hi", "user_id": user_id, **persona}
+        reply = http.post(f"{gateway}/{app}/Llama", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+    assert stack.cpu_share_path.parent == stack.config.var_dir / "run"
+    records = stack.cpu_share_path.read_bytes()
+    pids = [struct.unpack_from("<qqd", records, 24 * member)[0] for member in range(2)]
+    assert pids == [stack.pid("office"), stack.pid("character")]
+    environ = Path(f"/proc/{stack.pid('office')}/environ").read_bytes().split(b"\0")
+    assert f"CPU_SHARE_FILE={stack.cpu_share_path}".encode() in environ
+    assert "OMP_WAIT_POLICY" not in stack._cpu_sharing_env()

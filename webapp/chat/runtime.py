@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,8 +22,9 @@ from webapp.chat.errors import ModelNotReadyError, ShuttingDownError
 from webapp.chat.metrics import HttpMetrics, RequestStats
 from webapp.chat.personas import Persona, PersonaCatalog, catalog_load
 from webapp.chat.turns import Grounder, ToolRunner, TurnDeps
+from webapp.engine.cpu_share import CpuShare
 from webapp.engine.engine import Engine
-from webapp.engine.registry import ModelSpec, registry_load
+from webapp.engine.registry import APPS, ModelSpec, registry_load
 from webapp.store.chat_store import ChatStore
 from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim
 
@@ -117,7 +119,7 @@ def _load(spec: ModelSpec) -> None:
     from webapp.engine.llama import LlamaEngine
 
     try:
-        engine = LlamaEngine(spec)
+        engine = LlamaEngine(spec, cpu_share=_cpu_share(spec))
     except Exception as exc:
         log.exception("model %s failed to load", spec.path)
         with _lock:
@@ -126,6 +128,16 @@ def _load(spec: ModelSpec) -> None:
     log.info("model %s ready (%s)", spec.alias, spec.path)
     with _lock:
         _engine, _state = engine, "ready"
+
+
+def _cpu_share(spec: ModelSpec) -> CpuShare | None:
+    """This app's place in the CPU budget the launcher set up for models on one CPU, if any."""
+    path = settings.ENV.cpu_share_file
+    if path is None or spec.n_gpu_layers != 0:
+        return None
+    # The cores this process may run on (a container's limit), not the host's.
+    cores = spec.n_threads or len(os.sched_getaffinity(0))
+    return CpuShare(path, member=APPS.index(spec.app), members=len(APPS), cores=cores)
 
 
 def engine_status() -> tuple[EngineState, str]:

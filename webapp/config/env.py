@@ -136,6 +136,9 @@ class Env(BaseModel):
     )
     var_dir: Folder = _variable("VAR_DIR", REPO_ROOT / "var", "a folder")
     model_registry: Folder = _variable("MODEL_REGISTRY", REPO_ROOT / "models" / "registry.toml", "a file path")
+    # Set by the launcher when both models run on the CPU: the file through which the apps
+    # split the cores step by step (webapp.engine.cpu_share). Unset: every step takes n_threads.
+    cpu_share_file: Folder | None = _variable("CPU_SHARE_FILE", None, "a file path")
     personas_dir: Folder = _variable("PERSONAS_DIR", REPO_ROOT / "personas", "a folder")
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = _variable(
         "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"

@@ -27,8 +27,10 @@ from pathlib import Path
 
 # pid, busy (0/1), the monotonic time it was last written (CLOCK_MONOTONIC is host-wide).
 _RECORD = struct.Struct("<qqd")
-# A busy record not rewritten for this long, of a process that is gone, counts as idle.
+# A busy record not rewritten for STALE_S counts as idle if its process is gone; one not
+# rewritten for DEAD_S counts as idle whatever (no step takes that long).
 STALE_S = 2.0
+DEAD_S = 120.0
 
 
 class CpuShare:
@@ -76,9 +78,10 @@ class CpuShare:
         pid, busy, stamp = _RECORD.unpack_from(self._map, member * _RECORD.size)
         if not busy:
             return False
-        if time.monotonic() - stamp < STALE_S:
+        age = time.monotonic() - stamp
+        if age < STALE_S:
             return True
-        return _alive(pid)  # a long step, or a process that died busy
+        return age < DEAD_S and _alive(pid)  # a long step, or a process that died busy
 
 
 def _alive(pid: int) -> bool:

@@ -86,6 +86,9 @@ class EngineStats:
     estimated_wait_s: float
     ttft_p50_ms: float  # over the last TTFT_WINDOW answered requests
     ttft_p95_ms: float
+    threads: int = 0  # CPU threads of the last decode step
+    # decode steps by the threads they ran with (more than one count: the CPU was shared)
+    steps_by_threads: tuple[tuple[int, int], ...] = ()
     prefix_cache: PrefixCacheStats | None = None  # None when the registry turns it off
     prefix_tokens_restored: int = 0  # prompt tokens copied from the prefix cache (part of prompt_tokens_reused)
     prefix_restore_ms: float = 0.0  # total time spent copying prefixes into slots
@@ -159,10 +162,20 @@ class LlamaEngine:
         self._rate = 0.0  # tokens/s of the whole batch, moving average; 0 until measured
         self._reply_tokens = REPLY_GUESS_TOKENS  # moving average of finished replies
         self._ttfts: deque[float] = deque(maxlen=TTFT_WINDOW)
-        threads = spec.n_threads or os.cpu_count() or 1
+        threads = spec.n_threads or len(os.sched_getaffinity(0))  # the cores this process may use
         self._cpu_share = cpu_share
         self._threads = threads
+        self._steps_by_threads: dict[int, int] = {}
 
+        if spec.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+            # llama.cpp would load on the CPU without a word, many times slower (seen with
+            # CUDA_VISIBLE_DEVICES naming a GPU the host does not have).
+            raise RegistryError(
+                f"[{spec.app}] n_gpu_layers = {spec.n_gpu_layers}, but this process sees no GPU "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}, from the app's `gpu`): "
+                "check `gpu` in the registry, and that llama-cpp-python is built with CUDA "
+                "(the Dockerfile's is); n_gpu_layers = 0 runs the model on the CPU"
+            )
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = spec.n_gpu_layers
         try:
@@ -295,6 +308,8 @@ class LlamaEngine:
             estimated_wait_s=round(wait, 2),
             ttft_p50_ms=round(_percentile(ttfts, 0.5), 1),
             ttft_p95_ms=round(_percentile(ttfts, 0.95), 1),
+            threads=self._threads,
+            steps_by_threads=tuple(sorted(self._steps_by_threads.items())),
             prefix_cache=self._prefix_cache.stats() if self._prefix_cache is not None else None,
             prefix_restore_ms=round(self._prefix_ms["restore"], 1),
             prefix_save_ms=round(self._prefix_ms["save"], 1),
@@ -367,6 +382,8 @@ class LlamaEngine:
                 self._step()
         except Exception:  # the engine must not die silently: fail everyone, loudly
             log.exception("the scheduler crashed")
+            if self._cpu_share is not None:
+                self._cpu_share.threads(busy=False)  # the other app may take every core
             with self._wakeup:
                 self._closing = True  # later submits are refused instead of hanging
                 queued, self._queue = list(self._queue), deque()
@@ -393,7 +410,7 @@ class LlamaEngine:
                     return False
                 self._drop_cancelled_queued()
                 free = [s for s in self._slots if s.job is None]
-                queued = self._next_queued() if free else None
+                queued = self._next_queued(free) if free else None
                 if queued is not None:
                     self._queue.remove(queued)
                     self._busy += 1  # taken under the lock, so submit() never sees a free slot that isn't
@@ -415,16 +432,20 @@ class LlamaEngine:
             for position, behind in enumerate(waiting, start=1):
                 behind.handle._emit(QueuedEvent(position))  # everyone behind moved up
 
-    def _next_queued(self) -> _Queued | None:
+    def _next_queued(self, free: list[_Slot]) -> _Queued | None:
         """The first queued request that is not waiting for a prefix: one whose shared prefix
-        a running request is evaluating right now waits for that copy rather than evaluate
-        the same tokens beside it. Call with `_wakeup` held, on the scheduler thread."""
+        a running request is evaluating right now, and that no free slot holds, waits for
+        that copy rather than evaluate the same tokens beside it. Call with `_wakeup` held,
+        on the scheduler thread."""
         if not self._queue:
             return None
         saving = {slot.job.save_prefix for slot in self._slots if slot.job is not None and slot.job.save_prefix}
         for queued in self._queue:
-            if not queued.shared or queued.shared not in saving:
+            shared = queued.shared
+            if not shared or shared not in saving:
                 return queued
+            if any(common_prefix_length(slot.tokens, queued.prompt) >= len(shared) for slot in free):
+                return queued  # a free slot already holds it (say, this conversation's last turn)
         return None
 
     def _past_deadline(self, handle: GenerationHandle, now: float) -> bool:
@@ -491,6 +512,8 @@ class LlamaEngine:
         self._prefix_ms["restore"] += (time.perf_counter() - started) * 1000
         if not restored:
             log.warning("could not restore a cached prefix of %d tokens into slot %d", entry.n_tokens, slot.seq)
+            if self._prefix_cache is not None:
+                self._prefix_cache.discard(entry.tokens)  # don't fail the same way again
             self._c.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
             slot.tokens.clear()
             return False
@@ -504,13 +527,16 @@ class LlamaEngine:
         assert job is not None and cache is not None
         key, job.save_prefix = job.save_prefix, ()
         started = time.perf_counter()
-        size = self._c.llama_state_seq_get_size(self._ctx, slot.seq)
-        self._prefix_bytes_per_token = size / len(key)
-        if cache.fits(size):
-            state = (ctypes.c_uint8 * size)()
-            written = self._c.llama_state_seq_get_data(self._ctx, state, size, slot.seq)
-            if written:
-                cache.store(PrefixEntry(tokens=key, state=state, size=written))
+        try:
+            size = self._c.llama_state_seq_get_size(self._ctx, slot.seq)
+            self._prefix_bytes_per_token = size / len(key)
+            if cache.fits(size):
+                state = (ctypes.c_uint8 * size)()
+                written = self._c.llama_state_seq_get_data(self._ctx, state, size, slot.seq)
+                if written:
+                    cache.store(PrefixEntry(tokens=key, state=state, size=written))
+        except (MemoryError, OSError, ValueError):  # no copy this time; the requests go on
+            log.exception("could not copy a prefix of %d tokens out of slot %d", len(key), slot.seq)
         self._prefix_ms["save"] += (time.perf_counter() - started) * 1000
 
     def _grammar_sampler(self, grammar: str) -> int:
@@ -540,6 +566,14 @@ class LlamaEngine:
         if params.ignore_eos and grammar is None:
             c.llama_sampler_chain_add(chain, self._eog_ban())
         if params.repeat_penalty != 1.0:
+            # The penalty sampler looks up every candidate it is given: on a 49,152-token
+            # vocabulary that was ~0.4 ms a token, half of all sampling time on a GPU. A
+            # penalty only lowers the at most PENALTY_LAST_N tokens seen last, so what comes
+            # out on top afterwards was among the top (k + PENALTY_LAST_N) before: keeping
+            # only those first gives exactly the same top k (greedy: the same best token).
+            keep = params.top_k if params.temperature > 0 else 1
+            if keep > 0 and params.repeat_penalty > 1.0:  # below 1 a "penalty" raises tokens
+                c.llama_sampler_chain_add(chain, c.llama_sampler_init_top_k(keep + PENALTY_LAST_N))
             n_vocab = c.llama_vocab_n_tokens(self._vocab)
             penalties = c.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
             c.llama_sampler_chain_add(chain, penalties)
@@ -614,12 +648,14 @@ class LlamaEngine:
                 self._finish(slot, "error", error=f"llama_decode failed (status {status})")
             return
         self._counters["decode_steps"] += 1
+        self._steps_by_threads[self._threads] = self._steps_by_threads.get(self._threads, 0) + 1
         for slot, tokens in placed:
             slot.tokens.extend(tokens)
             if slot.job is not None:
                 slot.job.pending = None
-                if slot.job.save_prefix and len(slot.tokens) == len(slot.job.save_prefix):
-                    self._prefix_save(slot)
+        for slot, _ in placed:
+            if slot.job is not None and slot.job.save_prefix and len(slot.tokens) == len(slot.job.save_prefix):
+                self._prefix_save(slot)
         sampled = [s for s in active if s.job is not None and s.job.logits_at >= 0]
         for slot in sampled:
             self._sample(slot)

@@ -89,6 +89,11 @@ class PrefixCache:
         self._counts["stored"] += 1
         return True
 
+    def discard(self, key: Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
+
     def stats(self) -> PrefixCacheStats:
         return PrefixCacheStats(
             entries=len(self._entries), bytes=self._bytes, limit_bytes=self.limit_bytes, **self._counts

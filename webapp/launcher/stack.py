@@ -201,6 +201,7 @@ class Stack:
         self.log_dir = config.var_dir / "log"
         self.run_dir = config.var_dir / "run"
         self.conf_path = self.run_dir / "supervisord.conf"
+        self.cpu_share_path = self.run_dir / "cpu-share"
         socket_path = self.run_dir / "supervisor.sock"
         redis_socket = self.run_dir / "redis.sock"
         if len(str(socket_path)) > _SOCKET_MAX:
@@ -227,6 +228,7 @@ class Stack:
             )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cpu_share_path.unlink(missing_ok=True)  # the last run's apps are gone
         self.accounts_prepare()
         self.conf_path.write_text(self._supervisord_conf())
         log = (self.log_dir / "supervisord.out").open("ab")
@@ -302,18 +304,22 @@ class Stack:
         """Thread settings for processes that share the CPU. When both models run on the CPU,
         their OpenMP threads share the same cores.
 
-        llama.cpp's OpenMP threads spin while they wait. Two busy apps then make 4 spinning
-        threads on 2 cores, and throughput collapsed (5-47 tokens/s in all, against 65-82
-        with waiting threads sleeping: OMP_WAIT_POLICY=PASSIVE). Passive costs one app alone
-        about a third of its speed, so it applies only to this shared-CPU case, and the
-        environment (or StackConfig.extra_env) can still set it either way.
+        llama.cpp's OpenMP threads spin while they wait. Two busy apps that each start a
+        thread per core then spin against each other and collapse (13-50 tokens/s in all,
+        against ~110 for one alone); making waiting threads sleep (OMP_WAIT_POLICY=PASSIVE,
+        this launcher's setting until now) costs one busy app a fifth to two fifths. So
+        the apps split the cores step by step through a shared file instead
+        (CPU_SHARE_FILE, webapp.engine.cpu_share): never more threads than cores in all,
+        and libgomp's default wait (spin a while, then sleep) keeps a busy app fast and an
+        idle one at 0% CPU. The environment (or StackConfig.extra_env) can still set
+        OMP_WAIT_POLICY or GOMP_SPINCOUNT.
         """
         # numpy's OpenBLAS (the office app's embedding model) gets one thread: a query is a
         # few small matrix products, and two BLAS threads racing llama.cpp's for two cores
         # made search p95 spike from ~40 ms to 300-1,200 ms (perf/retrieval.py).
         env = {"OPENBLAS_NUM_THREADS": "1"}
         if all(spec.n_gpu_layers == 0 for spec in self.specs.values()):
-            env["OMP_WAIT_POLICY"] = "PASSIVE"
+            env["CPU_SHARE_FILE"] = str(self.cpu_share_path)
         return env
 
     def _base_env(self) -> dict[str, str]:
