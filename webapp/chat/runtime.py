@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -135,9 +134,7 @@ def _cpu_share(spec: ModelSpec) -> CpuShare | None:
     path = settings.ENV.cpu_share_file
     if path is None or spec.n_gpu_layers != 0:
         return None
-    # The cores this process may run on (a container's limit), not the host's.
-    cores = spec.n_threads or len(os.sched_getaffinity(0))
-    return CpuShare(path, member=APPS.index(spec.app), members=len(APPS), cores=cores)
+    return CpuShare(path, member=APPS.index(spec.app), members=len(APPS), cores=spec.cpu_threads)
 
 
 def engine_status() -> tuple[EngineState, str]:

@@ -162,7 +162,7 @@ class LlamaEngine:
         self._rate = 0.0  # tokens/s of the whole batch, moving average; 0 until measured
         self._reply_tokens = REPLY_GUESS_TOKENS  # moving average of finished replies
         self._ttfts: deque[float] = deque(maxlen=TTFT_WINDOW)
-        threads = spec.n_threads or len(os.sched_getaffinity(0))  # the cores this process may use
+        threads = spec.cpu_threads
         self._cpu_share = cpu_share
         self._threads = threads
         self._steps_by_threads: dict[int, int] = {}

@@ -111,6 +111,12 @@ class ModelSpec:
             )
         return value
 
+    @property
+    def cpu_threads(self) -> int:
+        """Threads for decoding on the CPU: `n_threads`, else every core this process may run
+        on (a container's limit, not the host's)."""
+        return self.n_threads or len(os.sched_getaffinity(0))
+
     def check_file(self) -> None:
         """Raise RegistryError naming the path unless the GGUF file exists and is readable."""
         if not self.path.exists():
