@@ -27,8 +27,9 @@ from pathlib import Path
 
 import requests
 
-from perf.latency import _free_port, _percentile, _timed
+from perf.latency import _percentile, _timed
 from webapp.config.env import REPO_ROOT
+from webapp.launcher.ports import free_port
 from webapp.launcher.stack import BENCH_ENV, LOAD_ACCOUNT_LIMITS, Stack, StackConfig, registry_derive
 
 ADMISSION_SNIPPET = """
@@ -57,9 +58,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         registry = registry_derive(REPO_ROOT / "models" / "registry.toml", Path(tmp) / "registry.toml", max_tokens=16)
         config = StackConfig(
-            gateway_port=_free_port(),
-            office_port=_free_port(),
-            character_port=_free_port(),
+            gateway_port=free_port(),
+            office_port=free_port(),
+            character_port=free_port(),
             var_dir=Path(tmp) / "var",
             registry=registry,
             extra_env=BENCH_ENV,

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import socket
 import statistics
 import tempfile
 import time
@@ -27,13 +26,8 @@ import requests
 import websockets
 
 from webapp.config.env import REPO_ROOT
+from webapp.launcher.ports import free_port
 from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -61,9 +55,9 @@ def main() -> None:
             REPO_ROOT / "models" / "registry.toml", Path(tmp) / "registry.toml", max_tokens=32, temperature=0.0
         )
         config = StackConfig(
-            gateway_port=_free_port(),
-            office_port=_free_port(),
-            character_port=_free_port(),
+            gateway_port=free_port(),
+            office_port=free_port(),
+            character_port=free_port(),
             var_dir=Path(tmp) / "var",
             registry=registry,
             extra_env=BENCH_ENV,

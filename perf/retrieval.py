@@ -60,9 +60,10 @@ import numpy as np
 import requests
 import websockets
 
-from perf.latency import _free_port, _percentile
+from perf.latency import _percentile
 from webapp.config.env import REPO_ROOT
 from webapp.engine.registry import embedding_spec_load
+from webapp.launcher.ports import free_port
 from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
 from webapp.retrieval.chunking import Chunk, chunks_split, sentences_split
 from webapp.retrieval.embedding import Embedder, embedder_load
@@ -558,9 +559,9 @@ def stack_running(
         temperature=0.0,
     )
     config = StackConfig(
-        gateway_port=_free_port(),
-        office_port=_free_port(),
-        character_port=_free_port(),
+        gateway_port=free_port(),
+        office_port=free_port(),
+        character_port=free_port(),
         var_dir=var_dir,
         registry=registry,
         extra_env=BENCH_ENV,

@@ -39,9 +39,10 @@ from pathlib import Path
 
 import requests
 
-from perf.latency import _free_port, _percentile
+from perf.latency import _percentile
 from webapp.config.env import REPO_ROOT
 from webapp.engine.registry import APPS, registry_load
+from webapp.launcher.ports import free_port
 from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -166,9 +167,9 @@ def bench_stack(workdir: Path, tag: str, registry: Path, extra_env: dict[str, st
     """The whole stack on free ports, under a benchmark account's service key; yields each
     app's OpenAI chat endpoint."""
     config = StackConfig(
-        gateway_port=_free_port(),
-        office_port=_free_port(),
-        character_port=_free_port(),
+        gateway_port=free_port(),
+        office_port=free_port(),
+        character_port=free_port(),
         var_dir=workdir / f"var-{tag}",
         registry=registry,
         extra_env=extra_env,
@@ -232,7 +233,7 @@ def peer_server(
     binary: Path, parallel: int, workdir: Path, *, tag: str = "", n_ctx_per_slot: int = N_CTX_PER_SLOT
 ) -> Iterator[tuple[str, str, dict[str, str]]]:
     spec = registry_load(registry_derive(REPO_ROOT / "models" / "registry.toml", workdir / "peer.toml"))["office"]
-    port = _free_port()
+    port = free_port()
     log = (workdir / f"llama-server-{parallel}{tag}.log").open("wb")
     command = [str(binary), "-m", str(spec.path), "--host", "127.0.0.1", "--port", str(port)]
     command += ["-np", str(parallel), "-c", str(parallel * n_ctx_per_slot), "-t", str(os.cpu_count() or 2)]

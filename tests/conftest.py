@@ -8,7 +8,6 @@ fast on two cores without replacing the model.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import requests
 from tests.auth import account_create, bearer, key_create
 from tests.searxng_stub import SearxngStub
 from webapp.config.env import REPO_ROOT
+from webapp.launcher.ports import free_port
 from webapp.launcher.stack import Stack, StackConfig, registry_derive
 
 TEST_MAX_TOKENS = 48
@@ -53,12 +53,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped:
         reporter.write_line(f"CI=true: {len(skipped)} test(s) skipped; skips are failures in CI", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -188,6 +188,9 @@ def restored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restored]:
         before_restore = data_files_of(var_dir)
         restore = launcher("restore", str(archive), var_dir=var_dir)
         after_restore = data_files_of(var_dir)
+        # Checked here as well as by the tests: starting on a half-restored VAR_DIR would
+        # only read as "not ready".
+        assert backup.returncode == 0 and restore.returncode == 0, (backup.stderr, restore.stderr)
         with stack_running(var_dir, registry) as second:
             yield Restored(
                 var_dir=var_dir,

@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 
+import pytest
+import tomli_w
+
+from tests.conftest import stack_running
 from webapp.config.env import REPO_ROOT
+from webapp.launcher.stack import StackError
 
 
 def registry_with_missing_model(tmp_path: Path) -> Path:
@@ -100,3 +107,21 @@ def test_both_apps_on_the_cpu_split_it_through_the_launchers_share_file(stack, h
     environ = Path(f"/proc/{stack.pid('office')}/environ").read_bytes().split(b"\0")
     assert f"CPU_SHARE_FILE={stack.cpu_share_path}".encode() in environ
     assert "OMP_WAIT_POLICY" not in stack._cpu_sharing_env()
+
+
+def test_a_model_that_fails_to_load_stops_the_start_at_once_with_its_reason(tmp_path, test_registry):
+    """A GGUF header on a cut-off file passes the file check, then fails in llama.cpp on the
+    loader thread: the app stays up saying "failed" on /health. The launcher must say so
+    and why, at once, rather than wait out its timeout with "not ready"."""
+    data = tomllib.loads(test_registry.read_text())
+    cut = tmp_path / "cut-off.gguf"
+    cut.write_bytes(Path(data["character"]["path"]).read_bytes()[: 1 << 20])
+    data["character"]["path"] = str(cut)
+    registry = tmp_path / "registry.toml"
+    registry.write_text(tomli_w.dumps(data))
+    started = time.monotonic()
+    with pytest.raises(StackError) as refused, stack_running(tmp_path / "var", registry):
+        pass
+    assert time.monotonic() - started < 60, "waited out the start timeout instead of reporting the failure"
+    assert "character/health: the model failed to load" in str(refused.value)
+    assert str(cut) in str(refused.value)

@@ -10,8 +10,8 @@ So the apps split the cores between them, step by step: each app says in a small
 file whether it is decoding, and before each `llama_decode` it takes the cores divided by
 the number of busy apps (`llama_set_n_threads` takes effect at the next decode). One
 busy app gets every core, two busy apps get half each and never contend, and an idle app
-takes nothing. The launcher pairs this with a bounded spin (GOMP_SPINCOUNT) so that
-waiting threads spin between steps but sleep soon after an app goes idle.
+takes nothing. The launcher sets no OpenMP wait policy: libgomp's default (spin a
+while, then sleep) keeps the threads hot between steps and asleep once an app is idle.
 
 The file is the product's own protocol (nothing off the shelf splits llama.cpp's threads
 between processes): one fixed-size record per app, each written only by its own app.

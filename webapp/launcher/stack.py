@@ -154,7 +154,10 @@ class StackConfig:
         return {"office": self.office_port, "character": self.character_port}[app]
 
 
-START_SECS = 3  # a process that exits sooner failed to start: retried with backoff
+# A process that exits sooner failed to start: retried with backoff, FATAL after START_RETRIES.
+# An app takes ~3 s here from spawn to daphne listening (Django, the store, the registry);
+# at 3 s a start-up that failed a little later counted as started and was restarted for ever.
+START_SECS = 10
 START_RETRIES = 5
 STOP_WAIT_S = 30  # SIGTERM, then this long to drain, then SIGKILL
 _SOCKET_MAX = 100  # unix socket paths longer than ~107 bytes don't bind
@@ -432,29 +435,50 @@ class Stack:
     # --- readiness --------------------------------------------------------------------
 
     def wait_ready(self, *, timeout: float) -> None:
-        """Wait until both apps report their model loaded, through nginx."""
+        """Wait until both apps report their model loaded, through nginx.
+
+        Raises StackError at once when an app's model failed to load (it never will be
+        ready), and at the deadline with what each pending app last answered, how often
+        supervisord started it, and the end of its log: an app that crashes after
+        START_SECS is restarted for ever and would otherwise only ever read "not ready".
+        """
         deadline = time.monotonic() + timeout
         pending = set(APPS)
+        seen: dict[str, str] = {}
+        pids: dict[str, set[int]] = {app: set() for app in APPS}
         while pending:
-            self._fatal_check()
+            self._fatal_check(pids)
             for app in list(pending):
-                if self._healthy(f"http://{self.config.host}:{self.config.gateway_port}/{app}/health"):
+                ready, seen[app] = self._health(f"http://{self.config.host}:{self.config.gateway_port}/{app}/health")
+                if ready:
                     pending.discard(app)
             if pending and time.monotonic() > deadline:
-                raise StackError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+                reports = [self._not_ready_report(app, seen.get(app, "-"), pids[app]) for app in sorted(pending)]
+                raise StackError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}\n" + "\n".join(reports))
             time.sleep(0.1)
 
     def wait_app_ready(self, app: str, *, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         url = f"http://{self.config.host}:{self.config.app_port(app)}/{app}/health"
-        while not self._healthy(url):
-            self._fatal_check()
+        pids: set[int] = set()
+        while True:
+            ready, seen = self._health(url)
+            if ready:
+                return
+            self._fatal_check({app: pids})
             if time.monotonic() > deadline:
-                raise StackError(f"{app} not ready after {timeout:.0f}s")
+                raise StackError(f"{app} not ready after {timeout:.0f}s\n" + self._not_ready_report(app, seen, pids))
             time.sleep(0.1)
 
-    def _fatal_check(self) -> None:
-        """Raise if supervisord is gone or gave up on a process (it retries the others itself)."""
+    def _not_ready_report(self, app: str, seen: str, pids: set[int]) -> str:
+        return (
+            f"--- {app}: last /health answer: {seen}; started {len(pids)} time(s) meanwhile (pids {sorted(pids)}); "
+            f"its log ends:\n{self.log_tail(app)}"
+        )
+
+    def _fatal_check(self, pids: dict[str, set[int]] | None = None) -> None:
+        """Raise if supervisord is gone, gave up on a process (it retries the others itself),
+        or an app's model failed to load. Notes each app's pid in `pids` (restarts show)."""
         if self._supervisord is None or self._supervisord.poll() is not None:
             tail = self.log_tail("supervisord")
             raise StackError(f"supervisord is not running:\n{tail}")
@@ -465,14 +489,29 @@ class Stack:
         for name, info in states.items():
             if info["statename"] == "FATAL":
                 raise StackError(f"{name} could not be started ({START_RETRIES} tries):\n{self.log_tail(name)}")
+            if pids is not None and name in pids and info.get("pid"):
+                pids[name].add(info["pid"])
 
     @staticmethod
-    def _healthy(url: str) -> bool:
+    def _health(url: str) -> tuple[bool, str]:
+        """(ready, what the app answered). A model that failed to load raises StackError."""
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                return json.load(response).get("status") == "ready"
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.load(exc)
+            except ValueError:
+                return False, f"HTTP {exc.code}"
+            finally:
+                exc.close()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return False, f"no answer ({exc})"
+        if not isinstance(body, dict):
+            return False, f"not a health object: {body!r:.200}"
+        if body.get("status") == "failed":
+            raise StackError(f"{url}: the model failed to load: {body.get('error', '(no reason given)')}")
+        return body.get("status") == "ready", json.dumps(body)[:300]
 
     def exited(self) -> list[str]:
         """What has stopped for good: supervisord itself, or a process it gave up on."""
