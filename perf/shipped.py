@@ -18,7 +18,10 @@ server. Workloads, each run `--repeat` times with the servers alternating:
 
 Both sides get ~40-token (short) or ~1,000-token (long) system prompts and temperature
 0.7. Reported: aggregate completion tokens/s (median of the repeats), TTFT p50/p95 over
-all turns (and over first turns for long characters), and ratios to llama-server.
+all turns (and over first turns for long characters), ratios to llama-server, and the
+CPU cores the server used on average (every process of our stack: nginx, both daphne
+apps, redis; or the llama-server processes), read from /proc as `top` does: a server
+that falls short while using every core spends them elsewhere than in the model.
 
     .venv/bin/python -m perf.shipped [--repeat 3] [--only one,both,long]
 """
@@ -26,6 +29,7 @@ all turns (and over first turns for long characters), and ratios to llama-server
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -75,6 +79,7 @@ class Run:
     workload: str
     wall_s: float
     turns: tuple[Turn, ...]
+    cores: float | None = None  # CPU cores the server's processes used on average
 
     @property
     def tokens_per_s(self) -> float:
@@ -95,18 +100,54 @@ def conversation(endpoint: Endpoint, system: str, index: int, turns: int, max_to
     return done
 
 
-def workload(server: str, name: str, jobs: list[tuple[Endpoint, str, float]], turns: int, max_tokens: int) -> Run:
-    """Every job (endpoint, system prompt, start delay in s) is one conversation; all at once."""
+def workload(
+    server: str, name: str, jobs: list[tuple[Endpoint, str, float]], turns: int, max_tokens: int, *, processes: str
+) -> Run:
+    """Every job (endpoint, system prompt, start delay in s) is one conversation; all at once.
+    `processes`: a string in the command line of the server's processes (see cpu_seconds)."""
 
     def one(item: tuple[int, tuple[Endpoint, str, float]]) -> list[Turn]:
         index, (endpoint, system, delay) = item
         time.sleep(delay)
         return conversation(endpoint, system, index, turns, max_tokens)
 
+    cpu_before = cpu_seconds(processes)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         results = list(pool.map(one, enumerate(jobs)))
-    return Run(server, name, time.perf_counter() - started, tuple(t for r in results for t in r))
+    wall = time.perf_counter() - started
+    cores = (cpu_seconds(processes) - cpu_before) / wall
+    return Run(server, name, wall, tuple(t for r in results for t in r), cores)
+
+
+def cpu_seconds(marker: str) -> float:
+    """User + system CPU seconds so far of every live process whose command line contains
+    `marker`, and of all their descendants (supervisord's apps, nginx's workers)."""
+    clock = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    roots = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry.name)
+        parents[pid], used[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / clock
+        if marker in command:
+            roots.add(pid)
+
+    def under_a_root(pid: int) -> bool:
+        while pid > 1:
+            if pid in roots:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return sum(seconds for pid, seconds in used.items() if under_a_root(pid))
 
 
 @contextmanager
@@ -165,10 +206,11 @@ def main() -> None:
     def keep(run: Run) -> None:
         runs.append(run)
         first = [t.ttft_s for t in run.turns if t.turn == 1]
+        cores = "" if run.cores is None else f"  {run.cores:.2f} cores"
         print(
             f"{run.workload:>9} {run.server:<16} {run.tokens_per_s:7.1f} tokens/s  "
             f"TTFT p50 {_percentile([t.ttft_s for t in run.turns], 0.5):.2f} s  "
-            f"first-turn p50 {_percentile(first, 0.5):.2f} s",
+            f"first-turn p50 {_percentile(first, 0.5):.2f} s{cores}",
             flush=True,
         )
 
@@ -179,29 +221,36 @@ def main() -> None:
         for repeat in range(args.repeat):
             if "ceiling" in only:
                 keep(ceiling())
-            with shipped_stack(work, f"r{repeat}") as (office, character):
+            tag = f"r{repeat}"
+            ours = str(work / f"var-{tag}")  # in supervisord's command line: the stack's processes
+            with shipped_stack(work, tag) as (office, character):
                 warm(office, character)
                 if "one" in only:
-                    keep(workload("ours (make run)", "one busy", [(office, s, d) for s, d in short], 3, 128))
+                    jobs = [(office, s, d) for s, d in short]
+                    keep(workload("ours (make run)", "one busy", jobs, 3, 128, processes=ours))
                 if "both" in only:
                     jobs = [(office if i % 2 else character, s, d) for i, (s, d) in enumerate(short)]
-                    keep(workload("ours (make run)", "both busy", jobs, 3, 128))
+                    keep(workload("ours (make run)", "both busy", jobs, 3, 128, processes=ours))
                 if "long" in only:
-                    keep(workload("ours (make run)", "long chars", [(character, s, d) for s, d in long_jobs], 3, 96))
+                    jobs = [(character, s, d) for s, d in long_jobs]
+                    keep(workload("ours (make run)", "long chars", jobs, 3, 96, processes=ours))
+            peer_processes = str(binary)
             if "one" in only:
                 with peer_server(binary, 8, work) as peer:
                     warm(peer)
-                    keep(workload("llama-server", "one busy", [(peer, s, d) for s, d in short], 3, 128))
+                    jobs = [(peer, s, d) for s, d in short]
+                    keep(workload("llama-server", "one busy", jobs, 3, 128, processes=peer_processes))
             if "both" in only:
                 with ExitStack() as servers:
                     peers = [servers.enter_context(peer_server(binary, 4, work, tag=f"b{i}")) for i in range(2)]
                     warm(*peers)
                     jobs = [(peers[i % 2], s, d) for i, (s, d) in enumerate(short)]
-                    keep(workload("2 llama-servers", "both busy", jobs, 3, 128))
+                    keep(workload("2 llama-servers", "both busy", jobs, 3, 128, processes=peer_processes))
             if "long" in only:
                 with peer_server(binary, 8, work, n_ctx_per_slot=4096) as peer:
                     warm(peer)
-                    keep(workload("llama-server", "long chars", [(peer, s, d) for s, d in long_jobs], 3, 96))
+                    jobs = [(peer, s, d) for s, d in long_jobs]
+                    keep(workload("llama-server", "long chars", jobs, 3, 96, processes=peer_processes))
 
     table = report(runs, args.repeat)
     print()
@@ -217,8 +266,8 @@ def report(runs: list[Run], repeat: int) -> str:
         f"Medians of {repeat} runs per row (servers alternating); TTFT percentiles over every run's turns.",
         "",
         "| workload | server | tokens/s | TTFT p50 s | TTFT p95 s | first-turn TTFT p50 s "
-        "| tokens/s vs peer | first-turn TTFT p50 vs peer |",
-        "|---|---|---|---|---|---|---|---|",
+        "| tokens/s vs peer | first-turn TTFT p50 vs peer | server CPU cores |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rows: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
@@ -241,9 +290,10 @@ def report(runs: list[Run], repeat: int) -> str:
         if server.startswith("ours") and peers:
             peer_tps, _, _, peer_first = summary(peers[0])
             ratio, first_ratio = f"{tps / peer_tps:.2f}", f"{first / peer_first:.2f}"
-        lines.append(
-            f"| {name} | {server} | {tps:.1f} | {p50:.2f} | {p95:.2f} | {first:.2f} | {ratio} | {first_ratio} |"
-        )
+        measured = [r.cores for r in group if r.cores is not None]
+        cores = f"{statistics.median(measured):.2f}" if measured else "-"
+        cells = [name, server, f"{tps:.1f}", f"{p50:.2f}", f"{p95:.2f}", f"{first:.2f}", ratio, first_ratio, cores]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
