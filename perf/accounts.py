@@ -27,6 +27,7 @@ from pathlib import Path
 
 import requests
 
+from perf import table_publish
 from perf.latency import _percentile, _timed
 from webapp.config.env import REPO_ROOT
 from webapp.launcher.ports import free_port
@@ -90,11 +91,7 @@ def main() -> None:
         "(in-process, not over HTTP) |"
     )
     table = "\n".join(lines)
-    print(table)
-    out = REPO_ROOT / "var" / "perf" / "accounts.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
-    print(f"\nwritten to {out}")
+    table_publish("accounts", table)
 
 
 def _signed_in(base: str, username: str, password: str) -> requests.Session:

@@ -35,6 +35,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.config.settings")
 os.environ.setdefault("APP_MODE", "character")
 django.setup()
 
+from perf import table_publish  # noqa: E402
 from webapp.characters import cards  # noqa: E402
 from webapp.characters.library import persona_from_card  # noqa: E402
 from webapp.chat.assembly import layout_first  # noqa: E402
@@ -161,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {name} | {p50:.2f} | {p95:.2f} | {ratio} |" for name, p50, p95, ratio in rows),
     ]
     table = "\n".join(lines)
-    print(table)
-    out = REPO_ROOT / "var" / "perf" / "characters.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
-    print(f"\nwritten to {out.relative_to(REPO_ROOT)}")
+    table_publish("characters", table)
     return 0
 
 

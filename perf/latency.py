@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 import websockets
 
+from perf import table_publish
 from webapp.config.env import REPO_ROOT
 from webapp.launcher.ports import free_port
 from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
@@ -87,11 +88,7 @@ def main() -> None:
                 f"{_percentile(values, 0.95):.2f} | {ratio:.3f} |"
             )
     table = "\n".join(lines)
-    print(table)
-    out = REPO_ROOT / "var" / "perf" / "latency.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
-    print(f"\nwritten to {out}")
+    table_publish("latency", table)
 
 
 def _measure(

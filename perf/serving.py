@@ -39,6 +39,7 @@ from pathlib import Path
 
 import requests
 
+from perf import RESULTS_DIR, table_publish
 from perf.latency import _percentile
 from webapp.config.env import REPO_ROOT
 from webapp.engine.registry import APPS, registry_load
@@ -46,7 +47,7 @@ from webapp.launcher.ports import free_port
 from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
-PEER_DIR = REPO_ROOT / "var" / "perf" / "peer"
+PEER_DIR = RESULTS_DIR / "peer"
 N_CTX_PER_SLOT = 2048
 MAX_TOKENS = 128
 TEMPERATURE = 0.7
@@ -303,12 +304,7 @@ def main() -> None:
                 measure("llama-server", lambda: peer_server(binary, 8, work), 8, 5, turn_phase)
 
     table = report(merge(results), merge(turn_phase), args.turns, args.repeat)
-    print()
-    print(table)
-    out = REPO_ROOT / "var" / "perf" / "serving.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
-    print(f"\nwritten to {out}")
+    table_publish("serving", table)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from perf import table_publish
 from perf.latency import _percentile
 from perf.serving import QUESTIONS, SYSTEM, Endpoint, Turn, bench_stack, chat_stream, peer_build, peer_server
 from webapp.config.env import REPO_ROOT
@@ -253,12 +254,7 @@ def main() -> None:
                     keep(workload("llama-server", "long chars", jobs, 3, 96, processes=peer_processes))
 
     table = report(runs, args.repeat)
-    print()
-    print(table)
-    out = REPO_ROOT / "var" / "perf" / "shipped.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
-    print(f"\nwritten to {out}")
+    table_publish("shipped", table)
 
 
 def report(runs: list[Run], repeat: int) -> str:
