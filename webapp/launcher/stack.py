@@ -477,8 +477,8 @@ class Stack:
         )
 
     def _fatal_check(self, pids: dict[str, set[int]] | None = None) -> None:
-        """Raise if supervisord is gone, gave up on a process (it retries the others itself),
-        or an app's model failed to load. Notes each app's pid in `pids` (restarts show)."""
+        """Raise if supervisord is gone or gave up on a process (it retries the others itself).
+        Notes each app's pid in `pids`, so that restarts show. (A failed model load is _health's.)"""
         if self._supervisord is None or self._supervisord.poll() is not None:
             tail = self.log_tail("supervisord")
             raise StackError(f"supervisord is not running:\n{tail}")
