@@ -19,7 +19,7 @@ from tests.office.test_documents import POLICY_MD
 from webapp.launcher.stack import Stack, StackError
 from webapp.retrieval.index import sqlite_index_owner_rename
 from webapp.store.chat_store import ChatStore
-from webapp.store.client import StoreConfig, database_get, database_lock
+from webapp.store.client import StoreConfig, database_get, database_lock, message_log_get
 from webapp.store.office_store import OfficeStore
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,9 @@ def relabel(var_dir: Path, *, old: str, new: str) -> None:
     for app in ("office", "character"):
         config = StoreConfig(app=app, mongo_url=None, embedded_dir=var_dir / "mongo")
         db, lock = database_get(config), database_lock(config)
-        ChatStore(db, app=app, embedded=True, lock=lock).owner_rename(old=old, new=new)
+        ChatStore(db, app=app, embedded=True, messages=message_log_get(config), lock=lock).owner_rename(
+            old=old, new=new
+        )
         if app == "office":
             OfficeStore(db, app=app, lock=lock).owner_rename(old=old, new=new)
     sqlite_index_owner_rename(var_dir / "retrieval" / "office.sqlite3", old=old, new=new)

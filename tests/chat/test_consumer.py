@@ -28,7 +28,7 @@ from webapp.chat.turns import TurnDeps, TurnRequest, turn_collect
 from webapp.engine.llama import LlamaEngine
 from webapp.engine.registry import ModelSpec, SamplingDefaults, registry_load
 from webapp.store.chat_store import ChatStore
-from webapp.store.client import StoreConfig, database_get
+from webapp.store.client import StoreConfig, database_get, message_log_get
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def engine(spec: ModelSpec) -> Iterator[LlamaEngine]:
 @pytest.fixture
 def store(tmp_path: Path) -> ChatStore:
     config = StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path)
-    return ChatStore(database_get(config), app="office", embedded=True)
+    return ChatStore(database_get(config), app="office", embedded=True, messages=message_log_get(config))
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from webapp.launcher.backup import MANIFEST_NAME
 from webapp.launcher.stack import Stack, registry_derive
 from webapp.retrieval.index import ChunkRecord, SqliteChunkIndex
 from webapp.store.chat_store import ChatStore
-from webapp.store.client import StoreConfig, database_get, database_lock
+from webapp.store.client import StoreConfig, database_get, database_lock, message_log_get
 
 SEARCH_QUERY = "How long do I have to hand in my hotel receipts?"
 
@@ -219,7 +219,7 @@ def test_a_backup_taken_while_running_restores_exactly_what_existed(restored, ht
     listed = {f["path"]: f["sha256"] for f in manifest["files"]}
     for app in APPS:
         assert f"mongo/{app}/personachat/conversations.collection" in listed
-        assert f"mongo/{app}/personachat/messages.collection" in listed
+        assert f"mongo/{app}/messages.sqlite3" in listed  # the message log (webapp.store.message_log)
     assert "retrieval/office.sqlite3" in listed
     assert "accounts/accounts.sqlite3" in listed
     assert not [p for p in listed if not p.startswith(("mongo/", "retrieval/", "accounts/"))], (
@@ -292,7 +292,9 @@ def deployment_make(var_dir: Path) -> None:
     """A conversation in each app's embedded store and a chunk in the office search index."""
     for app in APPS:
         config = StoreConfig(app=app, mongo_url=None, embedded_dir=var_dir / "mongo")
-        store = ChatStore(database_get(config), app=app, embedded=True, lock=database_lock(config))
+        store = ChatStore(
+            database_get(config), app=app, embedded=True, messages=message_log_get(config), lock=database_lock(config)
+        )
         store.indexes_ensure()
         conversation = store.conversation_create(db_id=str(uuid.uuid4()), user_id="u", persona="p", title="t")
         store.message_append(conversation, role="user", content="hello", persona="p")

@@ -1,4 +1,7 @@
-"""ChatStore over embedded montydb: persistence across restarts, ordering, and its cache."""
+"""ChatStore over embedded montydb: persistence across restarts, ordering, and its cache.
+
+Every test runs on both message logs: the embedded default (SQLite) and the MongoDB
+collection (played by montydb, which speaks MongoDB's API)."""
 
 from __future__ import annotations
 
@@ -7,34 +10,53 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from montydb.types.objectid import ObjectId as MontyObjectId
 
 from webapp.config.env import REPO_ROOT
-from webapp.store.chat_store import ChatStore, Conversation
-from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim
+from webapp.store.chat_store import ChatStore, Conversation, MessageDraft
+from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim, message_log_get
+from webapp.store.message_log import MessageLog, MongoMessageLog
+
+LOG_KIND = "sqlite"
 
 
-@pytest.fixture(autouse=True)
-def fresh_clients() -> Iterator[None]:
+@pytest.fixture(autouse=True, params=["sqlite", "mongo"])
+def fresh_clients(request: pytest.FixtureRequest) -> Iterator[None]:
     """database_get is cached per config; start and end each test without cached clients."""
+    global LOG_KIND
+    LOG_KIND = request.param
     database_get.cache_clear()
+    message_log_get.cache_clear()
     yield
     database_get.cache_clear()
+    message_log_get.cache_clear()
+
+
+def log_open(folder: Path, *, app: str = "office") -> MessageLog:
+    config = StoreConfig(app=app, mongo_url=None, embedded_dir=folder)
+    if LOG_KIND == "sqlite":
+        return message_log_get(config)
+    return MongoMessageLog(database_get(config)["messages"], app=app, object_id=MontyObjectId)
 
 
 def store_open(folder: Path, *, app: str = "office", **options: Any) -> ChatStore:
     db = database_get(StoreConfig(app=app, mongo_url=None, embedded_dir=folder))
-    store = ChatStore(db, app=app, embedded=True, **options)
+    store = ChatStore(
+        db, app=app, embedded=True, messages=options.pop("messages", None) or log_open(folder, app=app), **options
+    )
     store.indexes_ensure()
     return store
 
 
 def store_reopen(folder: Path, *, app: str = "office", **options: Any) -> ChatStore:
-    """What a process restart sees: a new montydb client and an empty cache."""
+    """What a process restart sees: new clients and an empty cache."""
     database_get.cache_clear()
+    message_log_get.cache_clear()
     return store_open(folder, app=app, **options)
 
 
@@ -118,7 +140,7 @@ def test_conversations_for_user_filters_by_user_and_app_newest_first(tmp_path: P
     office = store_open(tmp_path)
     # A second app writing into the same database must stay invisible to this one.
     db = database_get(StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path))
-    character = ChatStore(db, app="character", embedded=True)
+    character = ChatStore(db, app="character", embedded=True, messages=log_open(tmp_path, app="character"))
     first = conversation_new(office, "first")
     time.sleep(0.005)  # timestamps have millisecond resolution
     conversation_new(office, "second")
@@ -224,38 +246,21 @@ def test_concurrent_appends_keep_seq_gap_free(tmp_path: Path) -> None:
 
 
 class _AppendDuringRead:
-    """The real messages collection, with a hook that runs after a read, before its result returns."""
+    """The real message log, with a hook that runs after a page is read, before it returns."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: MessageLog) -> None:
         self._real = real
         self.after_read: Any = None
 
-    def find(self, *args: Any, **kwargs: Any) -> _HookedCursor:
-        return _HookedCursor(self._real.find(*args, **kwargs), self)
+    def page(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        docs = self._real.page(*args, **kwargs)
+        hook, self.after_read = self.after_read, None
+        if hook is not None:
+            hook()
+        return docs
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
-
-
-class _HookedCursor:
-    def __init__(self, real: Any, owner: _AppendDuringRead) -> None:
-        self._real = real
-        self._owner = owner
-
-    def sort(self, *args: Any, **kwargs: Any) -> _HookedCursor:
-        self._real = self._real.sort(*args, **kwargs)
-        return self
-
-    def limit(self, *args: Any, **kwargs: Any) -> _HookedCursor:
-        self._real = self._real.limit(*args, **kwargs)
-        return self
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        docs = list(self._real)
-        hook, self._owner.after_read = self._owner.after_read, None
-        if hook is not None:
-            hook()
-        return iter(docs)
 
 
 def test_append_racing_a_cold_read_is_not_lost_from_the_cache(tmp_path: Path) -> None:
@@ -267,12 +272,12 @@ def test_append_racing_a_cold_read_is_not_lost_from_the_cache(tmp_path: Path) ->
     """
     store = store_open(tmp_path)
     chat_add(store, conversation_new(store), 2)
-    db = database_get(StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path))
-    messages = _AppendDuringRead(db["messages"])
+    messages = _AppendDuringRead(log_open(tmp_path))
     restarted = ChatStore(
-        {"conversations": db["conversations"], "messages": messages, "checkpoints": db["checkpoints"]},
+        database_get(StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path)),
         app="office",
         embedded=True,
+        messages=messages,  # type: ignore[arg-type]
     )
     conversation = restarted.conversation_get("c1")  # cached, window not read yet
 
@@ -302,8 +307,9 @@ def test_two_writers_on_one_store_lose_and_duplicate_nothing(tmp_path: Path) -> 
     places, and each store's window shows the other's messages."""
     config = StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path)
     db, lock = database_get(config), database_lock(config)
-    first = ChatStore(db, app="office", embedded=True, lock=lock, shared=True, window=8)
-    second = ChatStore(db, app="office", embedded=True, lock=lock, shared=True, window=8)
+    log = log_open(tmp_path)
+    first = ChatStore(db, app="office", embedded=True, messages=log, lock=lock, shared=True, window=8)
+    second = ChatStore(db, app="office", embedded=True, messages=log, lock=lock, shared=True, window=8)
     conversation = conversation_new(first)
     assert second.conversation_get("c1") == conversation and second.messages_recent("c1") == []
 
@@ -340,3 +346,69 @@ def test_a_second_serving_process_on_the_embedded_store_is_refused(tmp_path: Pat
     other = subprocess.run([sys.executable, "-c", claim], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert other.returncode != 0
     assert "is in use by pid" in other.stderr and "MONGO_URL" in other.stderr
+
+
+def test_an_import_is_one_batch_and_reads_back_by_pages(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    when = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    drafts = [
+        MessageDraft(role="user" if i % 2 == 0 else "assistant", content=f"m{i}", created_at=when, meta={"tokens": i})
+        for i in range(250)
+    ]
+
+    imported = store.conversation_import(db_id="big", user_id="alice", persona="assistant", title="t", messages=drafts)
+
+    assert imported.message_count == 250 and imported.created_at == when
+    newest = store.messages_page("big", before=None, limit=100)
+    assert [m.seq for m in newest] == list(range(150, 250))
+    assert [m.seq for m in store.messages_page("big", before=newest[0].seq, limit=100)] == list(range(50, 150))
+    assert store.messages_all("big")[7].meta == {"tokens": 7} and store.messages_all("big")[7].created_at == when
+    after = store.message_append(imported, role="user", content="next", persona="assistant")
+    assert after.seq == 250
+    assert store_reopen(tmp_path).conversation_get("big").message_count == 251
+
+
+def test_an_import_onto_an_existing_conversation_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    chat_add(store, conversation, 3)
+    before = store.messages_all("c1")
+
+    with pytest.raises(KeyError):
+        store.conversation_import(
+            db_id="c1", user_id="alice", persona="p", title="t", messages=[MessageDraft("user", "x")]
+        )
+
+    assert store.messages_all("c1") == before
+
+
+def test_an_import_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    drafts = [MessageDraft("user", f"m{i}") for i in range(5)]
+    failing = _FailingConversations(store)
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        store.conversation_import(db_id="lost", user_id="alice", persona="p", title="t", messages=drafts)
+
+    failing.restore()
+    assert store.conversation_get("lost") is None
+    assert store.messages_all("lost") == [], "the messages written before the failure were removed"
+    assert store.conversations_for_user("alice") == []
+
+
+class _FailingConversations:
+    """The store's conversations collection, failing every insert (a full disk, a lost server)."""
+
+    def __init__(self, store: ChatStore) -> None:
+        self._store = store
+        self._real = store._conversations
+        store._conversations = self
+
+    def insert_one(self, doc: Any) -> None:
+        raise RuntimeError("disk full")
+
+    def restore(self) -> None:
+        self._store._conversations = self._real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)

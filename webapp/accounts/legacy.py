@@ -27,7 +27,14 @@ from webapp.retrieval.index import (
     sqlite_index_owner_rename,
 )
 from webapp.store.chat_store import ChatStore
-from webapp.store.client import StoreConfig, StoreInUseError, database_get, database_lock, embedded_claim
+from webapp.store.client import (
+    StoreConfig,
+    StoreInUseError,
+    database_get,
+    database_lock,
+    embedded_claim,
+    message_log_get,
+)
 from webapp.store.office_store import OfficeStore
 
 LEGACY = "legacy:"
@@ -48,7 +55,7 @@ def _stores(app: str) -> tuple[ChatStore, OfficeStore | None]:
         except StoreInUseError as exc:
             raise StoresInUse(f"{exc} Stop the stack first (Ctrl-C on make run).") from None
     db, lock = database_get(config), database_lock(config)
-    chat = ChatStore(db, app=app, embedded=config.embedded, lock=lock)
+    chat = ChatStore(db, app=app, embedded=config.embedded, messages=message_log_get(config), lock=lock)
     return chat, OfficeStore(db, app=app, lock=lock) if app == "office" else None
 
 

@@ -25,7 +25,7 @@ from webapp.engine.cpu_share import CpuShare
 from webapp.engine.engine import Engine
 from webapp.engine.registry import APPS, ModelSpec, registry_load
 from webapp.store.chat_store import ChatStore
-from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim
+from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim, message_log_get
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,13 @@ def store_config() -> StoreConfig:
 @_built_once
 def chat_store_get() -> ChatStore:
     config = store_config()
-    store = ChatStore(database_get(config), app=settings.APP_MODE, embedded=config.embedded, lock=database_lock(config))
+    store = ChatStore(
+        database_get(config),
+        app=settings.APP_MODE,
+        embedded=config.embedded,
+        messages=message_log_get(config),
+        lock=database_lock(config),
+    )
     store.indexes_ensure()
     return store
 
@@ -102,7 +108,11 @@ def engine_start_loading() -> None:
     embedded_claim(store_config())
     # Open the store (and create its tables) before the first request, and store the replies
     # the last process of this app left unfinished (it crashed or was killed mid-reply).
-    recovered = chat_store_get().checkpoints_recover()
+    store = chat_store_get()
+    moved = store.messages_adopt()
+    if moved:
+        log.warning("moved %d stored message(s) from montydb into the indexed message log", moved)
+    recovered = store.checkpoints_recover()
     if recovered:
         log.warning("stored %d reply(ies) cut short by the end of the last process, as interrupted", len(recovered))
     request_stats_get()  # uptime counts from start-up, not from the first /performance

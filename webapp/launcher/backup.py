@@ -5,7 +5,8 @@ three folders under VAR_DIR, and nowhere else:
 
 - `mongo/<app>/`: montydb's embedded chat store, one folder per app. montydb writes
   `.monty.storage` and `monty.storage.cfg` (which engine, which options) and one SQLite
-  file per collection, `<database>/<collection>.collection`.
+  file per collection, `<database>/<collection>.collection`; beside them the app's
+  messages, `messages.sqlite3` (webapp.store.message_log, SQLite in WAL mode).
 - `retrieval/<app>.sqlite3`: the office app's search index (SQLite in WAL mode, held
   open by the running office app).
 - `accounts/accounts.sqlite3`: accounts, API key digests and sessions (Django's ORM,

@@ -5,9 +5,11 @@ Documents:
                   lorebooks, message_count, created_at, updated_at}
                  `greeting`: which of the persona's greetings the chat started with;
                  `lorebooks`: standalone lorebooks attached to the chat (character app).
-  messages       {_id: ObjectId, app, conversation_id: db_id, seq, role, content,
+  messages       {_id, app, conversation_id: db_id, seq, role, content,
                   created_at, tokens, model, finish_reason, stopped_by, regenerates,
                   timings, prompt, sources}
+                 kept in a MessageLog (webapp.store.message_log): an indexed SQLite file
+                 for the embedded store, the `messages` collection with MongoDB.
                  `regenerates` names the assistant message this one replaced; the old one
                  stays stored (nothing is lost) and is left out of prompts and the UI.
                  `sources` (office) lists the document chunks the reply was grounded on.
@@ -18,9 +20,9 @@ Documents:
                  "interrupted". Only replies in flight are here, so scanning it is cheap.
 
 The chat hot path needs only the conversation and its last few messages. montydb has no
-real indexes (every `find` decodes the whole collection), so the store keeps the active
-conversations and their recent messages in memory: read once on first use, updated on
-every write.
+real indexes (every `find` decodes the whole collection), so messages live in the
+MessageLog, read by pages, and the store keeps the active conversations and their recent
+messages in memory: read once on first use, updated on every write.
 
 Several writers. A message's `seq` is reserved in the database, by one atomic
 `find_one_and_update` that increments the conversation's `message_count`, never taken
@@ -35,13 +37,19 @@ serving process refuse to start, so its cache is authoritative.
 from __future__ import annotations
 
 import contextlib
+import logging
+import sqlite3
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from webapp.store.message_log import MessageLog, MongoMessageLog, messages_copy
 from webapp.store.safe import records_decode, storable
+
+log = logging.getLogger(__name__)
 
 
 def _utc(value: datetime) -> datetime:
@@ -131,6 +139,16 @@ class Message:
         )
 
 
+@dataclass(frozen=True)
+class MessageDraft:
+    """A message to store in a batch (an import): what it says, who said it, and when."""
+
+    role: str
+    content: str
+    created_at: datetime | None = None  # aware; None: now
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class _Active:
     conversation: Conversation
@@ -151,6 +169,7 @@ class ChatStore:
         *,
         app: str,
         embedded: bool,
+        messages: MessageLog,
         cache_size: int = 512,
         window: int = 64,
         lock: contextlib.AbstractContextManager[Any] | None = None,
@@ -158,7 +177,8 @@ class ChatStore:
     ) -> None:
         self._shared = (not embedded) if shared is None else shared  # other processes write too
         self._conversations = db["conversations"]
-        self._messages = db["messages"]
+        self._log = messages
+        self._legacy_messages = db["messages"]  # where messages were kept before the MessageLog
         self._checkpoints = db["checkpoints"]
         self._app = app
         self._object_id = _object_id_class(embedded)
@@ -175,7 +195,6 @@ class ChatStore:
     def indexes_ensure(self) -> None:
         with self._db_lock:
             self._conversations.create_index([("app", 1), ("user_id", 1), ("updated_at", -1)])
-            self._messages.create_index([("app", 1), ("conversation_id", 1), ("seq", 1)], unique=True)
 
     # --- conversations ----------------------------------------------------------------
 
@@ -199,24 +218,68 @@ class ChatStore:
         self, *, db_id: str, user_id: str, persona: str, title: str, greeting: int = 0
     ) -> Conversation:
         now = _now()
-        doc = {
-            "_id": self._key(db_id),
-            "app": self._app,
-            "db_id": db_id,
-            "user_id": user_id,
-            "persona": persona,
-            "title": storable(title),
-            "greeting": greeting,
-            "message_count": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
+        doc = self._conversation_doc(
+            db_id=db_id, user_id=user_id, persona=persona, title=title, greeting=greeting, count=0, times=(now, now)
+        )
         with self._db_lock:
             self._conversations.insert_one(doc)
         conversation = Conversation.from_doc(doc)
         with self._cache_lock:
             self._remember(_Active(conversation, recent=deque(maxlen=self._window)))
         return conversation
+
+    def conversation_import(
+        self,
+        *,
+        db_id: str,
+        user_id: str,
+        persona: str,
+        title: str,
+        messages: Sequence[MessageDraft],
+        greeting: int = 0,
+    ) -> Conversation:
+        """A new conversation holding `messages` (oldest first), written as one batch.
+
+        The messages go first and the conversation last: until its document exists no
+        read can reach them, so an import that fails part-way leaves nothing visible (and
+        what it wrote is removed). SQLite writes the batch in one transaction; MongoDB
+        has no multi-document transactions on a standalone server, hence this order.
+        """
+        now = _now()
+        docs = [
+            {
+                "_id": self.message_id_new(),
+                "app": self._app,
+                "conversation_id": db_id,
+                "seq": seq,
+                "role": draft.role,
+                "content": storable(draft.content),
+                "created_at": draft.created_at or now,
+                **storable(draft.meta),
+            }
+            for seq, draft in enumerate(messages)
+        ]
+        first = min((d["created_at"] for d in docs), default=now)
+        last = max((d["created_at"] for d in docs), default=now)
+        doc = self._conversation_doc(
+            db_id=db_id,
+            user_id=user_id,
+            persona=persona,
+            title=title,
+            greeting=greeting,
+            count=len(docs),
+            times=(first, last),
+        )
+        if self.conversation_get(db_id) is not None:
+            raise KeyError(f"conversation {db_id} exists already")
+        with self._db_lock:
+            try:
+                self._log.insert(docs)
+                self._conversations.insert_one(doc)
+            except BaseException:
+                self._log.delete([d["_id"] for d in docs])  # only what this import wrote
+                raise
+        return Conversation.from_doc(doc)
 
     def conversation_lorebooks_set(self, conversation: Conversation, lorebooks: tuple[str, ...]) -> Conversation:
         """Attach these lorebooks (ids; the character app checks them) to the conversation."""
@@ -242,7 +305,7 @@ class ChatStore:
     def conversation_delete(self, db_id: str) -> None:
         """Delete the conversation and all its messages."""
         with self._db_lock:
-            self._messages.delete_many({"app": self._app, "conversation_id": db_id})
+            self._log.conversation_drop(db_id)
             self._conversations.delete_one({"_id": self._key(db_id)})
         with self._cache_lock:
             self._cache.pop(db_id, None)
@@ -257,7 +320,7 @@ class ChatStore:
         messages = 0
         for db_id in owned:
             with self._db_lock:
-                messages += self._messages.count_documents({"app": self._app, "conversation_id": db_id})
+                messages += self._log.count(db_id)
             self.conversation_delete(db_id)
         return {"conversations": len(owned), "messages": messages}
 
@@ -316,6 +379,7 @@ class ChatStore:
                 if counted is None:
                     raise KeyError(f"conversation {conversation.db_id} does not exist (deleted meanwhile?)")
                 doc: dict[str, Any] = {
+                    "_id": message_id or self.message_id_new(),
                     "app": self._app,
                     "conversation_id": conversation.db_id,
                     "seq": int(counted["message_count"]) - 1,
@@ -324,9 +388,7 @@ class ChatStore:
                     "created_at": now,
                     **storable(meta or {}),
                 }
-                if message_id is not None:
-                    doc["_id"] = self._object_id(message_id)
-                self._messages.insert_one(doc)
+                self._log.insert([doc])
             message = Message.from_doc(doc)
             updated = replace(current, message_count=message.seq + 1, updated_at=now, persona=persona)
             active = self._cache.get(conversation.db_id)
@@ -353,11 +415,7 @@ class ChatStore:
             if active is not None and active.recent is not None and self._window_current(db_id, active.recent):
                 return list(active.recent)
             with self._db_lock:
-                docs = list(
-                    self._messages.find({"app": self._app, "conversation_id": db_id})
-                    .sort("seq", -1)
-                    .limit(self._window)
-                )
+                docs = self._log.page(db_id, before=None, limit=self._window)
             recent = deque(records_decode(reversed(docs), Message.from_doc), maxlen=self._window)
             if active is not None:
                 active.recent = recent
@@ -373,10 +431,53 @@ class ChatStore:
         count = int(doc.get("message_count", 0)) if doc else 0
         return (recent[-1].seq + 1 if recent else 0) == count
 
-    def messages_all(self, db_id: str) -> list[Message]:
+    def messages_page(self, db_id: str, *, before: int | None, limit: int) -> list[Message]:
+        """Up to `limit` messages with seq < `before` (the newest when None), oldest first.
+        An indexed read of just those messages, whatever the conversation's length."""
         with self._db_lock:
-            docs = list(self._messages.find({"app": self._app, "conversation_id": db_id}).sort("seq", 1))
+            docs = self._log.page(db_id, before=before, limit=limit)
+        return records_decode(reversed(docs), Message.from_doc)
+
+    def messages_all(self, db_id: str) -> list[Message]:
+        """Every message, oldest first: for exports and tests, never a request's hot path."""
+        with self._db_lock:
+            docs = self._log.upto(db_id, seq=2**62)
         return records_decode(docs, Message.from_doc)
+
+    def messages_adopt(self) -> int:
+        """Move this app's messages from where they were kept before the MessageLog (the
+        database's `messages` collection) into the log; how many moved. Call at start-up,
+        before serving. Copy first, then delete what was copied: a run cut short is
+        finished by the next. A message the log refuses (its place is taken) stays where it
+        was, logged, rather than being lost. Nothing to do with MongoDB, whose log is that
+        collection."""
+        if isinstance(self._log, MongoMessageLog):
+            return 0
+        with self._db_lock:
+            docs = list(self._legacy_messages.find({"app": self._app}))
+        if not docs:
+            return 0
+        try:
+            messages_copy(docs, self._log)
+            kept: list[Any] = []
+        except sqlite3.IntegrityError:  # one by one, to find the ones that can't move
+            kept = []
+            for doc in docs:
+                try:
+                    messages_copy([doc], self._log)
+                except sqlite3.IntegrityError:
+                    log.error("message %s can't move to the message log (its place is taken); kept", doc["_id"])
+                    kept.append(doc["_id"])
+        with self._db_lock:
+            # One scan each: montydb finds a document by _id by reading them all.
+            if kept:
+                self._legacy_messages.delete_many({"app": self._app, "_id": {"$nin": kept}})
+            else:
+                self._legacy_messages.delete_many({"app": self._app})
+        moved = [doc for doc in docs if doc["_id"] not in kept]
+        with self._cache_lock:
+            self._cache.clear()
+        return len(moved)
 
     # --- checkpoints of replies in flight ---------------------------------------------
 
@@ -413,7 +514,7 @@ class ChatStore:
         for doc in docs:
             message_id = str(doc["_id"])
             with self._db_lock:
-                stored = self._messages.find_one({"_id": self._object_id(message_id)}) is not None
+                stored = self._log.get(message_id) is not None
             conversation = self.conversation_get(doc.get("conversation_id", ""))
             if not stored and conversation is not None:
                 saved = doc.get("updated_at")
@@ -440,6 +541,31 @@ class ChatStore:
         return str(self._object_id())
 
     # --- helpers ----------------------------------------------------------------------
+
+    def _conversation_doc(
+        self,
+        *,
+        db_id: str,
+        user_id: str,
+        persona: str,
+        title: str,
+        greeting: int,
+        count: int,
+        times: tuple[datetime, datetime],
+    ) -> dict[str, Any]:
+        """A conversation's document; `times`: (created_at, updated_at)."""
+        return {
+            "_id": self._key(db_id),
+            "app": self._app,
+            "db_id": db_id,
+            "user_id": user_id,
+            "persona": persona,
+            "title": storable(title),
+            "greeting": greeting,
+            "message_count": count,
+            "created_at": times[0],
+            "updated_at": times[1],
+        }
 
     def _key(self, db_id: str) -> str:
         return f"{self._app}:{db_id}"

@@ -3,6 +3,7 @@
 With `mongo_url` set, a real MongoDB through pymongo. Without it, montydb: an embedded,
 pymongo-compatible engine on SQLite files, one folder per app (two processes never share
 an SQLite file). The repository in `chat_store.py` uses only the API both understand.
+Messages are the exception: `message_log_get` builds their MessageLog.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from webapp.store.message_log import MessageLog, MongoMessageLog, SqliteMessageLog
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,23 @@ def database_get(config: StoreConfig) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     set_storage(str(folder), storage="sqlite")
     return MontyClient(str(folder))[config.database]
+
+
+@functools.cache
+def message_log_get(config: StoreConfig) -> MessageLog:
+    """Where `config`'s app keeps its messages, built once per process: an indexed SQLite
+    file beside montydb's folder for the embedded store, the `messages` collection with
+    MongoDB (see webapp.store.message_log for why)."""
+    if config.embedded:
+        return SqliteMessageLog(config.embedded_dir / config.app / MESSAGES_FILE, app=config.app)
+    from bson import ObjectId
+
+    log = MongoMessageLog(database_get(config)["messages"], app=config.app, object_id=ObjectId)
+    log.indexes_ensure()
+    return log
+
+
+MESSAGES_FILE = "messages.sqlite3"
 
 
 @functools.cache

@@ -1,0 +1,244 @@
+"""Where a conversation's messages are kept: one Protocol, two backends.
+
+A chat reads its messages by pages (the newest screen, then one page further back at a
+time) and a turn reads only the last few; nothing needs a whole conversation at once.
+That needs an index on (app, conversation, seq), and the embedded store has none:
+montydb decodes every document of a collection for any query, `_id` lookups included,
+and accepts `create_index` without using it. Measured with `python -m perf.large_chat`
+(the newest 50 of a 5,000-message conversation, with 50,000 other messages stored):
+montydb takes over a second a page, an indexed SQLite table about a millisecond.
+
+- `SqliteMessageLog`: the embedded default. One SQLite file per app beside montydb's
+  folder (`<VAR_DIR>/mongo/<app>/messages.sqlite3`, so backups take it with the rest), in
+  WAL mode, with a unique index on the message's place. The document is kept as JSON
+  with `created_at` in its own column; SQLite's transactions make a batch of inserts
+  (an import, a branch) all or nothing.
+- `MongoMessageLog`: a MongoDB collection (docker-compose's MongoDB, where the compound
+  index is real). Tests run it on montydb, which speaks the same API.
+
+Written by hand because the layout is the store's own: it is the chat store's seam, not
+a general document database (montydb and pymongo stay the API for everything else).
+Callers hold the chat store's locks; each backend is also safe on its own across threads.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class MessageLog(Protocol):
+    """Messages as documents: `_id` (str or ObjectId), `app`, `conversation_id`, `seq`,
+    `created_at` (aware datetime) and any other fields. `seq` is unique per conversation."""
+
+    def insert(self, docs: list[dict[str, Any]]) -> None:
+        """Store these documents, all or none (SQLite); a duplicate `_id` or place raises."""
+
+    def page(self, conversation_id: str, *, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` documents with seq < `before` (all when None), newest first."""
+
+    def upto(self, conversation_id: str, *, seq: int) -> list[dict[str, Any]]:
+        """Every document with seq <= `seq`, oldest first."""
+
+    def get(self, message_id: str) -> dict[str, Any] | None: ...
+
+    def count(self, conversation_id: str) -> int: ...
+
+    def conversation_drop(self, conversation_id: str) -> int:
+        """Delete every message of the conversation; how many went."""
+
+    def delete(self, message_ids: list[str]) -> int:
+        """Delete these messages; how many went."""
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class SqliteMessageLog:
+    """MessageLog on one SQLite file (see the module docstring)."""
+
+    def __init__(self, path: Path, *, app: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._app = app
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS messages (
+                id TEXT PRIMARY KEY,
+                app TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                created_at TEXT NOT NULL,
+                doc TEXT NOT NULL
+            );
+            CREATE UNIQUE INDEX IF NOT EXISTS messages_place ON messages (app, conversation_id, seq);
+            """
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def insert(self, docs: list[dict[str, Any]]) -> None:
+        rows = [self._row(doc) for doc in docs]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO messages (id, app, conversation_id, seq, created_at, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def page(self, conversation_id: str, *, before: int | None, limit: int) -> list[dict[str, Any]]:
+        bound = before if before is not None else 2**62
+        return self._select(
+            "WHERE app = ? AND conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (self._app, conversation_id, bound, limit),
+        )
+
+    def upto(self, conversation_id: str, *, seq: int) -> list[dict[str, Any]]:
+        return self._select(
+            "WHERE app = ? AND conversation_id = ? AND seq <= ? ORDER BY seq", (self._app, conversation_id, seq)
+        )
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        found = self._select("WHERE id = ? AND app = ?", (message_id, self._app))
+        return found[0] if found else None
+
+    def count(self, conversation_id: str) -> int:
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT count(*) FROM messages WHERE app = ? AND conversation_id = ?", (self._app, conversation_id)
+            ).fetchone()
+        return int(n)
+
+    def conversation_drop(self, conversation_id: str) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM messages WHERE app = ? AND conversation_id = ?", (self._app, conversation_id)
+            )
+        return int(cursor.rowcount)
+
+    def delete(self, message_ids: list[str]) -> int:
+        with self._lock:
+            cursor = self._db.executemany(
+                "DELETE FROM messages WHERE id = ? AND app = ?", [(i, self._app) for i in message_ids]
+            )
+        return int(cursor.rowcount)
+
+    def _select(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self._lock:
+            # `where` is one of this class's literal clauses; values travel as parameters.
+            query = f"SELECT id, conversation_id, seq, created_at, doc FROM messages {where}"  # noqa: S608
+            rows = self._db.execute(query, params)
+            found = rows.fetchall()
+        return [self._doc(row) for row in found]
+
+    def _row(self, doc: dict[str, Any]) -> tuple[Any, ...]:
+        rest = {k: v for k, v in doc.items() if k not in ("_id", "app", "conversation_id", "seq", "created_at")}
+        created = _aware(doc["created_at"]).astimezone(UTC).isoformat(timespec="milliseconds")
+        body = json.dumps(rest, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        return (str(doc["_id"]), self._app, doc["conversation_id"], int(doc["seq"]), created, body)
+
+    def _doc(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        message_id, conversation_id, seq, created, body = row
+        return {
+            **json.loads(body),
+            "_id": message_id,
+            "app": self._app,
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "created_at": datetime.fromisoformat(created),
+        }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _aware(value).isoformat()
+    return str(value)  # an ObjectId, say: stored as its text
+
+
+def _aware_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    # montydb (and pymongo without tz_aware) hand back naive datetimes that are UTC.
+    created = doc.get("created_at")
+    return {**doc, "created_at": _aware(created)} if isinstance(created, datetime) else doc
+
+
+class MongoMessageLog:
+    """MessageLog on a MongoDB (or montydb) collection shared by the apps, filtered by `app`."""
+
+    def __init__(self, collection: Any, *, app: str, object_id: type) -> None:
+        self._messages = collection
+        self._app = app
+        self._object_id = object_id
+
+    def indexes_ensure(self) -> None:
+        self._messages.create_index([("app", 1), ("conversation_id", 1), ("seq", 1)], unique=True)
+
+    def insert(self, docs: list[dict[str, Any]]) -> None:
+        if docs:
+            self._messages.insert_many([{**doc, "_id": self._key(doc["_id"])} for doc in docs])
+
+    def page(self, conversation_id: str, *, before: int | None, limit: int) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"app": self._app, "conversation_id": conversation_id}
+        if before is not None:
+            query["seq"] = {"$lt": before}
+        return [_aware_doc(d) for d in self._messages.find(query).sort("seq", -1).limit(limit)]
+
+    def upto(self, conversation_id: str, *, seq: int) -> list[dict[str, Any]]:
+        query = {"app": self._app, "conversation_id": conversation_id, "seq": {"$lte": seq}}
+        return [_aware_doc(d) for d in self._messages.find(query).sort("seq", 1)]
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        try:
+            key = self._object_id(message_id)
+        except Exception:  # not an ObjectId's text: no message has it
+            return None
+        doc = self._messages.find_one({"_id": key, "app": self._app})
+        return _aware_doc(doc) if doc is not None else None
+
+    def count(self, conversation_id: str) -> int:
+        return int(self._messages.count_documents({"app": self._app, "conversation_id": conversation_id}))
+
+    def conversation_drop(self, conversation_id: str) -> int:
+        result = self._messages.delete_many({"app": self._app, "conversation_id": conversation_id})
+        return int(result.deleted_count)
+
+    def delete(self, message_ids: list[str]) -> int:
+        keys = [self._key(i) for i in message_ids]
+        return int(self._messages.delete_many({"_id": {"$in": keys}, "app": self._app}).deleted_count)
+
+    def _key(self, message_id: Any) -> Any:
+        return self._object_id(message_id) if isinstance(message_id, str) else message_id
+
+
+def messages_copy(docs: Iterable[dict[str, Any]], log: MessageLog, *, batch: int = 1000) -> int:
+    """Insert `docs` into `log` in batches, skipping any whose id is there already; how many
+    were new. For moving a store's messages from one backend to another: a copy cut short
+    is finished by running it again."""
+    copied = 0
+    pending: list[dict[str, Any]] = []
+    for doc in docs:
+        if log.get(str(doc["_id"])) is None:
+            pending.append({**doc, "_id": str(doc["_id"])})
+        if len(pending) >= batch:
+            log.insert(pending)
+            copied += len(pending)
+            pending = []
+    if pending:
+        log.insert(pending)
+        copied += len(pending)
+    return copied
