@@ -184,15 +184,24 @@ def store_fetch(
     def messages(key: UserKey, db_id: str) -> StoredConversation:
         app, user_id = key
         count = wanted[key][db_id]
-        response = session().get(
-            f"{host}/{app}/conversations/{db_id}/messages", params={"user_id": user_id}, timeout=60
-        )
-        if response.status_code == 404:
-            return StoredConversation(db_id=db_id, message_count=count, messages=(), found=False)
-        response.raise_for_status()
-        stored = tuple(
-            StoredMessage(id=str(m["id"]), seq=int(m["seq"]), role=str(m["role"])) for m in response.json()["messages"]
-        )
+        pages: list[list[StoredMessage]] = []
+        before: int | None = None
+        while True:  # every page, newest first
+            params: dict[str, Any] = {"user_id": user_id, "limit": 500}
+            if before is not None:
+                params["before"] = before
+            response = session().get(f"{host}/{app}/conversations/{db_id}/messages", params=params, timeout=60)
+            if response.status_code == 404:
+                return StoredConversation(db_id=db_id, message_count=count, messages=(), found=False)
+            response.raise_for_status()
+            body = response.json()
+            pages.append(
+                [StoredMessage(id=str(m["id"]), seq=int(m["seq"]), role=str(m["role"])) for m in body["messages"]]
+            )
+            before = body["before"]
+            if before is None:
+                break
+        stored = tuple(m for page in reversed(pages) for m in page)
         return StoredConversation(db_id=db_id, message_count=count, messages=stored)
 
     with ThreadPoolExecutor(FETCH_THREADS) as pool:

@@ -120,6 +120,12 @@ def test_body_over_the_limit_is_413_json_from_nginx(http, gateway, existing):
         ("/office/conversations", {"user_id": "u", "limit": "lots"}, "limit"),
         ("/character/conversations/not-a-uuid/messages", {"user_id": "u"}, None),
         (f"/character/conversations/{uuid.uuid4()}/messages", {"user_id": "x" * 200}, "user_id"),
+        (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "limit": "0"}, "limit"),
+        (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "limit": "501"}, "limit"),
+        (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "limit": ""}, "limit"),
+        (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "before": "-1"}, "before"),
+        (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "before": "9" * 30}, "before"),
+        (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "before": "soon"}, "before"),
     ],
 )
 def test_bad_history_queries(http, gateway, path, params, field):

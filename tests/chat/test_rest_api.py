@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -63,6 +64,56 @@ def test_llama_without_a_db_id_starts_a_new_conversation(http, gateway, app, use
     assert [(m["role"], m["id"]) for m in stored][1] == ("assistant", first.headers["X-Message-Id"])
     again = ask(http, gateway, app, input_data="Hello again!", user_id=user_id, **extra)
     assert again.headers["X-Conversation-Id"] != db_id, "each call without db_id is a new conversation"
+
+
+def test_messages_read_by_pages_cover_the_chat_once_in_order(http, gateway, db_id, user_id):
+    for text in ("one", "two", "three"):
+        assert ask(http, gateway, "office", input_data=text, db_id=db_id, user_id=user_id).status_code == 200
+    url = f"{gateway}/office/conversations/{db_id}/messages"
+    whole = http.get(url, params={"user_id": user_id, "limit": 500}, timeout=10).json()
+    assert [m["seq"] for m in whole["messages"]] == list(range(6)) and whole["before"] is None
+
+    pages, before = [], None
+    while True:
+        params = {"user_id": user_id, "limit": 4 if before is None else 1}
+        if before is not None:
+            params["before"] = before
+        body = http.get(url, params=params, timeout=10).json()
+        pages.append(body["messages"])
+        before = body["before"]
+        if before is None:
+            break
+        assert before == body["messages"][0]["seq"], "the next page ends where this one starts"
+
+    assert [len(page) for page in pages] == [4, 1, 1]
+    assert [m for page in reversed(pages) for m in page] == whole["messages"]
+
+
+def test_a_conversation_exports_as_sillytavern_jsonl_json_and_markdown(http, gateway, db_id, user_id):
+    reply = ask(http, gateway, "character", input_data="Hello!", persona="captain-rhea", db_id=db_id, user_id=user_id)
+    assert reply.status_code == 200, reply.text
+    stored = messages(http, gateway, "character", db_id, user_id)
+    url = f"{gateway}/character/conversations/{db_id}/export"
+
+    jsonl = http.get(url, params={"user_id": user_id, "format": "jsonl"}, timeout=10)
+    assert jsonl.status_code == 200, jsonl.text
+    assert jsonl.headers["Content-Type"].startswith("application/jsonl")
+    assert "attachment" in jsonl.headers["Content-Disposition"] and ".jsonl" in jsonl.headers["Content-Disposition"]
+    header, *lines = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert {"user_name", "character_name", "create_date", "chat_metadata"} <= set(header)
+    assert [(line["is_user"], line["mes"]) for line in lines] == [(m["role"] == "user", m["content"]) for m in stored]
+
+    whole = http.get(url, params={"user_id": user_id, "format": "json"}, timeout=10).json()
+    assert [m["id"] for m in whole["messages"]] == [m["id"] for m in stored]
+    markdown = http.get(url, params={"user_id": user_id, "format": "md"}, timeout=10)
+    assert markdown.headers["Content-Type"].startswith("text/markdown") and "Hello!" in markdown.text
+
+    refused = http.get(url, params={"user_id": user_id, "format": "docx"}, timeout=10)
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "format"
+    missing = http.get(f"{gateway}/character/conversations/{uuid.uuid4()}/export", params={"user_id": user_id})
+    assert missing.status_code == 404
+    someone_else = http.get(url, params={"user_id": f"{user_id}-other"}, timeout=10)
+    assert someone_else.status_code == 404, "another user's chat is exported like a missing one"
 
 
 def test_office_persona_can_be_chosen(http, gateway, db_id, user_id):

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from urllib.parse import urljoin
@@ -662,3 +663,41 @@ def test_a_dropped_connection_resumes_the_reply_on_screen(browser, ui_stack):
     finally:
         page.context.close()
         proxy.close()
+
+
+def test_a_long_chat_opens_on_its_newest_page_and_loads_earlier_ones_going_up(page, base):
+    """The thread reads a chat by pages. The browser's page size is cut to one message (the
+    server still answers every page itself), so one stored turn is three pages: the reply,
+    then the user's message, then the start of the chat with its greeting."""
+    visitor = visitor_of(page)
+    db_id = str(uuid.uuid4())
+    turn = requests.post(
+        f"{base}/character/Llama",
+        json={"input_data": "Hello!", "persona": "captain-rhea", "db_id": db_id},
+        headers=visitor.auth,
+        timeout=180,
+    )
+    assert turn.status_code == 200, turn.text
+    user, reply = stored(base, "character", db_id, visitor)
+    asked: list[str] = []
+
+    def one_per_page(route) -> None:
+        url = route.request.url
+        asked.append(url)
+        route.continue_(url=url.replace("limit=50", "limit=1"))
+
+    page.route(f"**/character/conversations/{db_id}/messages?*", one_per_page)
+    open_app(page, base, "character")
+    page.locator(f"[data-testid=conversation-item][data-db-id='{db_id}']").click()
+
+    page.wait_for_selector("[data-testid=message][data-greeting]")
+    page.wait_for_selector("[data-testid=older-messages]", state="detached")
+    shown = page.locator("[data-testid=message-list] > [data-testid=message]")
+    assert [shown.nth(i).get_attribute("data-message-id") for i in range(shown.count())] == [
+        None,  # the greeting, shown once the first page is reached
+        user["id"],
+        reply["id"],
+    ]
+    assert shown.first.get_attribute("data-greeting") == "true"
+    assert len(asked) == 3 and "before=" not in asked[0]
+    assert f"before={reply['seq']}" in asked[1] and f"before={user['seq']}" in asked[2]

@@ -12,12 +12,15 @@ on the engine's thread; the view only waits for the result.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpResponse
+from django.utils.http import content_disposition_header
+from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -38,7 +41,7 @@ from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal, request_principal_drf
 from webapp.accounts.models import Account, ApiKey, KeyScope, Role
 from webapp.accounts.usage import TurnLimits
-from webapp.chat import runtime, selectors, services
+from webapp.chat import runtime, selectors, services, transcripts
 from webapp.chat.inputs import (
     CharacterTurnSerializer,
     OfficeTurnSerializer,
@@ -423,6 +426,11 @@ class ConversationDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+MESSAGE_PAGE_DEFAULT = 100
+MESSAGE_PAGE_MAX = 500
+SEQ_MAX = 2**40  # far beyond any chat; bounded so that SQLite's 64-bit integers always hold it
+
+
 class MessageListApi(APIView):
     @extend_schema_serializer(component_name="Message")
     class OutputSerializer(serializers.Serializer):
@@ -433,26 +441,108 @@ class MessageListApi(APIView):
         created_at = serializers.DateTimeField()
         meta = serializers.DictField()
 
+    class QuerySerializer(UserQuerySerializer):
+        before = QueryIntegerField(
+            required=False,
+            min_value=0,
+            max_value=SEQ_MAX,
+            help_text="only messages before this place (seq): the page further back; the previous page's `before`",
+        )
+        limit = QueryIntegerField(min_value=1, max_value=MESSAGE_PAGE_MAX, default=MESSAGE_PAGE_DEFAULT)
+
     @extend_schema(
         operation_id="conversations_messages_list",
-        parameters=[DB_ID_PARAM, UserQuerySerializer],
+        parameters=[DB_ID_PARAM, QuerySerializer],
         responses={
             200: inline_serializer(
-                "MessageList", {"db_id": serializers.UUIDField(), "messages": OutputSerializer(many=True)}
+                "MessageList",
+                {
+                    "db_id": serializers.UUIDField(),
+                    "messages": OutputSerializer(many=True),
+                    "before": serializers.IntegerField(
+                        allow_null=True,
+                        help_text="pass as `before` to read the page further back; null: this page starts the chat",
+                    ),
+                },
             ),
             **error_responses(400, 404, _404="no such conversation for this user"),
         },
-        summary="A conversation's messages, oldest first",
+        summary="A page of a conversation's messages (the newest, or those before `before`), oldest first",
     )
     def get(self, request: Request, db_id: str) -> Response:
-        query = UserQuerySerializer(data=request.query_params)
+        query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        messages = selectors.messages_list(
+        page = selectors.messages_page(
+            store=runtime.chat_store_get(),
+            db_id=str(db_id),
+            user_id=owner(request, query.validated_data.get("user_id")),
+            before=query.validated_data.get("before"),
+            limit=query.validated_data["limit"],
+        )
+        return Response(
+            {
+                "db_id": str(db_id),
+                "messages": self.OutputSerializer(page.messages, many=True).data,
+                "before": page.before,
+            }
+        )
+
+
+class ConversationExportApi(APIView):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # `?format=` is this endpoint's own parameter (the file's format), not DRF's renderer
+        # override, which would answer ?format=md with a 404: errors stay JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    class QuerySerializer(UserQuerySerializer):
+        format = serializers.ChoiceField(
+            choices=transcripts.EXPORT_FORMATS,
+            default="jsonl",
+            error_messages={"invalid_choice": "must be jsonl, json or md."},
+        )
+
+    @extend_schema(
+        operation_id="conversations_export",
+        parameters=[DB_ID_PARAM, QuerySerializer],
+        responses={
+            (200, "application/jsonl"): OpenApiResponse(
+                OpenApiTypes.STR, description="SillyTavern's chat file: a header line, then a line per message"
+            ),
+            (200, "application/json"): OpenApiResponse(
+                OpenApiTypes.OBJECT, description="this service's own format (personachat.conversation, version 1)"
+            ),
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR, description="a readable transcript"),
+            **error_responses(400, 404, _404="no such conversation for this user"),
+        },
+        summary="Export a conversation as a file (SillyTavern JSONL, JSON or Markdown)",
+    )
+    def get(self, request: Request, db_id: str) -> HttpResponse:
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        who = principal(request)
+        kind = query.validated_data["format"]
+        conversation, messages = selectors.conversation_whole(
             store=runtime.chat_store_get(),
             db_id=str(db_id),
             user_id=owner(request, query.validated_data.get("user_id")),
         )
-        return Response({"db_id": str(db_id), "messages": self.OutputSerializer(messages, many=True).data})
+        persona = runtime.personas_get().get(conversation.persona)
+        names = {"user_name": who.username, "character_name": persona.name if persona else conversation.persona}
+        if kind == "json":
+            body = json.dumps(
+                transcripts.transcript_json(conversation=conversation, messages=messages), ensure_ascii=False
+            )
+            content_type = "application/json"
+        elif kind == "md":
+            body = transcripts.transcript_markdown(conversation=conversation, messages=messages, **names)
+            content_type = "text/markdown; charset=utf-8"
+        else:
+            body = transcripts.transcript_jsonl(conversation=conversation, messages=messages, **names)
+            content_type = "application/jsonl; charset=utf-8"
+        response = HttpResponse(body.encode(), content_type=content_type)
+        filename = f"{slugify(conversation.title)[:60] or 'chat'}-{str(db_id)[:8]}.{kind}"
+        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
+        return response
 
 
 class MeApi(APIView):

@@ -54,6 +54,7 @@ urlpatterns = [
     path("conversations", apis.ConversationListApi.as_view(), name="conversations"),
     path("conversations/<uuid:db_id>", apis.ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:db_id>/messages", apis.MessageListApi.as_view(), name="messages"),
+    path("conversations/<uuid:db_id>/export", apis.ConversationExportApi.as_view(), name="conversation-export"),
     path("v1/models", methods_only("GET")(openai_api.models_list), name="openai-models"),
     path("v1/chat/completions", methods_only("POST")(openai_api.chat_completions), name="openai-chat"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),

@@ -10,7 +10,7 @@ import { composerUpdate } from './composer.js';
 import { drawerClose, isPhone } from './drawer.js';
 import { pickerSync } from './personas.js';
 import { stopGeneration } from './stream.js';
-import { greetingAppend, introUpdate, threadRender } from './thread.js';
+import { PAGE_SIZE, greetingAppend, introUpdate, threadRender } from './thread.js';
 
 /** "3 min ago", "yesterday", or a date: when a chat (or a note) last changed. */
 export function relativeTime(iso) {
@@ -64,7 +64,7 @@ export async function openConversation(dbId) {
   const conv = state.conversations.find((c) => c.db_id === dbId);
   let data;
   try {
-    data = await api(`/conversations/${dbId}/messages`);
+    data = await api(`/conversations/${dbId}/messages?limit=${PAGE_SIZE}`);
   } catch (err) {
     if (seq !== state.viewSeq) return;
     errorShow(err.status === 404 ? { code: 'not_found', message: 'That chat no longer exists.' } : err);
@@ -81,7 +81,7 @@ export async function openConversation(dbId) {
   state.persona = conv ? conv.persona : state.defaultPersona;
   state.greeting = conv && Number.isInteger(conv.greeting) ? conv.greeting : 0;
   pickerSync();
-  threadRender(data.messages || []);
+  threadRender(data.messages || [], { before: data.before });
   hashSet(dbId);
   document.title = conv && conv.title ? `${conv.title} · ${pageTitle()}` : pageTitle();
   conversationsRender();

@@ -13,7 +13,7 @@ import { conversationsRefresh } from './conversations.js';
 import { hooks } from './hooks.js';
 import { modelSet } from './model.js';
 import { connectionLost, onDone, onError, onStart, resumeAfterReconnect, streamScheduleRender } from './stream.js';
-import { threadRender } from './thread.js';
+import { PAGE_SIZE, threadRender } from './thread.js';
 
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 5000;
@@ -122,7 +122,7 @@ export async function pendingReload() {
   const seq = state.viewSeq;
   let data;
   try {
-    data = await api(`/conversations/${pending.dbId}/messages`);
+    data = await api(`/conversations/${pending.dbId}/messages?limit=${PAGE_SIZE}`);
   } catch (err) {
     if (err.status === 404) return; // the chat never reached the store: keep what is shown
     errorShow(err);
@@ -130,7 +130,7 @@ export async function pendingReload() {
   }
   if (seq !== state.viewSeq) return;
   state.stored = true;
-  threadRender(data.messages, { interrupted: pending });
+  threadRender(data.messages, { interrupted: pending, before: data.before });
   conversationsRefresh();
 }
 

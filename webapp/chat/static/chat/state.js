@@ -31,6 +31,7 @@ export const state = {
   busy: null, // { seconds, timer } while waiting to retry after server_busy
   queuePosition: null,
   reloadAfterReconnect: null,
+  replaced: new Set(), // ids of stored replies a regenerated one replaced (hidden), over every page shown
   viewSeq: 0, // bumps on every view change, so late responses for an old view are dropped
 };
 

@@ -218,7 +218,7 @@ async function storedTextSync(dbId, article) {
   if (!data.id) return;
   let body;
   try {
-    body = await api(`/conversations/${dbId}/messages`);
+    body = await api(`/conversations/${dbId}/messages?limit=8`);
   } catch (_) {
     return;
   }

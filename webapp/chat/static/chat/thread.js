@@ -9,6 +9,7 @@ import { els, icon, node } from './dom.js';
 import { hooks } from './hooks.js';
 import { copyText, render } from './markdown.js';
 import { regenerate } from './stream.js';
+import { api } from './api.js';
 
 function initialOf(name) {
   const first = Array.from((name || '?').trim())[0] || '?';
@@ -313,7 +314,7 @@ function greetingNav(article, persona) {
  * The character page's first bubble: the greeting the chat starts (or started) with,
  * state.greeting. While the chat has no messages, arrows pick another of its greetings.
  */
-export function greetingAppend(personaId) {
+export function greetingAppend(personaId, { first = false } = {}) {
   const persona = state.personas.get(personaId);
   const total = greetingsOf(persona).length;
   if (!IS_CHARACTER || !total) return;
@@ -322,7 +323,8 @@ export function greetingAppend(personaId) {
   greetingShow(article, persona, state.greeting);
   bubbleFinish(article, {});
   if (total > 1) messageData.get(article).footer.prepend(greetingNav(article, persona));
-  els.messages.append(article);
+  if (first) els.messages.prepend(article);
+  else els.messages.append(article);
 }
 
 /** A new chat that has no messages yet shows its greeting again (the library or the user's name changed). */
@@ -359,28 +361,85 @@ export function introUpdate() {
   els.intro.hidden = false;
 }
 
-/** Shows a conversation's stored messages (replaced replies hidden). */
-export function threadRender(messages, options) {
-  const o = options || {};
-  els.messages.replaceChildren();
-  const replaced = new Set();
+export const PAGE_SIZE = 50;
+
+/** The stored messages of one page, as elements (replaced replies hidden). */
+function pageArticles(messages, o) {
   for (const m of messages) {
-    if (m.meta && m.meta.regenerates) replaced.add(m.meta.regenerates);
+    if (m.meta && m.meta.regenerates) state.replaced.add(m.meta.regenerates);
   }
-  greetingAppend(state.persona);
-  let interruptedShown = false;
+  const articles = [];
   for (const m of messages) {
-    if (m.role === 'assistant' && replaced.has(m.id)) continue;
+    if (m.role === 'assistant' && state.replaced.has(m.id)) continue;
     if (m.role !== 'user' && m.role !== 'assistant') continue;
     const article = messageCreate(m.role, { id: m.id, text: m.content, meta: m.meta || {} });
     if (m.role === 'assistant') {
       const wasCut = o.interrupted && o.interrupted.messageId && o.interrupted.messageId === m.id;
-      if (wasCut) interruptedShown = true;
+      if (wasCut) o.interruptedShown = true;
       bubbleFinish(article, wasCut ? { interrupted: true } : {});
     }
-    els.messages.append(article);
+    articles.push(article);
   }
-  if (o.interrupted && !interruptedShown && o.interrupted.text) {
+  return articles;
+}
+
+/**
+ * The top of a chat read by pages: the greeting once the first page is on screen, else
+ * a marker that loads the page further back (`before`) when it scrolls into view or is
+ * clicked, keeping what was on screen where it was.
+ */
+function olderMarkerSet(before) {
+  const old = els.messages.querySelector('[data-testid="older-messages"]');
+  if (old) old.remove();
+  if (before === null || before === undefined) {
+    if (!els.messages.querySelector('[data-greeting]')) greetingAppend(state.persona, { first: true });
+    return;
+  }
+  const marker = node('button', 'older-messages', 'Earlier messages');
+  marker.type = 'button';
+  marker.dataset.testid = 'older-messages';
+  marker.dataset.before = String(before);
+  const view = state.viewSeq;
+  const dbId = state.dbId;
+  let loading = false;
+  const load = async () => {
+    if (loading || view !== state.viewSeq) return;
+    loading = true;
+    marker.textContent = 'Loading…';
+    let data;
+    try {
+      data = await api(`/conversations/${dbId}/messages?before=${before}&limit=${PAGE_SIZE}`);
+    } catch (_) {
+      loading = false;
+      marker.textContent = 'Earlier messages (retry)';
+      return;
+    }
+    if (view !== state.viewSeq || !marker.isConnected) return;
+    observer.disconnect();
+    const s = els.scroller;
+    const fromBottom = s.scrollHeight - s.scrollTop;
+    const articles = pageArticles(data.messages || [], {});
+    marker.after(...articles);
+    olderMarkerSet(data.before);
+    s.scrollTop = s.scrollHeight - fromBottom;
+  };
+  const observer = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) load();
+  }, { root: els.scroller, rootMargin: '200px 0px 0px 0px' });
+  marker.addEventListener('click', load);
+  els.messages.prepend(marker);
+  // Observe once the first screen has settled at the bottom, so opening a chat loads one page.
+  requestAnimationFrame(() => observer.observe(marker));
+}
+
+/** Shows a conversation's newest stored page; `options.before` says whether older pages exist. */
+export function threadRender(messages, options) {
+  const o = { ...(options || {}) };
+  els.messages.replaceChildren();
+  state.replaced = new Set();
+  els.messages.append(...pageArticles(messages, o));
+  olderMarkerSet(o.before);
+  if (o.interrupted && !o.interruptedShown && o.interrupted.text) {
     // The server kept no part of the cut reply: show what had arrived.
     const article = messageCreate('assistant', { text: o.interrupted.text });
     bubbleFinish(article, { interrupted: true });
