@@ -42,6 +42,7 @@ class World:
     b_auth: dict[str, str]  # B's personal key
     b_service: dict[str, str]  # B's service key
     db_ids: dict[str, str]  # A's conversation per app
+    reply_ids: dict[str, str]  # A's reply in it, per app
     document_id: str
     approval_id: str
 
@@ -61,11 +62,12 @@ def turn(gateway: str, auth: dict[str, str], app: str, **body: Any) -> requests.
 def world(stack: Stack, gateway: str) -> World:
     a_name, b_name = account_create(stack, prefix="alice"), account_create(stack, prefix="bob")
     a_auth = bearer(key_create(stack, a_name))
-    db_ids = {}
+    db_ids, reply_ids = {}, {}
     for app in APPS:
         response = turn(gateway, a_auth, app)
         assert response.status_code == 200, response.text
         db_ids[app] = response.headers["X-Conversation-Id"]
+        reply_ids[app] = response.headers["X-Message-Id"]
     upload = requests.post(
         f"{gateway}/office/documents",
         files={"file": ("travel.md", POLICY_MD, "text/markdown")},
@@ -95,6 +97,7 @@ def world(stack: Stack, gateway: str) -> World:
         b_auth=bearer(key_create(stack, b_name)),
         b_service=bearer(key_create(stack, b_name, scope="service")),
         db_ids=db_ids,
+        reply_ids=reply_ids,
         document_id=upload.json()["id"],
         approval_id=waiting.json()["approval_id"],
     )
@@ -134,6 +137,8 @@ def http(method: str, path: str, **kwargs: Any) -> Callable[[World, dict[str, st
         names = {
             "db_office": w.db_ids["office"],
             "db_character": w.db_ids["character"],
+            "msg_office": w.reply_ids["office"],
+            "msg_character": w.reply_ids["character"],
             "doc": w.document_id,
             "approval": w.approval_id,
             "a_name": w.a_name,
@@ -174,6 +179,23 @@ BY_ID = [
         http("POST", "/character/Llama", json={"input_data": "hi", "db_id": "{db_character}", **CHARACTER}),
         404,
     ),
+    (
+        "office edit A's message",
+        http("PATCH", "/office/conversations/{db_office}/messages/{msg_office}", json={"content": "mine now"}),
+        404,
+    ),
+    (
+        "character choose A's swipe",
+        http("PATCH", "/character/conversations/{db_character}/messages/{msg_character}", json={"swipe_id": 0}),
+        404,
+    ),
+    ("office delete A's message", http("DELETE", "/office/conversations/{db_office}/messages/{msg_office}"), 404),
+    (
+        "character swipe A's reply",
+        http("POST", "/character/conversations/{db_character}/messages/{msg_character}/swipes"),
+        404,
+    ),
+    ("office export A's conversation", http("GET", "/office/conversations/{db_office}/export"), 404),
     ("document", http("GET", "/office/documents/{doc}"), 404),
     ("delete document", http("DELETE", "/office/documents/{doc}"), 404),
     ("approve A's call", http("POST", "/office/approvals/{approval}", json={"decision": "approve"}), 404),
@@ -191,6 +213,15 @@ BY_NAME = [
     ("character conversations", http("GET", "/character/conversations?user_id={a_name}")),
     ("messages", http("GET", "/office/conversations/{db_office}/messages?user_id={a_name}")),
     ("delete conversation", http("DELETE", "/office/conversations/{db_office}?user_id={a_name}")),
+    ("export", http("GET", "/character/conversations/{db_character}/export?user_id={a_name}")),
+    (
+        "edit message",
+        http(
+            "PATCH", "/office/conversations/{db_office}/messages/{msg_office}?user_id={a_name}", json={"content": "x"}
+        ),
+    ),
+    ("delete message", http("DELETE", "/office/conversations/{db_office}/messages/{msg_office}?user_id={a_name}")),
+    ("swipe", http("POST", "/office/conversations/{db_office}/messages/{msg_office}/swipes?user_id={a_name}")),
     ("office Llama", http("POST", "/office/Llama", json={"input_data": "hi", "user_id": "{a_name}"})),
     (
         "character Llama",
@@ -226,6 +257,10 @@ DATA_ENDPOINTS = [
     ("GET", "/character/conversations"),
     ("GET", f"/office/conversations/{uuid.uuid4()}/messages"),
     ("DELETE", f"/character/conversations/{uuid.uuid4()}"),
+    ("GET", f"/office/conversations/{uuid.uuid4()}/export"),
+    ("PATCH", f"/office/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
+    ("DELETE", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
+    ("POST", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}/swipes"),
     ("POST", "/office/Llama"),
     ("POST", "/character/Llama"),
     ("GET", "/office/documents"),

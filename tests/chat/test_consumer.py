@@ -309,13 +309,13 @@ def test_one_generation_at_a_time_per_socket() -> None:
     run(scenario)
 
 
-def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(store: ChatStore) -> None:
+def test_regenerate_adds_a_swipe_to_the_last_reply_and_keeps_the_old_one(store: ChatStore) -> None:
     db_id, user_id = str(uuid.uuid4()), "ws-user"
 
     async def scenario() -> None:
         communicator = await connected()
         first_start, _, _ = await turn(communicator, **message_frame(db_id, user_id, "Hi! Who are you?"))
-        second_start, _, _ = await turn(communicator, **message_frame(db_id, user_id, "Tell me a fun fact."))
+        second_start, _, second_done = await turn(communicator, **message_frame(db_id, user_id, "Tell me a fun fact."))
         await communicator.send_json_to({"type": "regenerate", "db_id": db_id, "user_id": user_id})
         start = await communicator.receive_json_from(timeout=TIMEOUT)
         while (frame := await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token":
@@ -325,14 +325,18 @@ def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(store: ChatSto
         assert start["type"] == "start" and frame["type"] == "done"
         assert start["regenerates"] == second_start["message_id"]
         assert start["user_message_id"] == second_start["user_message_id"]
+        assert frame["message_id"] == second_start["message_id"], "the answer lands in the same message"
         stored = store.messages_all(db_id)
-        assert [m.role for m in stored] == ["user", "assistant", "user", "assistant", "assistant"]
-        assert stored[3].id == second_start["message_id"], "the replaced reply is kept"
-        assert stored[4].meta["regenerates"] == second_start["message_id"]
-        # The new reply answered the same question with only the first exchange as history.
-        assert stored[4].meta["prompt"]["history_message_ids"] == [stored[0].id, first_start["message_id"]]
-        visible = services.messages_visible(stored)
-        assert [m.id for m in visible] == [stored[0].id, stored[1].id, stored[2].id, stored[4].id]
+        assert [m.role for m in stored] == ["user", "assistant", "user", "assistant"]
+        reply = stored[3]
+        assert reply.id == second_start["message_id"] and reply.meta["swipe_id"] == 1
+        swipes = reply.meta["swipes"]
+        assert [s["id"] for s in swipes] == [second_start["message_id"], start["message_id"]]
+        assert swipes[0]["meta"]["timings"] and swipes[1]["meta"]["timings"], "each alternative keeps its timings"
+        assert reply.content == swipes[1]["content"]
+        # The new answer saw the same question with only the first exchange as history.
+        assert reply.meta["prompt"]["history_message_ids"] == [stored[0].id, first_start["message_id"]]
+        assert second_done["message_id"] == reply.id
 
     run(scenario)
 

@@ -116,6 +116,57 @@ def test_a_conversation_exports_as_sillytavern_jsonl_json_and_markdown(http, gat
     assert someone_else.status_code == 404, "another user's chat is exported like a missing one"
 
 
+def test_swipes_edits_and_deletion_through_rest(http, gateway, db_id, user_id):
+    assert ask(http, gateway, "office", input_data="Hello there", db_id=db_id, user_id=user_id).status_code == 200
+    user, reply = messages(http, gateway, "office", db_id, user_id)
+    base = f"{gateway}/office/conversations/{db_id}/messages"
+    who = {"user_id": user_id}
+
+    swiped = http.post(f"{base}/{reply['id']}/swipes", params=who, timeout=120)
+    assert swiped.status_code == 200, swiped.text
+    body = swiped.json()
+    assert body["id"] == reply["id"] and body["seq"] == reply["seq"] and body["meta"]["swipe_id"] == 1
+    assert [s["content"] for s in body["meta"]["swipes"]][:1] == [reply["content"]]
+    assert messages(http, gateway, "office", db_id, user_id)[1] == body
+
+    not_last = http.post(f"{base}/{user['id']}/swipes", params=who, timeout=30)
+    assert not_last.status_code == 409 and not_last.json()["error"]["field"] == "message_id"
+
+    chosen = http.patch(f"{base}/{reply['id']}", params=who, json={"swipe_id": 0}, timeout=10)
+    assert chosen.status_code == 200, chosen.text
+    assert chosen.json()["content"] == reply["content"] and chosen.json()["meta"]["swipe_id"] == 0
+    assert messages(http, gateway, "office", db_id, user_id)[1]["content"] == reply["content"]
+
+    edited = http.patch(f"{base}/{user['id']}", params=who, json={"content": "Hello, edited"}, timeout=10)
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["content"] == "Hello, edited"
+    assert [e["content"] for e in edited.json()["meta"]["edits"]] == ["Hello there"]
+
+    before = messages(http, gateway, "office", db_id, user_id)
+    for body, field in (
+        ({"swipe_id": 2}, "swipe_id"),
+        ({"swipe_id": -1}, "swipe_id"),
+        ({"swipe_id": "one"}, "swipe_id"),
+        ({}, "content"),
+        ({"content": "x", "swipe_id": 0}, "content"),
+        ({"content": "   "}, "content"),
+        ({"content": "x" * 20_001}, "content"),
+        ({"content": "x", "role": "system"}, "role"),
+    ):
+        refused = http.patch(f"{base}/{reply['id']}", params=who, json=body, timeout=10)
+        assert refused.status_code == 400, (body, refused.text)
+        assert refused.json()["error"]["field"] == field, body
+    assert messages(http, gateway, "office", db_id, user_id) == before, "a refused change changes nothing"
+
+    elsewhere = {"user_id": f"{user_id}-other"}
+    assert http.patch(f"{base}/{reply['id']}", params=elsewhere, json={"swipe_id": 1}).status_code == 404
+    assert http.delete(f"{base}/{reply['id']}", params=elsewhere).status_code == 404
+    assert http.delete(f"{base}/{user['id']}", params=who).status_code == 204
+    assert [m["id"] for m in messages(http, gateway, "office", db_id, user_id)] == [reply["id"]]
+    gone = http.delete(f"{base}/{user['id']}", params=who)
+    assert gone.status_code == 404 and gone.json()["error"]["field"] == "message_id"
+
+
 def test_office_persona_can_be_chosen(http, gateway, db_id, user_id):
     response = ask(
         http, gateway, "office", input_data="Polish: we will late.", db_id=db_id, user_id=user_id, persona="writer"

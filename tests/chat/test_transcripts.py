@@ -100,3 +100,21 @@ def test_markdown_shows_the_visible_messages_under_their_speakers() -> None:
     assert text.startswith("# Night watch\n")
     assert "## minji · 2026-11-30 09:00" in text and "## Rhea · 2026-11-30 09:02" in text
     assert "new reply" in text and "old reply" not in text
+
+
+def test_jsonl_writes_a_replys_stored_alternatives_as_its_swipes() -> None:
+    swipes = [
+        {"id": "m1", "content": "one", "created_at": "2026-11-30T09:01:00+00:00", "meta": {"tokens": 1}},
+        {"id": "k2", "content": "two", "created_at": "2026-11-30T09:05:00+00:00", "meta": {"model": "x"}},
+    ]
+    messages = [message(0, "user", "hi"), message(1, "assistant", "one", swipes=swipes, swipe_id=0)]
+
+    _, _, reply = lines_of(
+        transcript_jsonl(conversation=conversation(), messages=messages, user_name="u", character_name="c")
+    )
+
+    assert reply["mes"] == "one" and reply["swipes"] == ["one", "two"] and reply["swipe_id"] == 0
+    assert reply["swipe_info"] == [
+        {"send_date": "2026-11-30T09:01:00+00:00", "extra": {"token_count": 1}},
+        {"send_date": "2026-11-30T09:05:00+00:00", "extra": {"model": "x"}},
+    ]

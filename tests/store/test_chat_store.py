@@ -412,3 +412,125 @@ class _FailingConversations:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+def reply_of(store: ChatStore, conversation: Conversation, text: str = "first") -> Any:
+    store.message_append(conversation, role="user", content="hi", persona="assistant")
+    return store.message_append(
+        conversation, role="assistant", content=text, persona="assistant", meta={"tokens": 1, "model": "m"}
+    )
+
+
+def test_a_swipe_is_a_new_alternative_of_the_same_message_and_is_shown(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    reply = reply_of(store, conversation)
+    store.messages_recent("c1")  # cached: a swipe must not leave the cache stale
+
+    swiped = store.message_swipe_add("c1", reply.id, swipe_key="k2", content="second", meta={"tokens": 2})
+
+    assert swiped is not None and swiped.id == reply.id and swiped.seq == reply.seq
+    assert swiped.content == "second" and swiped.meta["swipe_id"] == 1 and swiped.meta["tokens"] == 2
+    assert "model" not in swiped.meta, "the shown alternative's metadata, not the first one's"
+    assert [(s["id"], s["content"], s["meta"]) for s in swiped.meta["swipes"]] == [
+        (reply.id, "first", {"tokens": 1, "model": "m"}),
+        ("k2", "second", {"tokens": 2}),
+    ]
+    assert store.messages_recent("c1")[-1] == swiped
+    assert store_reopen(tmp_path).messages_all("c1")[-1] == swiped
+    assert store.message_swipe_add("c1", reply.id, swipe_key="k2", content="again", meta={}) == swiped, "once"
+
+
+def test_choosing_a_swipe_changes_what_later_reads_see_and_nothing_else(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    reply = reply_of(store, conversation)
+    store.message_swipe_add("c1", reply.id, swipe_key="k2", content="second", meta={})
+    store.message_swipe_add("c1", reply.id, swipe_key="k3", content="third", meta={})
+    before = store.messages_all("c1")
+
+    chosen = store.message_swipe_choose("c1", reply.id, 0)
+
+    assert chosen is not None and chosen.content == "first" and chosen.meta["model"] == "m"
+    assert [m.content for m in store.messages_recent("c1")] == ["hi", "first"]
+    assert store.messages_all("c1")[0] == before[0]
+    assert len(chosen.meta["swipes"]) == 3
+    with pytest.raises(IndexError):
+        store.message_swipe_choose("c1", reply.id, 3)
+    assert store.message_swipe_choose("c1", "0" * 24, 0) is None
+
+
+def test_an_edit_keeps_the_earlier_text_and_edits_the_shown_swipe(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    reply = reply_of(store, conversation)
+    store.message_swipe_add("c1", reply.id, swipe_key="k2", content="second", meta={})
+
+    edited = store.message_edit("c1", reply.id, "second, edited")
+    edited = store.message_edit("c1", reply.id, "second, edited twice")
+
+    assert edited is not None and edited.content == "second, edited twice"
+    assert [e["content"] for e in edited.meta["edits"]] == ["second", "second, edited"]
+    assert edited.meta["swipes"][1]["content"] == "second, edited twice"
+    assert store.message_swipe_choose("c1", reply.id, 0).content == "first"  # type: ignore[union-attr]
+    assert store.message_swipe_choose("c1", reply.id, 1).content == "second, edited twice"  # type: ignore[union-attr]
+    user = store.messages_all("c1")[0]
+    assert store.message_edit("c1", user.id, "hello").content == "hello"  # type: ignore[union-attr]
+    assert [m.content for m in store_reopen(tmp_path).messages_recent("c1")] == ["hello", "second, edited twice"]
+
+
+def test_deleting_a_message_removes_it_alone(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    chat_add(store, conversation, 4)
+    doomed = store.messages_all("c1")[1]
+    store.messages_recent("c1")
+
+    assert store.message_delete("c1", doomed.id) is True
+    assert store.message_delete("c1", doomed.id) is False
+    assert [m.content for m in store.messages_recent("c1")] == ["m0", "m2", "m3"]
+    assert store.message_append(conversation, role="user", content="m4", persona="assistant").seq == 4
+    assert store.message_get("other", store.messages_all("c1")[0].id) is None, "only within its conversation"
+
+
+def test_two_writers_changing_one_message_lose_nothing(tmp_path: Path) -> None:
+    """Swipes added from two threads at once (two replicas, say): every one is kept."""
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    reply = reply_of(store, conversation)
+
+    def writer(name: str) -> None:
+        for i in range(6):
+            store.message_swipe_add("c1", reply.id, swipe_key=f"{name}{i}", content=f"{name}{i}", meta={})
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    swipes = store.message_get("c1", reply.id).meta["swipes"]  # type: ignore[union-attr]
+    assert sorted(s["id"] for s in swipes[1:]) == sorted([f"a{i}" for i in range(6)] + [f"b{i}" for i in range(6)])
+
+
+def test_a_checkpoint_of_a_new_alternative_is_recovered_as_its_swipe_once(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    reply = reply_of(store, conversation)
+    swipe_key = store.message_id_new()
+    store.checkpoint_save(
+        conversation=conversation,
+        message_id=swipe_key,
+        persona="assistant",
+        content="half an ans",
+        meta={"regenerates": reply.id},
+    )
+
+    restarted = store_reopen(tmp_path)
+    (recovered,) = restarted.checkpoints_recover()
+
+    assert recovered.id == reply.id and recovered.content == "half an ans"
+    assert recovered.meta["finish_reason"] == "interrupted" and recovered.meta["swipe_id"] == 1
+    assert [s["id"] for s in recovered.meta["swipes"]] == [reply.id, swipe_key]
+    assert [m.id for m in restarted.messages_all("c1")] == [m.id for m in store.messages_all("c1")]
+    assert store_reopen(tmp_path).checkpoints_recover() == [], "recovered once"

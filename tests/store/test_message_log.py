@@ -190,3 +190,17 @@ def test_delete_removes_only_the_named_messages(log_factory: Any) -> None:
     log.insert(docs)
     assert log.delete([docs[1]["_id"], docs[3]["_id"], str(MontyObjectId())]) == 2
     assert [d["seq"] for d in log.upto("a", seq=10)] == [0, 2]
+
+
+def test_replace_writes_only_over_the_revision_it_read(log_factory: Any) -> None:
+    log = log_factory()
+    written = doc_of("a", 0)
+    log.insert([written])
+    stored = log.get(written["_id"])
+
+    assert log.replace({**stored, "content": "one", "rev": 1}, rev=0) is True
+    assert log.replace({**stored, "content": "stale", "rev": 1}, rev=0) is False, "someone wrote rev 1 meanwhile"
+    assert log.replace({**stored, "content": "two", "rev": 2}, rev=1) is True
+    again = log.get(written["_id"])
+    assert (again["content"], again["rev"], again["seq"]) == ("two", 2, 0)
+    assert again["created_at"] == written["created_at"]

@@ -519,18 +519,32 @@ def test_reply_stats_copy_regenerate_and_delete(page, base):
     assert page.evaluate("navigator.clipboard.readText()") == first_reply["content"]
 
     page.locator("[data-testid=regenerate]").click()
+    # The new answer lands in the same message, as its second alternative.
     page.wait_for_function(
-        """(old) => {
+        """(id) => {
             const all = document.querySelectorAll('[data-testid=message][data-role=assistant]');
             const m = all[all.length - 1];
-            return m && m.dataset.messageId && m.dataset.messageId !== old && m.dataset.streaming === 'false';
+            const counter = m && m.querySelector('[data-testid=swipe-counter]');
+            return m.dataset.messageId === id && m.dataset.streaming === 'false' && counter
+                && counter.textContent === '2/2';
         }""",
         arg=first_reply["id"],
     )
-    assert page.locator("[data-testid=message][data-role=assistant]").count() == 1, "the old reply is replaced"
+    assert page.locator("[data-testid=message][data-role=assistant]").count() == 1, "one reply, two alternatives"
     messages = stored(base, "office", db_id, visitor)
-    assert [m["role"] for m in messages] == ["user", "assistant", "assistant"]
-    assert messages[2]["meta"]["regenerates"] == first_reply["id"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    reply_stored = messages[1]
+    assert reply_stored["id"] == first_reply["id"] and reply_stored["meta"]["swipe_id"] == 1
+    assert reply_stored["meta"]["swipes"][0]["content"] == first_reply["content"]
+
+    # Swipe back to the first answer: the page shows it and the store says it is the one shown.
+    counter = reply.locator("[data-testid=swipe-counter]")
+    assert counter.inner_text() == "2/2"
+    reply.locator("[data-testid=swipe-prev]").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=swipe-counter]').textContent === '1/2'")
+    assert stored(base, "office", db_id, visitor)[1]["meta"]["swipe_id"] == 0
+    reply.locator("[data-testid=copy-reply]").click()
+    assert page.evaluate("navigator.clipboard.readText()") == first_reply["content"], "the shown text is the first"
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator(f"[data-testid=conversation-item][data-db-id='{db_id}'] [data-testid=delete-conversation]").click()
@@ -701,3 +715,32 @@ def test_a_long_chat_opens_on_its_newest_page_and_loads_earlier_ones_going_up(pa
     assert shown.first.get_attribute("data-greeting") == "true"
     assert len(asked) == 2 and "before=" not in asked[0]
     assert f"before={reply['seq']}" in asked[1], "the second page ends where the first starts"
+
+
+def test_a_message_is_edited_in_place_and_a_reply_deleted(page, base):
+    open_app(page, base, "office")
+    send(page, "Say hello.")
+    wait_done(page)
+    db_id = page.locator("[data-testid=conversation-item]").first.get_attribute("data-db-id")
+    visitor = visitor_of(page)
+    user, reply = stored(base, "office", db_id, visitor)
+
+    mine = page.locator(f"[data-testid=message][data-message-id='{user['id']}']")
+    mine.locator("[data-testid=edit-message]").click()
+    box = mine.locator("[data-testid=edit-input]")
+    assert box.input_value() == "Say hello."
+    box.fill("Say hello, edited.")
+    mine.locator("[data-testid=edit-save]").click()
+    mine.locator("[data-testid=edit-input]").wait_for(state="detached")
+    assert mine.locator("[data-testid=message-body]").inner_text() == "Say hello, edited."
+    edited = stored(base, "office", db_id, visitor)[0]
+    assert edited["content"] == "Say hello, edited."
+    assert [e["content"] for e in edited["meta"]["edits"]] == ["Say hello."]
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(f"[data-testid=message][data-message-id='{reply['id']}'] [data-testid=delete-message]").click()
+    page.wait_for_selector(f"[data-testid=message][data-message-id='{reply['id']}']", state="detached")
+    assert [m["id"] for m in stored(base, "office", db_id, visitor)] == [user["id"]]
+    page.reload()
+    page.wait_for_selector(f"[data-testid=message][data-message-id='{user['id']}']")
+    assert page.locator("[data-testid=message][data-role=assistant]").count() == 0, "gone after a reload too"

@@ -45,6 +45,7 @@ from webapp.chat import runtime, selectors, services, transcripts
 from webapp.chat.inputs import (
     CharacterTurnSerializer,
     OfficeTurnSerializer,
+    persona_by_id,
     turn_request,
     user_id_field,
 )
@@ -57,7 +58,7 @@ from webapp.chat.schema import (
     turn_headers,
 )
 from webapp.chat.services import sampling_params
-from webapp.chat.turns import turn_collect
+from webapp.chat.turns import TurnRequest, turn_collect
 
 
 def unknown_fields_refuse(data: Any, fields: Mapping[str, Any]) -> None:
@@ -486,6 +487,130 @@ class MessageListApi(APIView):
                 "before": page.before,
             }
         )
+
+
+MESSAGE_ID_PATTERN = r"^[0-9a-f]{24}$"
+MESSAGE_ID_PARAM = OpenApiParameter(
+    "message_id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    pattern=MESSAGE_ID_PATTERN,
+    description="the message's id (`id` in GET messages)",
+)
+MESSAGE_EDIT_MAX = 20_000
+
+
+class MessageDetailApi(APIView):
+    class PatchSerializer(BodySerializer):
+        content = serializers.CharField(
+            required=False,
+            max_length=MESSAGE_EDIT_MAX,
+            trim_whitespace=False,
+            help_text="the message's new text; what it said before is kept in meta.edits",
+        )
+        swipe_id = serializers.IntegerField(
+            required=False, min_value=0, max_value=10_000, help_text="which of a reply's alternatives to show"
+        )
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            if len(data) != 1:
+                raise serializers.ValidationError(
+                    {"content": ["give exactly one of content (edit the text) and swipe_id (choose an alternative)."]}
+                )
+            if "content" in data and not data["content"].strip():
+                raise serializers.ValidationError({"content": ["must not be blank."]})
+            return data
+
+    @extend_schema(
+        operation_id="conversations_messages_update",
+        parameters=[DB_ID_PARAM, MESSAGE_ID_PARAM, UserQuerySerializer],
+        request=PatchSerializer,
+        responses={200: MessageListApi.OutputSerializer, **error_responses(*BODY_ERRORS, 404)},
+        summary="Edit a message's text, or choose which of a reply's alternatives (swipes) is shown",
+    )
+    def patch(self, request: Request, db_id: str, message_id: str) -> Response:
+        query = UserQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        body = self.PatchSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        where = {
+            "store": runtime.chat_store_get(),
+            "db_id": str(db_id),
+            "user_id": owner(request, query.validated_data.get("user_id")),
+            "message_id": message_id,
+        }
+        if "swipe_id" in body.validated_data:
+            message = services.message_swipe_choose(**where, swipe_id=body.validated_data["swipe_id"])
+        else:
+            message = services.message_edit(**where, content=body.validated_data["content"])
+        return Response(MessageListApi.OutputSerializer(message).data)
+
+    @extend_schema(
+        operation_id="conversations_messages_delete",
+        parameters=[DB_ID_PARAM, MESSAGE_ID_PARAM, UserQuerySerializer],
+        responses={204: OpenApiResponse(description="deleted"), **error_responses(400, 404)},
+        summary="Delete one message",
+    )
+    def delete(self, request: Request, db_id: str, message_id: str) -> Response:
+        query = UserQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        services.message_delete(
+            store=runtime.chat_store_get(),
+            db_id=str(db_id),
+            user_id=owner(request, query.validated_data.get("user_id")),
+            message_id=message_id,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageSwipeApi(APIView):
+    """POST .../messages/{message_id}/swipes: answer the conversation's last user message
+    again; the new answer becomes the reply's newest alternative, shown. Counted for
+    /performance, as a Llama turn is."""
+
+    @extend_schema(
+        operation_id="conversations_messages_swipe",
+        parameters=[DB_ID_PARAM, MESSAGE_ID_PARAM, UserQuerySerializer],
+        request=None,
+        responses={
+            200: MessageListApi.OutputSerializer,
+            **error_responses(
+                400,
+                404,
+                409,
+                429,
+                503,
+                _404="no such conversation for this user",
+                _409="message_id is not the conversation's last reply",
+                _429="server busy: the estimated wait for the model is over its limit; nothing was stored",
+                _503="model loading (`model_loading`), shutting down (`shutting_down`), or generation failed",
+            ),
+        },
+        summary="Generate another answer (a swipe) for the conversation's last reply",
+    )
+    def post(self, request: Request, db_id: str, message_id: str) -> Response:
+        with runtime.CountedRequest() as counted:
+            query = UserQuerySerializer(data=request.query_params)
+            query.is_valid(raise_exception=True)
+            who = principal(request)
+            user_id = owner(request, query.validated_data.get("user_id"))
+            conversation = selectors.conversation_owned(
+                store=runtime.chat_store_get(), db_id=str(db_id), user_id=user_id
+            )
+            turn = TurnRequest(
+                user_id=user_id,
+                user_name=query.validated_data.get("user_id") or who.username,
+                role=who.role,
+                gate=TurnLimits(who, client_ip(request)),
+                db_id=str(db_id),
+                persona=persona_by_id(conversation.persona, owner=user_id),
+                sampling=sampling_params(runtime.model_spec_get().sampling),
+                swipe_of=message_id,
+            )
+            done = async_to_sync(turn_collect)(turn, deps=runtime.turn_deps())
+            assert done.message is not None
+            counted.succeeded()
+            return Response(MessageListApi.OutputSerializer(done.message).data)
 
 
 class ConversationExportApi(APIView):

@@ -10,7 +10,9 @@ key, a signed-out session or a disabled account closes the socket the same way.
 Protocol (the README and the OpenAPI description say the same):
   client → {"type": "message", "db_id", "user_id", "input_data", "persona" | character fields}
              office: optional "google_access", "tools" ("auto" | "required"), "tool_names"
-           {"type": "regenerate", "db_id", "user_id", "persona" | character fields}
+           {"type": "regenerate", "db_id", "user_id", "persona" | character fields, "message_id"?}
+             answers the last user message again; the answer becomes the last reply's
+             newest swipe (message_id, if given, must name that reply)
            {"type": "stop"}
            {"type": "approval", "approval_id", "decision": "approve" | "deny"}  (a paused tool call)
            {"type": "resume", "message_id", "user_id", "offset"}  after a dropped connection: the

@@ -144,16 +144,28 @@ class CharacterTurnSerializer(serializers.Serializer):
         return attrs
 
 
+def swipe_of_field() -> serializers.RegexField:
+    return serializers.RegexField(
+        r"^[0-9a-f]{24}$",
+        required=False,
+        help_text="the reply to answer again (it must be the conversation's last); left out: the last reply",
+        error_messages={"invalid": "must be a message id: 24 lowercase hex digits."},
+    )
+
+
 class OfficeRegenerateSerializer(OfficeTurnSerializer):
-    """Regenerating answers the conversation's last user message again: no new input."""
+    """Regenerating answers the conversation's last user message again: no new input. The
+    new answer becomes the last reply's newest alternative (swipe)."""
 
     input_data = None
     db_id = db_id_field(required=True)
+    message_id = swipe_of_field()
 
 
 class CharacterRegenerateSerializer(CharacterTurnSerializer):
     input_data = None
     db_id = db_id_field(required=True)
+    message_id = swipe_of_field()
 
 
 def turn_request(
@@ -183,6 +195,7 @@ def turn_request(
         web_search=bool(data.get("google_access")),
         tool_mode=data.get("tools"),
         tool_names=tuple(names) if names else None,
+        swipe_of=data.get("message_id"),
     )
 
 

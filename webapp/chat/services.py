@@ -2,7 +2,8 @@
 
 `messages_visible` and `prompt_history` decide what of a stored conversation its user sees
 and a prompt includes; `sampling_params` turns the registry's defaults into a request's
-sampling; `conversation_delete` removes a conversation of its owner.
+sampling; `conversation_delete` removes a conversation of its owner; `message_edit`,
+`message_swipe_choose` and `message_delete` change one stored message of its owner.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from webapp.chat.selectors import conversation_owned
+from webapp.core.errors import ApplicationError, NotFoundError
 from webapp.engine.engine import SamplingParams
 from webapp.engine.registry import SamplingDefaults
 from webapp.store.chat_store import ChatStore, Message
@@ -42,3 +44,34 @@ def prompt_history(messages: Sequence[Message]) -> list[Message]:
 def conversation_delete(*, store: ChatStore, db_id: str, user_id: str) -> None:
     conversation_owned(store=store, db_id=db_id, user_id=user_id)
     store.conversation_delete(db_id)
+
+
+def _message_missing(message_id: str) -> NotFoundError:
+    return NotFoundError(f"no message {message_id} in this conversation", field="message_id")
+
+
+def message_edit(*, store: ChatStore, db_id: str, user_id: str, message_id: str, content: str) -> Message:
+    """Change a message's text (the user's or a reply's); its earlier text stays in `edits`."""
+    conversation_owned(store=store, db_id=db_id, user_id=user_id)
+    message = store.message_edit(db_id, message_id, content)
+    if message is None:
+        raise _message_missing(message_id)
+    return message
+
+
+def message_swipe_choose(*, store: ChatStore, db_id: str, user_id: str, message_id: str, swipe_id: int) -> Message:
+    """Show a reply's alternative `swipe_id`: the one later prompts see."""
+    conversation_owned(store=store, db_id=db_id, user_id=user_id)
+    try:
+        message = store.message_swipe_choose(db_id, message_id, swipe_id)
+    except IndexError as exc:
+        raise ApplicationError(f"swipe_id: {exc}", field="swipe_id", code="no_such_swipe") from None
+    if message is None:
+        raise _message_missing(message_id)
+    return message
+
+
+def message_delete(*, store: ChatStore, db_id: str, user_id: str, message_id: str) -> None:
+    conversation_owned(store=store, db_id=db_id, user_id=user_id)
+    if not store.message_delete(db_id, message_id):
+        raise _message_missing(message_id)

@@ -7,7 +7,8 @@ tools (SillyTavern reads the JSONL back), not a general serialisation problem.
 - **JSONL** (SillyTavern's chat file): a header line `{user_name, character_name,
   create_date, chat_metadata}`, then a line per message `{name, is_user, is_system,
   send_date, mes, swipes, swipe_id, swipe_info, extra}`. Dates are ISO 8601 (SillyTavern
-  reads those). A reply that was regenerated before swipes existed is stored as its own
+  reads those). A reply's alternatives are its swipes. One regenerated before swipes
+  were stored inside the reply is stored as its own
   message naming the one it replaced (`regenerates`); here the two become one message
   with both texts as swipes, the later one chosen, as SillyTavern would have kept them.
 - **JSON** (`personachat.conversation`, version 1): the conversation and every stored
@@ -32,14 +33,30 @@ def _swipe_info(message: Message) -> dict[str, Any]:
 
 
 def _extra(message: Message) -> dict[str, Any]:
+    return _extra_of(message.meta)
+
+
+def _extra_of(meta: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
-    if message.meta.get("model"):
-        extra["model"] = message.meta["model"]
-    if isinstance(message.meta.get("tokens"), int):
-        extra["token_count"] = message.meta["tokens"]
-    if message.meta.get("finish_reason"):
-        extra["finish_reason"] = message.meta["finish_reason"]
+    if meta.get("model"):
+        extra["model"] = meta["model"]
+    if isinstance(meta.get("tokens"), int):
+        extra["token_count"] = meta["tokens"]
+    if meta.get("finish_reason"):
+        extra["finish_reason"] = meta["finish_reason"]
     return extra
+
+
+def _swipes_of(message: Message) -> tuple[list[str], int, list[dict[str, Any]]]:
+    """(swipes, swipe_id, swipe_info) of a message: its stored alternatives, or itself alone."""
+    stored = message.meta.get("swipes") or []
+    if not stored:
+        return [message.content], 0, [_swipe_info(message)]
+    return (
+        [str(s.get("content", "")) for s in stored],
+        int(message.meta.get("swipe_id", 0)),
+        [{"send_date": str(s.get("created_at", "")), "extra": _extra_of(s.get("meta") or {})} for s in stored],
+    )
 
 
 def transcript_jsonl(
@@ -68,15 +85,16 @@ def transcript_jsonl(
             by_id[message.id] = replaced
             continue
         is_user = message.role == "user"
+        swipes, swipe_id, swipe_info = _swipes_of(message)
         line = {
             "name": user_name if is_user else character_name,
             "is_user": is_user,
             "is_system": False,
             "send_date": message.created_at.isoformat(),
             "mes": message.content,
-            "swipes": [message.content],
-            "swipe_id": 0,
-            "swipe_info": [_swipe_info(message)],
+            "swipes": swipes,
+            "swipe_id": swipe_id,
+            "swipe_info": swipe_info,
             "extra": _extra(message),
         }
         lines.append(line)

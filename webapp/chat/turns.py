@@ -45,7 +45,7 @@ from webapp.chat.checkpoints import ReplyCheckpoint
 from webapp.chat.errors import GenerationFailedError, ServerBusyError
 from webapp.chat.personas import ChatScope, LoreItem, Persona
 from webapp.chat.services import messages_visible, prompt_history
-from webapp.core.errors import ApplicationError, NotFoundError
+from webapp.core.errors import ApplicationError, ConflictError, NotFoundError
 from webapp.engine.engine import (
     Completion,
     DoneEvent,
@@ -179,7 +179,8 @@ class TurnRequest:
     key of the data, from authentication) with the account's `role` (what its tools may do).
 
     `text` is the new message; None answers the conversation's last message again
-    (regenerate: fresh sources, no tools; the old reply stays stored and drops out of prompts).
+    (regenerate: fresh sources, no tools; the new answer becomes the reply's newest swipe,
+    shown and seen by later prompts, and every earlier one stays stored beside it).
     `greeting_index` picks which of the persona's greetings a new conversation starts with
     (0: its first message; n: alternate greeting n); `user_name` is who the user is in the
     persona's macros when they have set no user persona.
@@ -197,6 +198,7 @@ class TurnRequest:
     web_search: bool = False
     tool_mode: ToolMode | None = None
     tool_names: tuple[str, ...] | None = None
+    swipe_of: str | None = None  # with text None: the reply the client means to answer again
 
 
 @dataclass(frozen=True)
@@ -806,6 +808,13 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
             "this conversation has no message to answer again", field="db_id", code="nothing_to_regenerate"
         )
     replaced = next((m.id for m in messages[last_user + 1 :] if m.role == "assistant"), None)
+    if request.swipe_of is not None and request.swipe_of != replaced:
+        raise ConflictError(
+            "message_id: only the conversation's last reply can be answered again (it is "
+            f"{replaced or 'not stored yet'})",
+            field="message_id",
+            code="not_the_last_reply",
+        )
     history = prompt_history(messages[:last_user])
     user_message = messages[last_user]
     persona = _persona_bound(request, conversation)
@@ -957,10 +966,24 @@ def chat_turn_finish(
     if completion.finish_reason == "cancelled":
         meta["stopped_by"] = stopped_by or "user"
     meta.update(_checkpoint_meta(turn))
-    message = store.message_append(
+    content = reply_text(turn.notice, completion.text)
+    # Another answer to a stored reply becomes its newest swipe, shown; the reply it was
+    # asked of may have been deleted meanwhile, and then it is a message of its own.
+    swiped = (
+        store.message_swipe_add(
+            turn.conversation.db_id,
+            turn.regenerates,
+            swipe_key=turn.assistant_message_id,
+            content=content,
+            meta={k: v for k, v in meta.items() if k != "regenerates"},
+        )
+        if turn.regenerates
+        else None
+    )
+    message = swiped or store.message_append(
         turn.conversation,
         role="assistant",
-        content=reply_text(turn.notice, completion.text),
+        content=content,
         persona=turn.persona_id,
         meta=meta,
         message_id=turn.assistant_message_id,

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Awaitable, Callable
 
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import path, register_converter
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -16,6 +16,21 @@ from webapp.chat.errors import openai_error
 from webapp.core.errors import ApplicationError
 
 AsyncView = Callable[..., Awaitable[HttpResponse]]
+
+
+class MessageIdConverter:
+    """A message id in a path: an ObjectId's 24 lowercase hex digits (anything else is a 404)."""
+
+    regex = "[0-9a-f]{24}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(MessageIdConverter, "message_id")
 
 
 def methods_only(*methods: str) -> Callable[[AsyncView], AsyncView]:
@@ -54,6 +69,14 @@ urlpatterns = [
     path("conversations", apis.ConversationListApi.as_view(), name="conversations"),
     path("conversations/<uuid:db_id>", apis.ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:db_id>/messages", apis.MessageListApi.as_view(), name="messages"),
+    path(
+        "conversations/<uuid:db_id>/messages/<message_id:message_id>", apis.MessageDetailApi.as_view(), name="message"
+    ),
+    path(
+        "conversations/<uuid:db_id>/messages/<message_id:message_id>/swipes",
+        apis.MessageSwipeApi.as_view(),
+        name="message-swipes",
+    ),
     path("conversations/<uuid:db_id>/export", apis.ConversationExportApi.as_view(), name="conversation-export"),
     path("v1/models", methods_only("GET")(openai_api.models_list), name="openai-models"),
     path("v1/chat/completions", methods_only("POST")(openai_api.chat_completions), name="openai-chat"),

@@ -10,8 +10,12 @@ Documents:
                   timings, prompt, sources}
                  kept in a MessageLog (webapp.store.message_log): an indexed SQLite file
                  for the embedded store, the `messages` collection with MongoDB.
-                 `regenerates` names the assistant message this one replaced; the old one
-                 stays stored (nothing is lost) and is left out of prompts and the UI.
+                 `swipes` [{id, content, created_at, meta}] are a reply's alternatives and
+                 `swipe_id` the one shown: its text and metadata are also the document's own,
+                 so prompts read `content` alone. `edits` [{content, until}] are earlier
+                 texts; `edited_at` the last edit; `rev` counts changes (compare-and-set).
+                 `regenerates` (written before swipes) names the assistant message this one
+                 replaced; the old one stays stored and is left out of prompts and the UI.
                  `sources` (office) lists the document chunks the reply was grounded on.
   checkpoints    {_id: message id, app, conversation_id, persona, content, meta, updated_at}
                  a reply while it streams, rewritten every second or so and deleted once
@@ -41,13 +45,13 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from webapp.store.message_log import MessageLog, MongoMessageLog, messages_copy
-from webapp.store.safe import records_decode, storable
+from webapp.store.safe import readable, records_decode, storable
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,10 @@ class Message:
             "sources",
             "tool_calls",
             "lore",
+            "swipes",
+            "swipe_id",
+            "edits",
+            "edited_at",
         )
         return cls(
             id=str(doc["_id"]),
@@ -153,6 +161,44 @@ class MessageDraft:
 class _Active:
     conversation: Conversation
     recent: deque[Message] | None = None  # None until first read
+
+
+EDITS_KEPT = 50  # earlier texts of a message kept after edits
+CHANGE_ATTEMPTS = 8
+# What belongs to one alternative (swipe) of a reply, besides its text.
+SWIPE_META = (
+    "interrupted_at",
+    "tokens",
+    "model",
+    "finish_reason",
+    "stopped_by",
+    "timings",
+    "prompt",
+    "sources",
+    "tool_calls",
+    "lore",
+)
+
+
+def _alternative_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """A reply document's shown text and metadata as one alternative (swipe)."""
+    created = doc.get("created_at")
+    return {
+        "id": str(doc["_id"]),
+        "content": doc.get("content", ""),
+        "created_at": _utc(created).isoformat() if isinstance(created, datetime) else str(created or ""),
+        "meta": {k: doc[k] for k in SWIPE_META if doc.get(k) is not None},
+    }
+
+
+def _swipe_show(doc: dict[str, Any], index: int) -> dict[str, Any]:
+    """`doc` showing its alternative `index`: that one's text and metadata at the top level."""
+    shown = {k: v for k, v in doc.items() if k not in SWIPE_META}
+    chosen = doc["swipes"][index]
+    shown.update(chosen.get("meta") or {})
+    shown["content"] = chosen.get("content", "")
+    shown["swipe_id"] = index
+    return shown
 
 
 def owner_matches(user_id: str, owner: str) -> bool:
@@ -479,6 +525,108 @@ class ChatStore:
             self._cache.clear()
         return len(moved)
 
+    # --- changing stored messages: swipes, edits, deletion ----------------------------
+
+    def message_get(self, db_id: str, message_id: str) -> Message | None:
+        """The stored message `message_id` of conversation `db_id`, or None."""
+        with self._db_lock:
+            doc = self._log.get(message_id)
+        if doc is None or doc.get("conversation_id") != db_id:
+            return None
+        found = records_decode([doc], Message.from_doc)
+        return found[0] if found else None
+
+    def message_swipe_add(
+        self, db_id: str, message_id: str, *, swipe_key: str, content: str, meta: dict[str, Any]
+    ) -> Message | None:
+        """Add an alternative (a swipe) to a stored reply and show it; None if the message is
+        gone. The message keeps its id and place; its first text becomes swipe 0. Adding the
+        same `swipe_key` twice adds it once (a recovered checkpoint may repeat a write)."""
+        now = _now().isoformat()
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            swipes = list(doc.get("swipes") or [_alternative_of(doc)])
+            if any(swipe.get("id") == swipe_key for swipe in swipes):
+                return None
+            swipes.append({"id": swipe_key, "content": storable(content), "created_at": now, "meta": storable(meta)})
+            return _swipe_show({**doc, "swipes": swipes}, len(swipes) - 1)
+
+        return self._message_change(db_id, message_id, change)
+
+    def message_swipe_choose(self, db_id: str, message_id: str, index: int) -> Message | None:
+        """Show alternative `index` of a reply: later prompts see it. IndexError if it has no
+        such alternative; None if the message is gone."""
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            swipes = doc.get("swipes") or [_alternative_of(doc)]
+            if not 0 <= index < len(swipes):
+                raise IndexError(f"this message has {len(swipes)} alternative(s): 0 to {len(swipes) - 1}")
+            if int(doc.get("swipe_id", 0)) == index:
+                return None
+            return _swipe_show({**doc, "swipes": swipes}, index)
+
+        return self._message_change(db_id, message_id, change)
+
+    def message_edit(self, db_id: str, message_id: str, content: str) -> Message | None:
+        """Replace a message's text, keeping what it said before in `edits` (the newest
+        EDITS_KEPT). A reply's shown alternative is edited with it. None if it is gone."""
+        now = _now().isoformat()
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            text = storable(content)
+            if text == doc.get("content"):
+                return None
+            edits = [*(doc.get("edits") or []), {"content": doc.get("content", ""), "until": now}]
+            doc = {**doc, "content": text, "edited_at": now, "edits": edits[-EDITS_KEPT:]}
+            if doc.get("swipes"):
+                swipes = [dict(swipe) for swipe in doc["swipes"]]
+                swipes[int(doc.get("swipe_id", 0))]["content"] = text
+                doc["swipes"] = swipes
+            return doc
+
+        return self._message_change(db_id, message_id, change)
+
+    def message_delete(self, db_id: str, message_id: str) -> bool:
+        """Delete one message (its place stays unused); whether it existed."""
+        with self._cache_lock:
+            if self.message_get(db_id, message_id) is None:
+                return False
+            with self._db_lock:
+                gone = self._log.delete([message_id])
+            self._window_forget(db_id)
+            return gone == 1
+
+    def _message_change(
+        self, db_id: str, message_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> Message | None:
+        """Write `change(document)` over a stored message: compare-and-set on its `rev`,
+        read again and retried when another writer got there first. `change` returns None
+        for "nothing to change". None if the message is gone."""
+        for _ in range(CHANGE_ATTEMPTS):
+            with self._db_lock:
+                doc = self._log.get(message_id)
+            if doc is None or doc.get("conversation_id") != db_id:
+                return None
+            rev = int(doc.get("rev", 0))
+            changed = change(readable(doc))
+            if changed is None:
+                return Message.from_doc(readable(doc))
+            changed["rev"] = rev + 1
+            with self._cache_lock:
+                with self._db_lock:
+                    written = self._log.replace(changed, rev=rev)
+                if written:
+                    self._window_forget(db_id)
+                    return Message.from_doc(changed)
+        raise RuntimeError(f"message {message_id} kept changing under {CHANGE_ATTEMPTS} attempts to change it")
+
+    def _window_forget(self, db_id: str) -> None:
+        """The cached recent messages of `db_id` are stale: read them again next time."""
+        with self._cache_lock:
+            active = self._cache.get(db_id)
+            if active is not None:
+                active.recent = None
+
     # --- checkpoints of replies in flight ---------------------------------------------
 
     def checkpoint_save(
@@ -506,7 +654,8 @@ class ChatStore:
 
         Call once at start-up, before serving: the process that wrote them is gone. A
         checkpoint whose reply was stored after all (the crash fell between the two writes)
-        is only deleted.
+        is only deleted; one of a new alternative (`regenerates` names the reply) becomes
+        that reply's swipe.
         """
         with self._db_lock:
             docs = list(self._checkpoints.find({"app": self._app}))
@@ -523,8 +672,19 @@ class ChatStore:
                     "finish_reason": "interrupted",
                     "interrupted_at": _utc(saved).isoformat() if isinstance(saved, datetime) else None,
                 }
+                target = str(meta.pop("regenerates", "") or "")
+                # A new alternative of a stored reply becomes its swipe (once, whatever
+                # was written before the crash); otherwise the reply is a message of its own.
+                swiped = (
+                    self.message_swipe_add(
+                        conversation.db_id, target, swipe_key=message_id, content=doc.get("content", ""), meta=meta
+                    )
+                    if target
+                    else None
+                )
                 recovered.append(
-                    self.message_append(
+                    swiped
+                    or self.message_append(
                         conversation,
                         role="assistant",
                         content=doc.get("content", ""),

@@ -55,6 +55,12 @@ class MessageLog(Protocol):
     def delete(self, message_ids: list[str]) -> int:
         """Delete these messages; how many went."""
 
+    def replace(self, doc: dict[str, Any], *, rev: int) -> bool:
+        """Write `doc` over the stored message with its `_id` if that one's `rev` (0 when it
+        has none) is still `rev`; whether it was written. `doc` carries `rev + 1`. One
+        document, all or nothing: the compare-and-set that lets edits and swipes from two
+        processes never overwrite each other."""
+
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -139,6 +145,16 @@ class SqliteMessageLog:
             )
         return int(cursor.rowcount)
 
+    def replace(self, doc: dict[str, Any], *, rev: int) -> bool:
+        row = self._row(doc)
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE messages SET doc = ?, created_at = ? WHERE id = ? AND app = ? "
+                "AND coalesce(json_extract(doc, '$.rev'), 0) = ?",
+                (row[5], row[4], row[0], self._app, rev),
+            )
+        return cursor.rowcount == 1
+
     def _select(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
             # `where` is one of this class's literal clauses; values travel as parameters.
@@ -220,6 +236,12 @@ class MongoMessageLog:
     def delete(self, message_ids: list[str]) -> int:
         keys = [self._key(i) for i in message_ids]
         return int(self._messages.delete_many({"_id": {"$in": keys}, "app": self._app}).deleted_count)
+
+    def replace(self, doc: dict[str, Any], *, rev: int) -> bool:
+        key = self._key(doc["_id"])
+        current: dict[str, Any] = {"rev": rev} if rev else {"rev": {"$exists": False}}
+        result = self._messages.replace_one({"_id": key, "app": self._app, **current}, {**doc, "_id": key})
+        return int(result.modified_count) == 1
 
     def _key(self, message_id: Any) -> Any:
         return self._object_id(message_id) if isinstance(message_id, str) else message_id

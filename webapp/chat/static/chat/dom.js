@@ -60,6 +60,7 @@ const ICONS = {
   info: ['M12 11v6M12 7.5v.5', 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18z'],
   regenerate: ['M20 11a8 8 0 1 0-2.3 5.7', 'M20 5v6h-6'],
   trash: ['M4 7h16', 'M10 11v6M14 11v6', 'M6 7l1 13h10l1-13', 'M9 7V4h6v3'],
+  edit: ['M4 20h4L19 9l-4-4L4 16z', 'M14 6l4 4'],
 };
 
 export function icon(name) {

@@ -17,6 +17,7 @@ import { pendingReload, wsOpen, wsSend } from './socket.js';
 import {
   bodyRender,
   bubbleFinish,
+  messageActionsSet,
   introUpdate,
   messageAppend,
   messageCreate,
@@ -201,6 +202,7 @@ export function onDone(frame) {
   };
   const stick = nearBottom();
   bubbleFinish(s.bubble, {});
+  if (s.userEl) messageActionsSet(s.userEl);
   regenerateButtonsUpdate();
   if (stick && s.bubble.isConnected) scrollToBottom();
   composerUpdate();
@@ -225,6 +227,14 @@ async function storedTextSync(dbId, article) {
   const stored = (body.messages || []).find((m) => m.id === data.id);
   if (!stored || !article.isConnected || article.dataset.streaming === 'true') return;
   hooks.replyStored(article, stored); // character: the lore that fired, kept only in the store
+  const swipes = (stored.meta && stored.meta.swipes) || [];
+  if (swipes.length > 1) {
+    // A new answer to a stored reply is its newest alternative: show the ‹ k/n › arrows.
+    data.meta = Object.assign({}, data.meta, { swipes, swipe_id: stored.meta.swipe_id });
+    data.text = stored.content;
+    bubbleFinish(article, {});
+    return;
+  }
   if (stored.content === data.text) return;
   data.text = stored.content;
   bodyRender(article, data.text, false);

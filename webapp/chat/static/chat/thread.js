@@ -9,7 +9,8 @@ import { els, icon, node } from './dom.js';
 import { hooks } from './hooks.js';
 import { copyText, render } from './markdown.js';
 import { regenerate } from './stream.js';
-import { api } from './api.js';
+import { api, apiSend } from './api.js';
+import { errorShow } from './banner.js';
 
 function initialOf(name) {
   const first = Array.from((name || '?').trim())[0] || '?';
@@ -123,14 +124,20 @@ function formatStats(meta) {
   return parts.join(' · ');
 }
 
-function actionButton(label, iconName, testid, onClick) {
-  const button = node('button', 'action-button');
+/** A button labelled for screen readers and on hover, with a test id. */
+function buttonOf(className, label, testid, onClick) {
+  const button = node('button', className);
   button.type = 'button';
   button.dataset.testid = testid;
   button.setAttribute('aria-label', label);
   button.title = label;
-  button.append(icon(iconName), node('span', null, label.split(' ')[0]));
   button.addEventListener('click', onClick);
+  return button;
+}
+
+function actionButton(label, iconName, testid, onClick) {
+  const button = buttonOf('action-button', label, testid, onClick);
+  button.append(icon(iconName), node('span', null, label.split(' ')[0]));
   return button;
 }
 
@@ -178,6 +185,10 @@ export function bubbleFinish(article, flags) {
       stats.append(b);
     }
     footer.append(stats);
+    const swipes = (meta.swipes || []).length;
+    if (data.role === 'assistant' && data.id && swipes > 1) {
+      footer.prepend(swipeNav(article));
+    }
     if (data.errorEl) data.errorEl.remove();
     if (data.flags.error) {
       const error = node('div', 'message-error', data.flags.error);
@@ -198,6 +209,98 @@ export function bubbleFinish(article, flags) {
     });
     footer.append(copy);
   }
+  messageActionsSet(article);
+}
+
+/**
+ * Edit and Delete on a stored message (the user's or a reply). Edit swaps the text for a
+ * box; Save sends PATCH {content} (the server keeps the earlier text in meta.edits) and
+ * shows what was stored. Delete asks first, then removes the message from the store.
+ */
+export function messageActionsSet(article) {
+  const data = messageData.get(article);
+  data.footer.querySelectorAll('.message-action').forEach((b) => b.remove());
+  if (!data.id || data.greeting || !state.stored || article.dataset.streaming === 'true') return;
+  const edit = actionButton('Edit message', 'edit', 'edit-message', () => messageEditOpen(article));
+  const del = actionButton('Delete message', 'trash', 'delete-message', () => messageDelete(article));
+  edit.classList.add('message-action');
+  del.classList.add('message-action');
+  data.footer.append(edit, del);
+}
+
+function messageShow(article, message) {
+  const data = messageData.get(article);
+  data.text = message.content;
+  data.meta = message.meta || {};
+  if (data.role === 'assistant') {
+    bubbleFinish(article, {});
+  } else {
+    data.body.textContent = data.text;
+    messageActionsSet(article);
+  }
+}
+
+function messageEditOpen(article) {
+  const data = messageData.get(article);
+  if (state.stream || data.editing) return;
+  data.editing = true;
+  const box = node('textarea', 'message-edit-input');
+  box.dataset.testid = 'edit-input';
+  box.value = data.text;
+  box.rows = Math.min(12, Math.max(2, data.text.split('\n').length + 1));
+  const save = node('button', 'action-button', 'Save');
+  save.type = 'button';
+  save.dataset.testid = 'edit-save';
+  const cancel = node('button', 'action-button', 'Cancel');
+  cancel.type = 'button';
+  cancel.dataset.testid = 'edit-cancel';
+  const form = node('div', 'message-edit');
+  form.append(box, node('div', 'message-edit-buttons'));
+  form.lastChild.append(save, cancel);
+  data.body.hidden = true;
+  data.body.after(form);
+  box.focus();
+  const close = () => {
+    form.remove();
+    data.body.hidden = false;
+    data.editing = false;
+  };
+  cancel.addEventListener('click', close);
+  save.addEventListener('click', async () => {
+    const text = box.value;
+    if (!text.trim() || text === data.text) {
+      close();
+      return;
+    }
+    save.disabled = true;
+    try {
+      const message = await apiSend(`/conversations/${state.dbId}/messages/${data.id}`, {
+        method: 'PATCH',
+        json: { content: text },
+      });
+      close();
+      messageShow(article, message);
+    } catch (err) {
+      save.disabled = false;
+      errorShow(err);
+    }
+  });
+}
+
+async function messageDelete(article) {
+  const data = messageData.get(article);
+  if (state.stream || !window.confirm('Delete this message? This cannot be undone.')) return;
+  try {
+    await apiSend(`/conversations/${state.dbId}/messages/${data.id}`, { method: 'DELETE' });
+  } catch (err) {
+    if (err.status !== 404) {
+      errorShow(err);
+      return;
+    }
+  }
+  article.remove();
+  regenerateButtonsUpdate();
+  introUpdate();
 }
 
 /** (Re)builds what shows between a finished reply's text and its footer (office: Sources; character: Lore). */
@@ -272,6 +375,23 @@ function greetingShow(article, persona, index) {
   if (counter) counter.textContent = `${index + 1}/${total}`;
 }
 
+/** A small arrow button (‹ or ›) of a nav: greetings, swipes. */
+function stepButton(label, testid, path, onClick) {
+  const b = buttonOf('icon-button greeting-step', label, testid, onClick);
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  const d = document.createElementNS(ns, 'path');
+  d.setAttribute('d', path);
+  svg.append(d);
+  b.append(svg);
+  return b;
+}
+
+const PREV_PATH = 'M15 6l-6 6 6 6';
+const NEXT_PATH = 'M9 6l6 6-6 6';
+
 function greetingNav(article, persona) {
   const total = greetingsOf(persona).length;
   const nav = node('div', 'greeting-nav');
@@ -281,32 +401,67 @@ function greetingNav(article, persona) {
     state.greeting = (state.greeting + delta + total) % total;
     greetingShow(article, persona, state.greeting);
   };
-  const button = (label, testid, path, delta) => {
-    const b = node('button', 'icon-button greeting-step');
-    b.type = 'button';
-    b.dataset.testid = testid;
-    b.setAttribute('aria-label', label);
-    b.title = label;
-    const ns = 'http://www.w3.org/2000/svg';
-    const svg = document.createElementNS(ns, 'svg');
-    svg.setAttribute('viewBox', '0 0 24 24');
-    svg.setAttribute('aria-hidden', 'true');
-    const d = document.createElementNS(ns, 'path');
-    d.setAttribute('d', path);
-    svg.append(d);
-    b.append(svg);
-    b.addEventListener('click', () => step(delta));
-    return b;
-  };
   const counter = node('span', 'greeting-counter', `${state.greeting + 1}/${total}`);
   counter.dataset.testid = 'greeting-counter';
   counter.setAttribute('aria-live', 'polite');
   counter.title = 'Which greeting the chat starts with';
   nav.append(
-    button('Previous greeting', 'greeting-prev', 'M15 6l-6 6 6 6', -1),
+    stepButton('Previous greeting', 'greeting-prev', PREV_PATH, () => step(-1)),
     counter,
-    button('Next greeting', 'greeting-next', 'M9 6l6 6-6 6', 1),
+    stepButton('Next greeting', 'greeting-next', NEXT_PATH, () => step(1)),
   );
+  return nav;
+}
+
+/** Whether `article` is the chat's last reply (the one a new answer can be asked for). */
+function isLastReply(article) {
+  const all = els.messages.querySelectorAll('[data-testid="message"]');
+  return all[all.length - 1] === article && article.dataset.role === 'assistant';
+}
+
+/**
+ * A stored reply's alternatives (swipes): ‹ k/n ›. The arrows show another one (PATCH
+ * swipe_id: later prompts see it); past the last alternative of the chat's last reply,
+ * › asks the model for a new one, as Regenerate does.
+ */
+function swipeNav(article) {
+  const data = messageData.get(article);
+  const swipes = (data.meta && data.meta.swipes) || [];
+  const total = Math.max(1, swipes.length);
+  const shown = Number.isInteger(data.meta && data.meta.swipe_id) ? data.meta.swipe_id : 0;
+  const nav = node('div', 'greeting-nav swipe-nav');
+  nav.setAttribute('role', 'group');
+  nav.setAttribute('aria-label', 'Alternative replies');
+  nav.dataset.testid = 'swipe-nav';
+  const go = async (index) => {
+    if (state.stream || !data.id || !state.dbId) return;
+    if (index >= total) {
+      if (isLastReply(article)) regenerate(article);
+      return;
+    }
+    if (index < 0) return;
+    let message;
+    try {
+      message = await apiSend(`/conversations/${state.dbId}/messages/${data.id}`, {
+        method: 'PATCH',
+        json: { swipe_id: index },
+      });
+    } catch (err) {
+      errorShow(err);
+      return;
+    }
+    if (!article.isConnected) return;
+    data.text = message.content;
+    data.meta = message.meta || {};
+    bubbleFinish(article, {});
+  };
+  const counter = node('span', 'greeting-counter', `${shown + 1}/${total}`);
+  counter.dataset.testid = 'swipe-counter';
+  counter.setAttribute('aria-live', 'polite');
+  counter.title = 'Which of the alternative replies is shown';
+  const prev = stepButton('Previous alternative', 'swipe-prev', PREV_PATH, () => go(shown - 1));
+  prev.disabled = shown === 0;
+  nav.append(prev, counter, stepButton('Next alternative', 'swipe-next', NEXT_PATH, () => go(shown + 1)));
   return nav;
 }
 
@@ -377,6 +532,8 @@ function pageArticles(messages, o) {
       const wasCut = o.interrupted && o.interrupted.messageId && o.interrupted.messageId === m.id;
       if (wasCut) o.interruptedShown = true;
       bubbleFinish(article, wasCut ? { interrupted: true } : {});
+    } else {
+      messageActionsSet(article);
     }
     articles.push(article);
   }
