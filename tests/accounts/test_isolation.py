@@ -196,6 +196,11 @@ BY_ID = [
         404,
     ),
     ("office export A's conversation", http("GET", "/office/conversations/{db_office}/export"), 404),
+    (
+        "character branch A's conversation",
+        http("POST", "/character/conversations/{db_character}/branches", json={"from_message_id": "{msg_character}"}),
+        404,
+    ),
     ("document", http("GET", "/office/documents/{doc}"), 404),
     ("delete document", http("DELETE", "/office/documents/{doc}"), 404),
     ("approve A's call", http("POST", "/office/approvals/{approval}", json={"decision": "approve"}), 404),
@@ -214,6 +219,14 @@ BY_NAME = [
     ("messages", http("GET", "/office/conversations/{db_office}/messages?user_id={a_name}")),
     ("delete conversation", http("DELETE", "/office/conversations/{db_office}?user_id={a_name}")),
     ("export", http("GET", "/character/conversations/{db_character}/export?user_id={a_name}")),
+    (
+        "branch",
+        http(
+            "POST",
+            "/office/conversations/{db_office}/branches?user_id={a_name}",
+            json={"from_message_id": "{msg_office}"},
+        ),
+    ),
     (
         "edit message",
         http(
@@ -258,6 +271,7 @@ DATA_ENDPOINTS = [
     ("GET", f"/office/conversations/{uuid.uuid4()}/messages"),
     ("DELETE", f"/character/conversations/{uuid.uuid4()}"),
     ("GET", f"/office/conversations/{uuid.uuid4()}/export"),
+    ("POST", f"/character/conversations/{uuid.uuid4()}/branches"),
     ("PATCH", f"/office/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
     ("DELETE", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
     ("POST", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}/swipes"),

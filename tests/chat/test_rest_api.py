@@ -167,6 +167,38 @@ def test_swipes_edits_and_deletion_through_rest(http, gateway, db_id, user_id):
     assert gone.status_code == 404 and gone.json()["error"]["field"] == "message_id"
 
 
+def test_a_branch_forks_a_chat_at_a_message(http, gateway, db_id, user_id):
+    for text in ("one", "two"):
+        assert ask(http, gateway, "office", input_data=text, db_id=db_id, user_id=user_id).status_code == 200
+    original = messages(http, gateway, "office", db_id, user_id)
+    url = f"{gateway}/office/conversations/{db_id}/branches"
+    who = {"user_id": user_id}
+
+    made = http.post(url, params=who, json={"from_message_id": original[1]["id"]}, timeout=30)
+
+    assert made.status_code == 201, made.text
+    branch = made.json()
+    assert (branch["parent_id"], branch["parent_message_id"]) == (db_id, original[1]["id"])
+    assert branch["db_id"] != db_id and branch["message_count"] == 2
+    copied = messages(http, gateway, "office", branch["db_id"], user_id)
+    assert [(m["role"], m["content"]) for m in copied] == [(m["role"], m["content"]) for m in original[:2]]
+    listed = http.get(f"{gateway}/office/conversations", params=who, timeout=10).json()["conversations"]
+    assert {c["db_id"]: c["parent_id"] for c in listed} == {db_id: "", branch["db_id"]: db_id}
+    assert ask(http, gateway, "office", input_data="three", db_id=branch["db_id"], user_id=user_id).status_code == 200
+    assert messages(http, gateway, "office", db_id, user_id) == original, "the parent did not change"
+
+    for body, status, field in (
+        ({"from_message_id": "0" * 24}, 404, "from_message_id"),
+        ({"from_message_id": "not-an-id"}, 400, "from_message_id"),
+        ({}, 400, "from_message_id"),
+        ({"from_message_id": original[0]["id"], "title": "x"}, 400, "title"),
+    ):
+        refused = http.post(url, params=who, json=body, timeout=10)
+        assert refused.status_code == status and refused.json()["error"]["field"] == field, (body, refused.text)
+    someone_else = http.post(url, params={"user_id": f"{user_id}-x"}, json={"from_message_id": original[1]["id"]})
+    assert someone_else.status_code == 404
+
+
 def test_office_persona_can_be_chosen(http, gateway, db_id, user_id):
     response = ask(
         http, gateway, "office", input_data="Polish: we will late.", db_id=db_id, user_id=user_id, persona="writer"

@@ -534,3 +534,36 @@ def test_a_checkpoint_of_a_new_alternative_is_recovered_as_its_swipe_once(tmp_pa
     assert [s["id"] for s in recovered.meta["swipes"]] == [reply.id, swipe_key]
     assert [m.id for m in restarted.messages_all("c1")] == [m.id for m in store.messages_all("c1")]
     assert store_reopen(tmp_path).checkpoints_recover() == [], "recovered once"
+
+
+def test_a_branch_copies_the_path_and_no_change_reaches_the_other_branch(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    chat_add(store, conversation, 2)  # m0 (user), m1 (assistant)
+    reply = store.messages_all("c1")[1]
+    store.message_swipe_add("c1", reply.id, swipe_key="k2", content="m1 again", meta={"tokens": 3})
+    chat_add(store, conversation, 2, prefix="later")
+    parent_before = store.messages_all("c1")
+
+    branch = store.conversation_branch("c1", message_id=reply.id, new_db_id="b1")
+
+    assert branch is not None and (branch.parent_id, branch.parent_message_id) == ("c1", reply.id)
+    assert branch.user_id == "alice" and branch.persona == conversation.persona and branch.message_count == 2
+    copied = store.messages_all("b1")
+    assert [(m.seq, m.role, m.content, m.created_at) for m in copied] == [
+        (m.seq, m.role, m.content, m.created_at) for m in parent_before[:2]
+    ]
+    assert copied[1].meta["swipes"] == parent_before[1].meta["swipes"] and copied[1].meta["swipe_id"] == 1
+    assert {m.id for m in copied}.isdisjoint({m.id for m in parent_before}), "copies, not shared documents"
+
+    store.message_edit("b1", copied[0].id, "edited in the branch")
+    store.message_swipe_choose("b1", copied[1].id, 0)
+    store.message_append(branch, role="user", content="only in the branch", persona="assistant")
+    store.message_delete("c1", parent_before[0].id)
+
+    assert store.messages_all("c1") == parent_before[1:], "the branch's changes never reach the parent"
+    assert [m.content for m in store.messages_all("b1")] == ["edited in the branch", "m1", "only in the branch"]
+    reopened = store_reopen(tmp_path).conversation_get("b1")
+    assert reopened is not None and reopened.parent_id == "c1"
+    assert store.conversation_branch("c1", message_id="0" * 24, new_db_id="b2") is None
+    assert store.conversation_branch("nope", message_id=reply.id, new_db_id="b3") is None

@@ -717,7 +717,7 @@ def test_a_long_chat_opens_on_its_newest_page_and_loads_earlier_ones_going_up(pa
     assert f"before={reply['seq']}" in asked[1], "the second page ends where the first starts"
 
 
-def test_a_message_is_edited_in_place_and_a_reply_deleted(page, base):
+def test_a_message_is_edited_branched_from_and_deleted(page, base):
     open_app(page, base, "office")
     send(page, "Say hello.")
     wait_done(page)
@@ -737,10 +737,27 @@ def test_a_message_is_edited_in_place_and_a_reply_deleted(page, base):
     assert edited["content"] == "Say hello, edited."
     assert [e["content"] for e in edited["meta"]["edits"]] == ["Say hello."]
 
+    # Branch at the reply: a new chat with the same two messages opens, and says where it came from.
+    page.locator(f"[data-testid=message][data-message-id='{reply['id']}'] [data-testid=branch-message]").click()
+    page.wait_for_selector("[data-testid=lineage-parent]")
+    branch_id = page.evaluate("location.hash.slice(1)")
+    assert branch_id != db_id
+    assert page.locator("[data-testid=lineage-parent]").get_attribute("data-db-id") == db_id
+    branched = stored(base, "office", branch_id, visitor)
+    assert [(m["role"], m["content"]) for m in branched] == [
+        ("user", "Say hello, edited."),
+        ("assistant", reply["content"]),
+    ]
+    item = page.locator(f"[data-testid=conversation-item][data-db-id='{branch_id}']")
+    assert item.locator("[data-testid=conversation-branch]").count() == 1
+    page.locator("[data-testid=lineage-parent]").click()
+    page.wait_for_selector(f"[data-testid=lineage-child][data-db-id='{branch_id}']")
+
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator(f"[data-testid=message][data-message-id='{reply['id']}'] [data-testid=delete-message]").click()
     page.wait_for_selector(f"[data-testid=message][data-message-id='{reply['id']}']", state="detached")
     assert [m["id"] for m in stored(base, "office", db_id, visitor)] == [user["id"]]
+    assert len(stored(base, "office", branch_id, visitor)) == 2, "deleting in one branch leaves the other"
     page.reload()
     page.wait_for_selector(f"[data-testid=message][data-message-id='{user['id']}']")
     assert page.locator("[data-testid=message][data-role=assistant]").count() == 0, "gone after a reload too"

@@ -376,6 +376,12 @@ class ConversationSerializer(serializers.Serializer):
     )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+    parent_id = serializers.CharField(
+        allow_blank=True, help_text="a branch: the conversation it was forked from ('' for none)"
+    )
+    parent_message_id = serializers.CharField(
+        allow_blank=True, help_text="a branch: the message there whose history it shares ('' for none)"
+    )
 
 
 DB_ID_PARAM = OpenApiParameter(
@@ -611,6 +617,35 @@ class MessageSwipeApi(APIView):
             assert done.message is not None
             counted.succeeded()
             return Response(MessageListApi.OutputSerializer(done.message).data)
+
+
+class ConversationBranchApi(APIView):
+    class InputSerializer(BodySerializer):
+        from_message_id = serializers.RegexField(
+            MESSAGE_ID_PATTERN,
+            help_text="the message the branch shares the history up to (and including)",
+            error_messages={"invalid": "must be a message id: 24 lowercase hex digits."},
+        )
+
+    @extend_schema(
+        operation_id="conversations_branch",
+        parameters=[DB_ID_PARAM, UserQuerySerializer],
+        request=InputSerializer,
+        responses={201: ConversationSerializer, **error_responses(*BODY_ERRORS, 404)},
+        summary="Fork a conversation at a message: a new conversation sharing its history up to there",
+    )
+    def post(self, request: Request, db_id: str) -> Response:
+        query = UserQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        branch = services.conversation_branch(
+            store=runtime.chat_store_get(),
+            db_id=str(db_id),
+            user_id=owner(request, query.validated_data.get("user_id")),
+            from_message_id=body.validated_data["from_message_id"],
+        )
+        return Response(ConversationSerializer(branch).data, status=status.HTTP_201_CREATED)
 
 
 class ConversationExportApi(APIView):

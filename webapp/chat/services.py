@@ -2,19 +2,21 @@
 
 `messages_visible` and `prompt_history` decide what of a stored conversation its user sees
 and a prompt includes; `sampling_params` turns the registry's defaults into a request's
-sampling; `conversation_delete` removes a conversation of its owner; `message_edit`,
+sampling; `conversation_delete` removes a conversation of its owner and
+`conversation_branch` forks one at a message; `message_edit`,
 `message_swipe_choose` and `message_delete` change one stored message of its owner.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 from webapp.chat.selectors import conversation_owned
 from webapp.core.errors import ApplicationError, NotFoundError
 from webapp.engine.engine import SamplingParams
 from webapp.engine.registry import SamplingDefaults
-from webapp.store.chat_store import ChatStore, Message
+from webapp.store.chat_store import ChatStore, Conversation, Message
 
 
 def sampling_params(defaults: SamplingDefaults, *, seed: int | None = None) -> SamplingParams:
@@ -75,3 +77,12 @@ def message_delete(*, store: ChatStore, db_id: str, user_id: str, message_id: st
     conversation_owned(store=store, db_id=db_id, user_id=user_id)
     if not store.message_delete(db_id, message_id):
         raise _message_missing(message_id)
+
+
+def conversation_branch(*, store: ChatStore, db_id: str, user_id: str, from_message_id: str) -> Conversation:
+    """A new conversation of the same user sharing `db_id`'s history up to `from_message_id`."""
+    conversation_owned(store=store, db_id=db_id, user_id=user_id)
+    branch = store.conversation_branch(db_id, message_id=from_message_id, new_db_id=str(uuid.uuid4()))
+    if branch is None:
+        raise NotFoundError(f"no message {from_message_id} in this conversation", field="from_message_id")
+    return branch

@@ -77,6 +77,7 @@ urlpatterns = [
         apis.MessageSwipeApi.as_view(),
         name="message-swipes",
     ),
+    path("conversations/<uuid:db_id>/branches", apis.ConversationBranchApi.as_view(), name="conversation-branches"),
     path("conversations/<uuid:db_id>/export", apis.ConversationExportApi.as_view(), name="conversation-export"),
     path("v1/models", methods_only("GET")(openai_api.models_list), name="openai-models"),
     path("v1/chat/completions", methods_only("POST")(openai_api.chat_completions), name="openai-chat"),

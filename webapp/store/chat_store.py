@@ -2,7 +2,8 @@
 
 Documents:
   conversations  {_id: "<app>:<db_id>", app, db_id, user_id, persona, title, greeting,
-                  lorebooks, message_count, created_at, updated_at}
+                  lorebooks, message_count, created_at, updated_at, parent?}
+                 `parent` {db_id, message_id, seq}: a branch, forked from that message.
                  `greeting`: which of the persona's greetings the chat started with;
                  `lorebooks`: standalone lorebooks attached to the chat (character app).
   messages       {_id, app, conversation_id: db_id, seq, role, content,
@@ -90,6 +91,8 @@ class Conversation:
     updated_at: datetime
     greeting: int = 0  # which of the persona's greetings it started with (0: the first message)
     lorebooks: tuple[str, ...] = ()  # the character app's standalone lorebooks attached to this chat
+    parent_id: str = ""  # a branch: the conversation it was forked from ("" for none)
+    parent_message_id: str = ""  # and the message there it shares the history up to
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Conversation:
@@ -104,6 +107,8 @@ class Conversation:
             updated_at=_utc(doc["updated_at"]),
             greeting=int(doc.get("greeting", 0)),
             lorebooks=tuple(str(x) for x in doc.get("lorebooks") or ()),
+            parent_id=str((doc.get("parent") or {}).get("db_id", "")),
+            parent_message_id=str((doc.get("parent") or {}).get("message_id", "")),
         )
 
 
@@ -283,6 +288,8 @@ class ChatStore:
         title: str,
         messages: Sequence[MessageDraft],
         greeting: int = 0,
+        lorebooks: tuple[str, ...] = (),
+        parent: dict[str, Any] | None = None,
     ) -> Conversation:
         """A new conversation holding `messages` (oldest first), written as one batch.
 
@@ -316,6 +323,10 @@ class ChatStore:
             count=len(docs),
             times=(first, last),
         )
+        if lorebooks:
+            doc["lorebooks"] = list(lorebooks)
+        if parent:
+            doc["parent"] = parent
         if self.conversation_get(db_id) is not None:
             raise KeyError(f"conversation {db_id} exists already")
         with self._db_lock:
@@ -326,6 +337,38 @@ class ChatStore:
                 self._log.delete([d["_id"] for d in docs])  # only what this import wrote
                 raise
         return Conversation.from_doc(doc)
+
+    def conversation_branch(self, db_id: str, *, message_id: str, new_db_id: str) -> Conversation | None:
+        """A new conversation sharing `db_id`'s history up to and including `message_id`,
+        linked to it (`parent_id`, `parent_message_id`), owned by the same user: a copy of
+        that path (each message with its swipes, edits and metadata), so nothing done in
+        one branch can change another. None if either is gone."""
+        source = self.conversation_get(db_id)
+        fork = self.message_get(db_id, message_id) if source is not None else None
+        if source is None or fork is None:
+            return None
+        with self._db_lock:
+            docs = self._log.upto(db_id, seq=fork.seq)
+        own = {"_id", "app", "conversation_id", "seq", "role", "content", "created_at", "rev"}
+        drafts = [
+            MessageDraft(
+                role=str(doc["role"]),
+                content=str(doc.get("content", "")),
+                created_at=doc["created_at"],
+                meta={k: v for k, v in readable(doc).items() if k not in own},
+            )
+            for doc in docs
+        ]
+        return self.conversation_import(
+            db_id=new_db_id,
+            user_id=source.user_id,
+            persona=source.persona,
+            title=source.title,
+            messages=drafts,
+            greeting=source.greeting,
+            lorebooks=source.lorebooks,
+            parent={"db_id": db_id, "message_id": message_id, "seq": fork.seq},
+        )
 
     def conversation_lorebooks_set(self, conversation: Conversation, lorebooks: tuple[str, ...]) -> Conversation:
         """Attach these lorebooks (ids; the character app checks them) to the conversation."""

@@ -137,6 +137,13 @@ export function conversationsRender() {
     time.dateTime = conv.updated_at || '';
     time.title = conv.updated_at ? new Date(conv.updated_at).toLocaleString() : '';
     meta.append(time, document.createTextNode(` · ${personaName(conv.persona)}`));
+    if (conv.parent_id) {
+      const parent = state.conversations.find((c) => c.db_id === conv.parent_id);
+      const mark = node('span', 'conversation-branch', ' · branch');
+      mark.dataset.testid = 'conversation-branch';
+      mark.title = parent ? `Branched from “${parent.title || 'Untitled chat'}”` : 'Branched from another chat';
+      meta.append(mark);
+    }
     open.append(meta);
     open.addEventListener('click', () => {
       if (conv.db_id === state.dbId && state.stored) {

@@ -61,6 +61,7 @@ const ICONS = {
   regenerate: ['M20 11a8 8 0 1 0-2.3 5.7', 'M20 5v6h-6'],
   trash: ['M4 7h16', 'M10 11v6M14 11v6', 'M6 7l1 13h10l1-13', 'M9 7V4h6v3'],
   edit: ['M4 20h4L19 9l-4-4L4 16z', 'M14 6l4 4'],
+  branch: ['M6 3v12', 'M18 8a2.5 2.5 0 1 0 0-5 2.5 2.5 0 0 0 0 5z', 'M6 21a2.5 2.5 0 1 0 0-5 2.5 2.5 0 0 0 0 5z', 'M18 8c0 5-6 5-10.5 9'],
 };
 
 export function icon(name) {

@@ -11,6 +11,7 @@ import { copyText, render } from './markdown.js';
 import { regenerate } from './stream.js';
 import { api, apiSend } from './api.js';
 import { errorShow } from './banner.js';
+import { conversationsRefresh, openConversation, relativeTime } from './conversations.js';
 
 function initialOf(name) {
   const first = Array.from((name || '?').trim())[0] || '?';
@@ -222,10 +223,59 @@ export function messageActionsSet(article) {
   data.footer.querySelectorAll('.message-action').forEach((b) => b.remove());
   if (!data.id || data.greeting || !state.stored || article.dataset.streaming === 'true') return;
   const edit = actionButton('Edit message', 'edit', 'edit-message', () => messageEditOpen(article));
+  const branch = actionButton('Branch from here', 'branch', 'branch-message', () => messageBranch(article));
   const del = actionButton('Delete message', 'trash', 'delete-message', () => messageDelete(article));
-  edit.classList.add('message-action');
-  del.classList.add('message-action');
-  data.footer.append(edit, del);
+  for (const b of [edit, branch, del]) b.classList.add('message-action');
+  data.footer.append(edit, branch, del);
+}
+
+/** A new chat sharing this one's history up to this message; it opens at once. */
+async function messageBranch(article) {
+  const data = messageData.get(article);
+  if (state.stream) return;
+  let branch;
+  try {
+    branch = await apiSend(`/conversations/${state.dbId}/branches`, { json: { from_message_id: data.id } });
+  } catch (err) {
+    errorShow(err);
+    return;
+  }
+  await conversationsRefresh();
+  await openConversation(branch.db_id);
+}
+
+/**
+ * Where the chat on screen came from and its branches, at the top of the thread: each a
+ * link that opens that chat.
+ */
+function lineageShow() {
+  const old = els.messages.querySelector('[data-testid="lineage"]');
+  if (old) old.remove();
+  const here = state.conversations.find((c) => c.db_id === state.dbId);
+  const parent = here && here.parent_id ? state.conversations.find((c) => c.db_id === here.parent_id) : null;
+  const children = state.conversations.filter((c) => c.parent_id && c.parent_id === state.dbId);
+  if (!parent && !children.length) return;
+  const bar = node('nav', 'lineage');
+  bar.dataset.testid = 'lineage';
+  bar.setAttribute('aria-label', 'Branches of this chat');
+  const link = (conv, testid, text) => {
+    const b = node('button', 'lineage-link', text);
+    b.type = 'button';
+    b.dataset.testid = testid;
+    b.dataset.dbId = conv.db_id;
+    b.addEventListener('click', () => openConversation(conv.db_id));
+    return b;
+  };
+  if (parent) bar.append(node('span', null, 'Branched from '), link(parent, 'lineage-parent', parent.title || 'a chat'));
+  if (children.length) {
+    if (parent) bar.append(node('span', null, ' · '));
+    bar.append(node('span', null, children.length === 1 ? 'Branch: ' : 'Branches: '));
+    children.forEach((c, i) => {
+      if (i) bar.append(node('span', null, ', '));
+      bar.append(link(c, 'lineage-child', relativeTime(c.created_at)));
+    });
+  }
+  els.messages.prepend(bar);
 }
 
 function messageShow(article, message) {
@@ -578,6 +628,7 @@ function olderMarkerSet(before) {
     const articles = pageArticles(data.messages || [], {});
     marker.after(...articles);
     olderMarkerSet(data.before);
+    lineageShow();
     s.scrollTop = s.scrollHeight - fromBottom;
   };
   const observer = new IntersectionObserver((entries) => {
@@ -596,6 +647,7 @@ export function threadRender(messages, options) {
   state.replaced = new Set();
   els.messages.append(...pageArticles(messages, o));
   olderMarkerSet(o.before);
+  lineageShow();
   if (o.interrupted && !o.interruptedShown && o.interrupted.text) {
     // The server kept no part of the cut reply: show what had arrived.
     const article = messageCreate('assistant', { text: o.interrupted.text });
