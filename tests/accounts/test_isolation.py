@@ -234,6 +234,15 @@ BY_NAME = [
         ),
     ),
     ("delete message", http("DELETE", "/office/conversations/{db_office}/messages/{msg_office}?user_id={a_name}")),
+    (
+        "import",
+        http(
+            "POST",
+            "/character/conversations/import",
+            files={"file": ("chat.jsonl", b'{"user_name": "u", "character_name": "c"}\n')},
+            data={"user_id": "{a_name}"},
+        ),
+    ),
     ("swipe", http("POST", "/office/conversations/{db_office}/messages/{msg_office}/swipes?user_id={a_name}")),
     ("office Llama", http("POST", "/office/Llama", json={"input_data": "hi", "user_id": "{a_name}"})),
     (
@@ -272,6 +281,7 @@ DATA_ENDPOINTS = [
     ("DELETE", f"/character/conversations/{uuid.uuid4()}"),
     ("GET", f"/office/conversations/{uuid.uuid4()}/export"),
     ("POST", f"/character/conversations/{uuid.uuid4()}/branches"),
+    ("POST", "/office/conversations/import"),
     ("PATCH", f"/office/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
     ("DELETE", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
     ("POST", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}/swipes"),

@@ -199,6 +199,64 @@ def test_a_branch_forks_a_chat_at_a_message(http, gateway, db_id, user_id):
     assert someone_else.status_code == 404
 
 
+def test_a_chat_round_trips_through_sillytavern_jsonl_and_a_bad_file_leaves_nothing(http, gateway, db_id, user_id):
+    assert ask(http, gateway, "character", input_data="Hi!", persona="captain-rhea", db_id=db_id, user_id=user_id)
+    reply = messages(http, gateway, "character", db_id, user_id)[1]
+    swiped = http.post(
+        f"{gateway}/character/conversations/{db_id}/messages/{reply['id']}/swipes", params={"user_id": user_id}
+    )
+    assert swiped.status_code == 200, swiped.text
+    original = messages(http, gateway, "character", db_id, user_id)
+    exported = http.get(f"{gateway}/character/conversations/{db_id}/export", params={"user_id": user_id}).content
+    url = f"{gateway}/character/conversations/import"
+
+    made = http.post(url, data={"user_id": user_id}, files={"file": ("chat.jsonl", exported)}, timeout=60)
+
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["imported"] == 2 and body["skipped"] == 0
+    assert body["conversation"]["persona"] == "captain-rhea", "the character named in the file"
+    again = messages(http, gateway, "character", body["conversation"]["db_id"], user_id)
+    keep = ("role", "content", "created_at")
+    assert [{k: m[k] for k in keep} for m in again] == [{k: m[k] for k in keep} for m in original]
+    assert [s["content"] for s in again[1]["meta"]["swipes"]] == [s["content"] for s in original[1]["meta"]["swipes"]]
+    assert again[1]["meta"]["swipe_id"] == original[1]["meta"]["swipe_id"]
+
+    listed = http.get(f"{gateway}/character/conversations", params={"user_id": user_id}).json()["conversations"]
+    for bad, status in ((b'{"user_name": "u"}\n{"is_user": "no", "mes": 1}', 400), (b"\x00\xff", 400)):
+        refused = http.post(url, data={"user_id": user_id}, files={"file": ("x.jsonl", bad)}, timeout=30)
+        assert refused.status_code == status and refused.json()["error"]["field"] == "file", refused.text
+    no_file = http.post(url, data={"user_id": user_id}, timeout=30)
+    assert no_file.status_code == 400 and no_file.json()["error"]["field"] == "file"
+    after = http.get(f"{gateway}/character/conversations", params={"user_id": user_id}).json()["conversations"]
+    assert after == listed, "a refused file leaves nothing behind"
+
+
+def test_a_50000_line_sillytavern_chat_imports_through_nginx(http, gateway, user_id):
+    header = {"user_name": "You", "character_name": "Bench", "create_date": "2026-1-1@10h00m00s", "chat_metadata": {}}
+    lines = [json.dumps(header)]
+    for i in range(50_000):
+        line = {"name": "You" if i % 2 == 0 else "Bench", "is_user": i % 2 == 0, "is_system": False}
+        lines.append(json.dumps({**line, "send_date": 1767261600000 + i * 1000, "mes": f"message {i} " + "x" * 100}))
+    data = ("\n".join(lines) + "\n").encode()
+    assert len(data) > 5_000_000
+
+    made = http.post(
+        f"{gateway}/office/conversations/import",
+        data={"user_id": user_id},
+        files={"file": ("big.jsonl", data)},
+        timeout=300,
+    )
+
+    assert made.status_code == 201, made.text[:500]
+    conversation = made.json()["conversation"]
+    assert made.json()["imported"] == 50_000 and conversation["message_count"] == 50_000
+    newest = http.get(
+        f"{gateway}/office/conversations/{conversation['db_id']}/messages", params={"user_id": user_id, "limit": 2}
+    ).json()
+    assert [m["content"].split()[1] for m in newest["messages"]] == ["49998", "49999"] and newest["before"] == 49998
+
+
 def test_office_persona_can_be_chosen(http, gateway, db_id, user_id):
     response = ask(
         http, gateway, "office", input_data="Polish: we will late.", db_id=db_id, user_id=user_id, persona="writer"

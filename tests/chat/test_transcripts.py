@@ -6,7 +6,18 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from webapp.chat.transcripts import JSON_FORMAT, transcript_json, transcript_jsonl, transcript_markdown
+import pytest
+
+from webapp.chat import transcripts
+from webapp.chat.transcripts import (
+    JSON_FORMAT,
+    ChatFileError,
+    chat_file_parse,
+    transcript_json,
+    transcript_jsonl,
+    transcript_markdown,
+)
+from webapp.core.errors import PayloadTooLargeError
 from webapp.store.chat_store import Conversation, Message
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -118,3 +129,127 @@ def test_jsonl_writes_a_replys_stored_alternatives_as_its_swipes() -> None:
         {"send_date": "2026-11-30T09:01:00+00:00", "extra": {"token_count": 1}},
         {"send_date": "2026-11-30T09:05:00+00:00", "extra": {"model": "x"}},
     ]
+
+
+# --- reading chat files ---------------------------------------------------------------------
+
+
+def stored_like(drafts: list[Any]) -> list[Message]:
+    """Parsed drafts as the store would give them back (ids and places assigned)."""
+    return [
+        Message(
+            id=f"n{i}",
+            conversation_id="d2",
+            seq=i,
+            role=d.role,
+            content=d.content,
+            created_at=d.created_at,
+            meta=d.meta,
+        )
+        for i, d in enumerate(drafts)
+    ]
+
+
+def test_sillytavern_jsonl_round_trips_every_message_swipe_and_date() -> None:
+    swipes = [
+        {"id": "m1", "content": "one", "created_at": "2026-11-30T09:01:00+00:00", "meta": {}},
+        {"id": "k2", "content": "two", "created_at": "2026-11-30T09:05:00+00:00", "meta": {}},
+    ]
+    messages = [
+        message(0, "user", "안녕 😀"),
+        message(1, "assistant", "two", swipes=swipes, swipe_id=1, tokens=7, model="smollm2"),
+        message(2, "user", 'a "quote"\nand a line'),
+    ]
+    exported = transcript_jsonl(conversation=conversation(), messages=messages, user_name="u", character_name="Rhea")
+
+    parsed = chat_file_parse(exported.encode())
+
+    assert parsed.character_name == "Rhea" and parsed.skipped == 0
+    assert [(d.role, d.content, d.created_at) for d in parsed.messages] == [
+        (m.role, m.content, m.created_at) for m in messages
+    ]
+    reply = parsed.messages[1]
+    assert [s["content"] for s in reply.meta["swipes"]] == ["one", "two"] and reply.meta["swipe_id"] == 1
+    assert [s["created_at"] for s in reply.meta["swipes"]] == [s["created_at"] for s in swipes]
+    assert (reply.meta["tokens"], reply.meta["model"]) == (7, "smollm2")
+    again = transcript_jsonl(
+        conversation=conversation(), messages=stored_like(parsed.messages), user_name="u", character_name="Rhea"
+    )
+    assert [json.loads(x) for x in again.splitlines()[1:]] == [json.loads(x) for x in exported.splitlines()[1:]]
+
+
+def test_our_json_round_trips_and_sillytavern_dates_and_system_lines_are_read() -> None:
+    messages = [message(0, "user", "hi"), message(1, "assistant", "yo", tokens=1, timings={"ttft_ms": 5.0})]
+    ours = json.dumps(transcript_json(conversation=conversation(), messages=messages), indent=2).encode()
+    parsed = chat_file_parse(ours)
+    assert parsed.title == "Night watch" and parsed.persona == "rhea"
+    assert [(d.role, d.content, d.created_at, d.meta) for d in parsed.messages] == [
+        ("user", "hi", T0, {}),
+        ("assistant", "yo", T0 + timedelta(minutes=1), {"tokens": 1, "timings": {"ttft_ms": 5.0}}),
+    ]
+
+    st = "\n".join(
+        json.dumps(line)
+        for line in (
+            {"user_name": "You", "character_name": "Seraphina", "create_date": "2024-6-24@16h16m30s"},
+            {"name": "Seraphina", "is_user": False, "send_date": "June 24, 2024 4:16pm", "mes": "Hello"},
+            {"name": "System", "is_user": False, "is_system": True, "send_date": 1719245790000, "mes": "note"},
+            {"name": "You", "is_user": True, "send_date": 1719245790000, "mes": "Hi"},
+        )
+    )
+    parsed = chat_file_parse(st.encode())
+    assert [(d.role, d.content) for d in parsed.messages] == [("assistant", "Hello"), ("user", "Hi")]
+    assert parsed.skipped == 1
+    assert parsed.messages[0].created_at == datetime(2024, 6, 24, 16, 16, tzinfo=UTC)
+    assert parsed.messages[1].created_at == datetime.fromtimestamp(1719245790, tz=UTC)
+
+
+HEADER = json.dumps({"user_name": "u", "character_name": "c", "create_date": "", "chat_metadata": {}})
+
+
+def st_file(*lines: Any) -> bytes:
+    return "\n".join([HEADER, *(x if isinstance(x, str) else json.dumps(x) for x in lines)]).encode()
+
+
+def ours_file(messages: Any) -> bytes:
+    return json.dumps({"format": JSON_FORMAT, "version": 1, "conversation": {}, "messages": messages}).encode()
+
+
+GOOD = {"name": "u", "is_user": True, "is_system": False, "send_date": "", "mes": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        (b"", "empty"),
+        (b"   \n\n", "empty"),
+        (b"\xff\xfe\x00garbage", "UTF-8"),
+        (b"[1, 2]", "line 1"),
+        (b'{"just": "an object"}', "line 1"),
+        (st_file("{not json"), "line 2"),
+        (st_file([1, 2]), "line 2"),
+        (st_file({**GOOD, "mes": 5}), "line 2: mes"),
+        (st_file({**GOOD, "is_user": "yes"}), "line 2: is_user"),
+        (st_file(GOOD, {**GOOD, "mes": "x" * 100_001}), "line 3: mes"),
+        (st_file({**GOOD, "swipes": ["a", "b"], "swipe_id": 2}), "line 2: swipe_id"),
+        (st_file({**GOOD, "swipes": ["a", 3]}), "line 2: swipes[1]"),
+        (st_file({**GOOD, "swipes": ["a"] * 101}), "line 2: swipes"),
+        (st_file('{"is_user": true, "mes": "x", "extra": ' + "[" * 40 + "]" * 40 + "}"), "line 2"),
+        (st_file({**GOOD, "mes": "\ud800"}), "line 2"),
+        (json.dumps({"format": JSON_FORMAT, "version": 2}).encode(), "version"),
+        (ours_file([{"role": "system"}]), "messages[0]"),
+        (ours_file({}), "messages list"),
+    ],
+)
+def test_a_malformed_chat_file_is_refused_naming_where(data: bytes, names: str) -> None:
+    with pytest.raises(ChatFileError) as refused:
+        chat_file_parse(data)
+    assert refused.value.status == 400 and refused.value.field == "file"
+    assert names in refused.value.message, refused.value.message
+
+
+def test_a_chat_file_over_the_limit_is_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transcripts, "MAX_FILE_BYTES", 100)
+    with pytest.raises(PayloadTooLargeError) as refused:
+        chat_file_parse(st_file(GOOD, GOOD))
+    assert refused.value.field == "file" and refused.value.code == "file_too_large"

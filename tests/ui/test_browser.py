@@ -8,6 +8,7 @@ Screenshots go to var/screenshots/ (git-ignored) for a human to look at.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import socket
@@ -15,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
@@ -153,6 +155,12 @@ def stored(base: str, app: str, db_id: str, visitor: Visitor) -> list[dict]:
     response = requests.get(f"{base}/{app}/conversations/{db_id}/messages", headers=visitor.auth, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()["messages"]
+
+
+def conversations_of(base: str, app: str, visitor: Visitor) -> list[dict]:
+    response = requests.get(f"{base}/{app}/conversations", headers=visitor.auth, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["conversations"]
 
 
 def visitor_of(page) -> Visitor:
@@ -717,7 +725,7 @@ def test_a_long_chat_opens_on_its_newest_page_and_loads_earlier_ones_going_up(pa
     assert f"before={reply['seq']}" in asked[1], "the second page ends where the first starts"
 
 
-def test_a_message_is_edited_branched_from_and_deleted(page, base):
+def test_a_message_is_edited_branched_from_deleted_exported_and_imported(page, base):
     open_app(page, base, "office")
     send(page, "Say hello.")
     wait_done(page)
@@ -761,3 +769,24 @@ def test_a_message_is_edited_branched_from_and_deleted(page, base):
     page.reload()
     page.wait_for_selector(f"[data-testid=message][data-message-id='{user['id']}']")
     assert page.locator("[data-testid=message][data-role=assistant]").count() == 0, "gone after a reload too"
+
+    # Export the branch as SillyTavern JSONL from the list, and import that file back.
+    item = page.locator(f"[data-testid=conversation-item][data-db-id='{branch_id}']")
+    item.hover()
+    with page.expect_download() as download:
+        item.locator("[data-testid=export-conversation]").click()
+    exported = Path(download.value.path()).read_text()
+    header, *lines = [json.loads(line) for line in exported.splitlines()]
+    assert "character_name" in header and [line["mes"] for line in lines] == [m["content"] for m in branched]
+    before = {c["db_id"] for c in conversations_of(base, "office", visitor)}
+    page.locator("[data-testid=import-chat]").set_input_files(
+        files=[{"name": "branch.jsonl", "mimeType": "application/jsonl", "buffer": exported.encode()}]
+    )
+    page.wait_for_function("(known) => location.hash && !known.includes(location.hash.slice(1))", arg=list(before))
+    imported_id = page.evaluate("location.hash.slice(1)")
+    assert [(m["role"], m["content"]) for m in stored(base, "office", imported_id, visitor)] == [
+        (m["role"], m["content"]) for m in branched
+    ]
+    page.wait_for_selector("[data-testid=message-list] > [data-testid=message] >> nth=1")
+    shown = page.locator("[data-testid=message-list] > [data-testid=message] [data-testid=message-body]")
+    assert shown.first.inner_text().strip() == "Say hello, edited."

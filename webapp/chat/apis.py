@@ -13,6 +13,7 @@ on the engine's thread; the view only waits for the result.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -32,6 +33,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,12 +42,13 @@ from rest_framework.views import APIView
 from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal, request_principal_drf
 from webapp.accounts.models import Account, ApiKey, KeyScope, Role
-from webapp.accounts.usage import TurnLimits
+from webapp.accounts.usage import TurnLimits, upload_admit
 from webapp.chat import runtime, selectors, services, transcripts
 from webapp.chat.inputs import (
     CharacterTurnSerializer,
     OfficeTurnSerializer,
     persona_by_id,
+    persona_for_import,
     turn_request,
     user_id_field,
 )
@@ -59,6 +62,7 @@ from webapp.chat.schema import (
 )
 from webapp.chat.services import sampling_params
 from webapp.chat.turns import TurnRequest, turn_collect
+from webapp.core.errors import PayloadTooLargeError
 
 
 def unknown_fields_refuse(data: Any, fields: Mapping[str, Any]) -> None:
@@ -646,6 +650,81 @@ class ConversationBranchApi(APIView):
             from_message_id=body.validated_data["from_message_id"],
         )
         return Response(ConversationSerializer(branch).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationImportApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(BodySerializer):
+        file = serializers.FileField(
+            allow_empty_file=True,
+            help_text="SillyTavern's chat JSONL, or this service's JSON export (personachat.conversation)",
+            error_messages={"required": "attach the file as `file`."},
+        )
+        persona = serializers.CharField(
+            required=False, max_length=100, help_text="who the chat is with (default: the file's, else the app's)"
+        )
+        title = serializers.CharField(required=False, max_length=200, help_text="default: the file's")
+        user_id = user_id_field()
+
+    @extend_schema(
+        operation_id="conversations_import",
+        request={"multipart/form-data": InputSerializer},
+        responses={
+            201: inline_serializer(
+                "ConversationImport",
+                {
+                    "conversation": ConversationSerializer(),
+                    "imported": serializers.IntegerField(help_text="messages stored"),
+                    "skipped": serializers.IntegerField(help_text="SillyTavern system lines left out"),
+                },
+            ),
+            **error_responses(
+                *BODY_ERRORS,
+                413,
+                429,
+                _400="a malformed chat file (`invalid_chat_file`: the message names the line or field), "
+                "or an unknown persona",
+                _413="file over 32 MiB (`file_too_large`)",
+            ),
+        },
+        summary="Import a chat: SillyTavern's chat JSONL (swipes kept) or this service's JSON export",
+    )
+    def post(self, request: Request) -> Response:
+        upload = request.FILES.get("file")
+        if upload is not None and upload.size > transcripts.MAX_FILE_BYTES:
+            raise PayloadTooLargeError(
+                f"file is {upload.size:,} bytes; the limit is {transcripts.MAX_FILE_BYTES:,} bytes (32 MiB)",
+                field="file",
+                code="file_too_large",
+            )
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        who = principal(request)
+        user_id = owner(request, body.validated_data.get("user_id"))
+        upload_admit(who, client_ip(request))
+        parsed = transcripts.chat_file_parse(body.validated_data["file"].read())
+        persona = persona_for_import(
+            chosen=body.validated_data.get("persona"),
+            file_persona=parsed.persona,
+            character_name=parsed.character_name,
+            owner=user_id,
+        )
+        conversation = runtime.chat_store_get().conversation_import(
+            db_id=str(uuid.uuid4()),
+            user_id=user_id,
+            persona=persona.id,
+            title=body.validated_data.get("title") or parsed.title,
+            messages=parsed.messages,
+        )
+        return Response(
+            {
+                "conversation": ConversationSerializer(conversation).data,
+                "imported": len(parsed.messages),
+                "skipped": parsed.skipped,
+            },
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class ConversationExportApi(APIView):

@@ -219,3 +219,20 @@ def persona_from_input(data: Mapping[str, Any], *, owner: str) -> Persona:
     if "character_name" in data:
         return character_inline(name=data["character_name"], greeting=data.get("greeting", ""), context=data["context"])
     return runtime.personas_get().default
+
+
+def persona_for_import(*, chosen: str | None, file_persona: str, character_name: str, owner: str) -> Persona:
+    """Who an imported chat is with: `chosen` if given (it must exist: else a 400 naming
+    `persona`); else the persona id the file names (our exports do), else a persona of
+    this app named as the file's character, else the app's default."""
+    if chosen:
+        return persona_by_id(chosen, owner=owner)
+    catalog = runtime.personas_get()
+    if file_persona:
+        try:
+            return persona_by_id(file_persona, owner=owner)
+        except ApplicationError:
+            pass  # not one of ours (any more): look by name
+    name = character_name.strip().casefold()
+    named = next((p for p in catalog.personas.values() if name and p.name.casefold() == name), None)
+    return named or catalog.default

@@ -67,6 +67,7 @@ urlpatterns = [
     path("me", apis.MeApi.as_view(), name="me"),
     path("personas", apis.PersonaListApi.as_view(), name="personas"),
     path("conversations", apis.ConversationListApi.as_view(), name="conversations"),
+    path("conversations/import", apis.ConversationImportApi.as_view(), name="conversations-import"),
     path("conversations/<uuid:db_id>", apis.ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:db_id>/messages", apis.MessageListApi.as_view(), name="messages"),
     path(

@@ -18,7 +18,7 @@ import { USERNAME, UUID_RE, config, state } from './state.js';
 import { els } from './dom.js';
 import { bannerRender, errorClear, errorShow } from './banner.js';
 import { composerUpdate, inputAutogrow, submitInput } from './composer.js';
-import { conversationsLoad, newChat, openConversation, relativeTime } from './conversations.js';
+import { chatImport, conversationsLoad, newChat, openConversation, relativeTime } from './conversations.js';
 import { drawerClose, drawerOpen, isPhone, phoneQuery } from './drawer.js';
 import { hooks } from './hooks.js';
 import { healthCheck } from './model.js';
@@ -63,6 +63,11 @@ function bind() {
   });
 
   els.newChat.addEventListener('click', () => newChat(state.persona));
+  els.chatImport.addEventListener('change', () => {
+    const file = els.chatImport.files && els.chatImport.files[0];
+    els.chatImport.value = '';
+    if (file) chatImport(file);
+  });
   els.picker.addEventListener('change', () => newChat(els.picker.value));
 
   els.menuButton.addEventListener('click', drawerOpen);

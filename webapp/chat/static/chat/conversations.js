@@ -2,9 +2,9 @@
  * conversations.js: the sidebar's list of stored chats, and opening, starting and
  * deleting one (the chat on screen is state.dbId, also in the address's #hash).
  */
-import { personaName, state, uuid4 } from './state.js';
+import { API, personaName, state, uuid4 } from './state.js';
 import { els, icon, node } from './dom.js';
-import { api } from './api.js';
+import { api, apiSend } from './api.js';
 import { errorClear, errorShow } from './banner.js';
 import { composerUpdate } from './composer.js';
 import { drawerClose, isPhone } from './drawer.js';
@@ -152,6 +152,14 @@ export function conversationsRender() {
       }
       openConversation(conv.db_id);
     });
+    const save = node('a', 'icon-button conversation-export');
+    save.dataset.testid = 'export-conversation';
+    save.href = `${API}/conversations/${conv.db_id}/export?format=jsonl`;
+    save.download = '';
+    save.setAttribute('aria-label', `Export chat: ${title} (SillyTavern JSONL)`);
+    save.title = 'Export (SillyTavern JSONL)';
+    save.append(icon('download'));
+    save.addEventListener('click', (event) => event.stopPropagation());
     const del = node('button', 'icon-button conversation-delete');
     del.type = 'button';
     del.dataset.testid = 'delete-conversation';
@@ -162,7 +170,7 @@ export function conversationsRender() {
       event.stopPropagation();
       deleteConversation(conv);
     });
-    li.append(open, del);
+    li.append(open, save, del);
     return li;
   });
   els.convList.replaceChildren(...items);
@@ -171,4 +179,19 @@ export function conversationsRender() {
 
 function pageTitle() {
   return document.querySelector('.brand-text').textContent.trim() + ' · Persona chat';
+}
+
+/** Import a chat file (the sidebar's Import): stored as a new chat, which opens. */
+export async function chatImport(file) {
+  const form = new FormData();
+  form.append('file', file);
+  let result;
+  try {
+    result = await apiSend('/conversations/import', { form });
+  } catch (err) {
+    errorShow(err);
+    return;
+  }
+  await conversationsRefresh();
+  await openConversation(result.conversation.db_id);
 }

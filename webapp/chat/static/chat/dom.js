@@ -15,6 +15,7 @@ export const els = {
   sidebarClose: $('sidebar-close'),
   newChat: document.querySelector('[data-testid="new-chat"]'),
   convList: $('conversation-list'),
+  chatImport: $('chat-import'),
   convEmpty: $('conversation-empty'),
   appSwitch: $('app-switch'),
   appSwitchTitle: $('app-switch-title'),
@@ -61,6 +62,7 @@ const ICONS = {
   regenerate: ['M20 11a8 8 0 1 0-2.3 5.7', 'M20 5v6h-6'],
   trash: ['M4 7h16', 'M10 11v6M14 11v6', 'M6 7l1 13h10l1-13', 'M9 7V4h6v3'],
   edit: ['M4 20h4L19 9l-4-4L4 16z', 'M14 6l4 4'],
+  download: ['M12 4v11', 'M7 10l5 5 5-5', 'M5 20h14'],
   branch: ['M6 3v12', 'M18 8a2.5 2.5 0 1 0 0-5 2.5 2.5 0 0 0 0 5z', 'M6 21a2.5 2.5 0 1 0 0-5 2.5 2.5 0 0 0 0 5z', 'M18 8c0 5-6 5-10.5 9'],
 };
 
