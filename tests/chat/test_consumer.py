@@ -320,8 +320,14 @@ def test_regenerate_adds_a_swipe_to_the_last_reply_and_keeps_the_old_one(store: 
         start = await communicator.receive_json_from(timeout=TIMEOUT)
         while (frame := await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token":
             pass
+        # Naming another reply than the last one is refused; nothing runs.
+        await communicator.send_json_to(
+            {"type": "regenerate", "db_id": db_id, "user_id": user_id, "message_id": first_start["message_id"]}
+        )
+        refused = await communicator.receive_json_from(timeout=TIMEOUT)
         await closed(communicator)
 
+        assert (refused["type"], refused["code"], refused["field"]) == ("error", "not_the_last_reply", "message_id")
         assert start["type"] == "start" and frame["type"] == "done"
         assert start["regenerates"] == second_start["message_id"]
         assert start["user_message_id"] == second_start["user_message_id"]

@@ -128,6 +128,8 @@ def test_rendered_config_passes_nginx_t(tmp_path):
         ("/character/characters", 200_000, "app"),  # card fields as JSON: past 64 KiB, under 5 MiB
         ("/character/characters", 6 * 1024 * 1024, "gateway"),
         ("/character/Llama", 200_000, "gateway"),  # every other JSON body: 64 KiB
+        ("/office/conversations/import", 32 * 1024 * 1024 + 4096, "app"),  # the app names its 32 MiB limit
+        ("/character/conversations/import", 34 * 1024 * 1024, "gateway"),
     ],
 )
 def test_bodies_past_the_limit_of_their_path_get_413_from_the_gateway(http, gateway, path, size, answered_by):
