@@ -32,7 +32,7 @@ from webapp.accounts.identity import Principal
 from webapp.accounts.models import Role
 from webapp.accounts.usage import upload_admit
 from webapp.characters import cards, library
-from webapp.chat.apis import BodySerializer, UserQuerySerializer, principal
+from webapp.chat.apis import BodySerializer, UserQuerySerializer, principal, query_owner
 from webapp.chat.inputs import StrictCharField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, error_responses
 
@@ -81,12 +81,6 @@ def _query_writer(request: Request) -> str:
     query = UserQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
     return _writer(request, query.validated_data.get("user_id"))
-
-
-def _reader(request: Request) -> str:
-    query = UserQuerySerializer(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return principal(request).owner_for(query.validated_data.get("user_id"))
 
 
 def _card_data_schema(*, create: bool) -> dict[str, Any]:
@@ -157,7 +151,7 @@ class CharacterListApi(APIView):
         summary="Your character library",
     )
     def get(self, request: Request) -> Response:
-        return Response({"characters": [_shown(c) for c in library.characters_list(_reader(request))]})
+        return Response({"characters": [_shown(c) for c in library.characters_list(query_owner(request))]})
 
     @extend_schema(
         request=CardBodySerializer,
@@ -179,7 +173,7 @@ class CharacterDetailApi(APIView):
         summary="One character of your library",
     )
     def get(self, request: Request, character_id: str) -> Response:
-        return Response(_shown(library.character_get(_reader(request), character_id)))
+        return Response(_shown(library.character_get(query_owner(request), character_id)))
 
     @extend_schema(
         parameters=[CHARACTER_ID_PARAM],
@@ -310,7 +304,7 @@ class CharacterAvatarApi(APIView):
         summary="A character's avatar (a PNG this service re-encoded)",
     )
     def get(self, request: Request, character_id: str) -> HttpResponse:
-        png = library.avatar_get(_reader(request), character_id)
+        png = library.avatar_get(query_owner(request), character_id)
         response = HttpResponse(png, content_type="image/png")
         response["Cache-Control"] = "private, max-age=31536000, immutable"  # its URL changes with it
         response["Content-Security-Policy"] = "default-src 'none'"
@@ -397,7 +391,7 @@ class LorebookListApi(APIView):
         summary="Your standalone lorebooks (world info), newest first",
     )
     def get(self, request: Request) -> Response:
-        return Response({"lorebooks": [_book(b) for b in library.lorebooks_list(_reader(request))]})
+        return Response({"lorebooks": [_book(b) for b in library.lorebooks_list(query_owner(request))]})
 
     @extend_schema(
         request={"multipart/form-data": FileUploadSerializer},
@@ -426,7 +420,7 @@ class LorebookDetailApi(APIView):
         summary="One of your lorebooks",
     )
     def get(self, request: Request, lorebook_id: str) -> Response:
-        return Response(_book(library.lorebook_get(_reader(request), lorebook_id)))
+        return Response(_book(library.lorebook_get(query_owner(request), lorebook_id)))
 
     @extend_schema(
         parameters=[LOREBOOK_ID_PARAM, UserQuerySerializer],
@@ -445,7 +439,7 @@ class LorebookExportApi(APIView):
         summary="A lorebook's file, exactly as it was imported",
     )
     def get(self, request: Request, lorebook_id: str) -> HttpResponse:
-        record = library.lorebook_get(_reader(request), lorebook_id)
+        record = library.lorebook_get(query_owner(request), lorebook_id)
         response = HttpResponse(record.file.encode(), content_type="application/json")
         stem = slugify(record.name, allow_unicode=True) or "lorebook"
         response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=f"{stem}.json")

@@ -128,6 +128,13 @@ def owner(request: Request, user_id: str | None) -> str:
     return principal(request).owner_for(user_id)
 
 
+def query_owner(request: Request) -> str:
+    """`owner` for a request whose only query parameter is the optional `user_id` (400 if it is bad)."""
+    query = UserQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return owner(request, query.validated_data.get("user_id"))
+
+
 def _reply(data: dict[str, Any], who: Principal, gate: TurnLimits) -> Response:
     """Run a validated turn through the turn service; answer with the reply text as a JSON string."""
     request = turn_request(
@@ -427,12 +434,10 @@ class ConversationDetailApi(APIView):
         summary="Delete a conversation and its messages",
     )
     def delete(self, request: Request, db_id: str) -> Response:
-        query = UserQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
         services.conversation_delete(
             store=runtime.chat_store_get(),
             db_id=str(db_id),
-            user_id=owner(request, query.validated_data.get("user_id")),
+            user_id=query_owner(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -562,12 +567,10 @@ class MessageDetailApi(APIView):
         summary="Delete one message",
     )
     def delete(self, request: Request, db_id: str, message_id: str) -> Response:
-        query = UserQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
         services.message_delete(
             store=runtime.chat_store_get(),
             db_id=str(db_id),
-            user_id=owner(request, query.validated_data.get("user_id")),
+            user_id=query_owner(request),
             message_id=message_id,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -29,7 +29,15 @@ from rest_framework.views import APIView
 from webapp.accounts.client_ip import client_ip
 from webapp.accounts.models import Role
 from webapp.accounts.usage import tool_call_admit, upload_admit
-from webapp.chat.apis import BodySerializer, PublicApi, QueryIntegerField, UserQuerySerializer, owner, principal
+from webapp.chat.apis import (
+    BodySerializer,
+    PublicApi,
+    QueryIntegerField,
+    UserQuerySerializer,
+    owner,
+    principal,
+    query_owner,
+)
 from webapp.chat.inputs import StrictCharField, StrictIntegerField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, STORE_ID_PATTERN, error_responses
 from webapp.office import documents, runtime, tool_calls
@@ -144,11 +152,9 @@ class DocumentDetailApi(APIView):
         summary="One document",
     )
     def get(self, request: Request, document_id: str) -> Response:
-        query = UserQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
         document = documents.document_owned(
             store=runtime.office_store_get(),
-            user_id=owner(request, query.validated_data.get("user_id")),
+            user_id=query_owner(request),
             document_id=document_id,
         )
         return Response(DocumentSerializer(document).data)
@@ -159,12 +165,10 @@ class DocumentDetailApi(APIView):
         summary="Delete a document with its chunks and vectors",
     )
     def delete(self, request: Request, document_id: str) -> Response:
-        query = UserQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
         documents.document_delete(
             store=runtime.office_store_get(),
             retriever=runtime.retriever_get(),
-            user_id=owner(request, query.validated_data.get("user_id")),
+            user_id=query_owner(request),
             document_id=document_id,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -355,13 +359,11 @@ class ToolRateLimitApi(APIView):
         summary="Where a user stands against a tool's rate limit",
     )
     def get(self, request: Request, name: str) -> Response:
-        query = UserQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
         return Response(
             tool_calls.tool_rate_status(
                 registry=runtime.tool_registry_get(),
                 name=name,
-                user_id=owner(request, query.validated_data.get("user_id")),
+                user_id=query_owner(request),
             )
         )
 

@@ -546,11 +546,10 @@ class ChatStore:
             docs = list(self._legacy_messages.find({"app": self._app}))
         if not docs:
             return 0
+        kept: list[Any] = []
         try:
             messages_copy(docs, self._log)
-            kept: list[Any] = []
         except sqlite3.IntegrityError:  # one by one, to find the ones that can't move
-            kept = []
             for doc in docs:
                 try:
                     messages_copy([doc], self._log)
@@ -563,10 +562,9 @@ class ChatStore:
                 self._legacy_messages.delete_many({"app": self._app, "_id": {"$nin": kept}})
             else:
                 self._legacy_messages.delete_many({"app": self._app})
-        moved = [doc for doc in docs if doc["_id"] not in kept]
         with self._cache_lock:
             self._cache.clear()
-        return len(moved)
+        return len(docs) - len(kept)
 
     # --- changing stored messages: swipes, edits, deletion ----------------------------
 
