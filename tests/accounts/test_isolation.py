@@ -219,6 +219,7 @@ BY_NAME = [
     ("messages", http("GET", "/office/conversations/{db_office}/messages?user_id={a_name}")),
     ("delete conversation", http("DELETE", "/office/conversations/{db_office}?user_id={a_name}")),
     ("export", http("GET", "/character/conversations/{db_character}/export?user_id={a_name}")),
+    ("conversation search", http("GET", "/character/search?q=hello&user_id={a_name}")),
     (
         "branch",
         http(
@@ -282,6 +283,8 @@ DATA_ENDPOINTS = [
     ("GET", f"/office/conversations/{uuid.uuid4()}/export"),
     ("POST", f"/character/conversations/{uuid.uuid4()}/branches"),
     ("POST", "/office/conversations/import"),
+    ("GET", "/office/search?q=hello"),
+    ("GET", "/character/search?q=hello"),
     ("PATCH", f"/office/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
     ("DELETE", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
     ("POST", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}/swipes"),
@@ -348,6 +351,10 @@ def test_lists_searches_and_grounding_show_only_the_accounts_own_data(world: Wor
     for app in APPS:
         listed = requests.get(f"{g}/{app}/conversations", headers=b, timeout=30).json()["conversations"]
         assert world.db_ids[app] not in {c["db_id"] for c in listed}
+        for auth, sees in ((world.a_auth, True), (b, False), (world.b_service, False)):
+            found = requests.get(f"{g}/{app}/search", params={"q": "hello"}, headers=auth, timeout=30)
+            assert found.status_code == 200, found.text
+            assert (world.db_ids[app] in {r["db_id"] for r in found.json()["results"]}) is sees, (app, found.text)
     assert requests.get(f"{g}/office/documents", headers=b, timeout=30).json()["documents"] == []
     search = requests.post(f"{g}/office/documents/search", json={"query": "hotel receipts"}, headers=b, timeout=30)
     assert search.status_code == 200 and search.json()["results"] == []

@@ -126,6 +126,12 @@ def test_body_over_the_limit_is_413_json_from_nginx(http, gateway, existing):
         (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "before": "-1"}, "before"),
         (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "before": "9" * 30}, "before"),
         (f"/office/conversations/{uuid.uuid4()}/messages", {"user_id": "u", "before": "soon"}, "before"),
+        ("/office/search", {"user_id": "u"}, "q"),
+        ("/office/search", {"user_id": "u", "q": ""}, "q"),
+        ("/office/search", {"user_id": "u", "q": "x" * 201}, "q"),
+        ("/office/search", {"user_id": "u", "q": "a\x00b"}, "q"),
+        ("/character/search", {"user_id": "u", "q": "?! … the"}, "q"),
+        ("/character/search", {"user_id": "u", "q": "budget", "limit": "101"}, "limit"),
     ],
 )
 def test_bad_history_queries(http, gateway, path, params, field):

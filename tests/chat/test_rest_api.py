@@ -257,6 +257,51 @@ def test_a_50000_line_sillytavern_chat_imports_through_nginx(http, gateway, user
     assert [m["content"].split()[1] for m in newest["messages"]] == ["49998", "49999"] and newest["before"] == 49998
 
 
+def test_search_finds_the_users_own_messages_by_morpheme_and_follows_edits(http, gateway, user_id):
+    lines = [{"user_name": "You", "character_name": "Bench", "create_date": "2026-1-1@10h00m00s", "chat_metadata": {}}]
+    texts = ["회의록에서 예산 항목을 찾아주세요", "The quarterly reports are ready", "Nothing to see here"]
+    for i, text in enumerate(texts):
+        line = {"name": "You", "is_user": True, "is_system": False, "send_date": 1767261600000 + i * 1000}
+        lines.append({**line, "mes": text})
+    data = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
+    made = http.post(
+        f"{gateway}/office/conversations/import", data={"user_id": user_id}, files={"file": ("c.jsonl", data)}
+    )
+    assert made.status_code == 201, made.text
+    db_id = made.json()["conversation"]["db_id"]
+    stored = messages(http, gateway, "office", db_id, user_id)
+
+    def search(q: str, who: str = user_id) -> requests.Response:
+        return http.get(f"{gateway}/office/search", params={"q": q, "user_id": who}, timeout=30)
+
+    for q, index in (("회의록을", 0), ("예산은", 0), ("report", 1), ("QUARTERLY reports", 1)):
+        found = search(q)
+        assert found.status_code == 200, found.text
+        hits = found.json()["results"]
+        assert [(h["db_id"], h["message_id"], h["seq"]) for h in hits] == [(db_id, stored[index]["id"], index)], q
+        assert hits[0]["snippet"] == texts[index] and hits[0]["role"] == "user"
+    assert search("회의록", who=f"other-{user_id}").json()["results"] == [], "another user finds none of it"
+    assert search("quarterly budget").json()["results"] == [], "a hit has every term"
+
+    edited = http.patch(
+        f"{gateway}/office/conversations/{db_id}/messages/{stored[2]['id']}",
+        params={"user_id": user_id},
+        json={"content": "Lunch menu changed"},
+    )
+    assert edited.status_code == 200, edited.text
+    assert search("nothing").json()["results"] == [], "an edited message is found by its new text only"
+    assert [h["message_id"] for h in search("lunch").json()["results"]] == [stored[2]["id"]]
+
+    for params, field in (
+        ({}, "q"),
+        ({"q": "the of"}, "q"),
+        ({"q": "x" * 201}, "q"),
+        ({"q": "a", "limit": 0}, "limit"),
+    ):
+        refused = http.get(f"{gateway}/office/search", params={"user_id": user_id, **params}, timeout=30)
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == field, (params, refused.text)
+
+
 def test_office_persona_can_be_chosen(http, gateway, db_id, user_id):
     response = ask(
         http, gateway, "office", input_data="Polish: we will late.", db_id=db_id, user_id=user_id, persona="writer"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import shutil
 import socket
+import string
 import threading
 import uuid
 from collections.abc import Iterator
@@ -790,3 +792,66 @@ def test_a_message_is_edited_branched_from_deleted_exported_and_imported(page, b
     page.wait_for_selector("[data-testid=message-list] > [data-testid=message] >> nth=1")
     shown = page.locator("[data-testid=message-list] > [data-testid=message] [data-testid=message-body]")
     assert shown.first.inner_text().strip() == "Say hello, edited."
+
+
+def test_search_finds_a_word_and_opens_the_chat_at_that_message(page, base):
+    """A 120-message chat is imported; search finds a word from message 5 (by its plural,
+    and a Korean word by another inflection), and the hit opens the chat scrolled to that
+    message, with every page down to it loaded."""
+    visitor = visitor_of(page)
+    word = "kumquat" + "".join(random.choices(string.ascii_lowercase, k=6))  # letters: one term
+    lines = [{"user_name": "You", "character_name": "Bench", "create_date": "2026-1-1@10h00m00s", "chat_metadata": {}}]
+    for i in range(120):
+        text = f"filler line {i}"
+        if i == 5:
+            text = f"Remember the {word} order for Friday"
+        if i == 7:
+            text = "회의록에서 결정을 찾았어요"
+        lines.append({"name": "You", "is_user": i % 2 == 0, "is_system": False, "mes": text, "send_date": i * 1000})
+    data = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines).encode()
+    made = requests.post(
+        f"{base}/office/conversations/import",
+        files={"file": ("search.jsonl", data)},
+        data={"title": "Fruit orders"},
+        headers=visitor.auth,
+        timeout=60,
+    )
+    assert made.status_code == 201, made.text
+    db_id = made.json()["conversation"]["db_id"]
+    target = stored_all(base, "office", db_id, visitor)[5]
+
+    open_app(page, base, "office")
+    page.locator("[data-testid=search-input]").fill(word + "s")
+    hit = page.locator(f"[data-testid=search-hit][data-message-id='{target['id']}']")
+    hit.wait_for()
+    assert page.locator("[data-testid=search-hit]").count() == 1
+    assert page.locator("[data-testid=conversation-list]").is_hidden(), "the hits stand in for the list"
+    assert hit.locator("mark").inner_text() == word
+    assert "Fruit orders" in hit.inner_text()
+    screenshot(page, "search-hits.png")
+    hit.locator("button").click()
+
+    found = page.locator(f"[data-testid=message][data-message-id='{target['id']}']")
+    found.wait_for()
+    assert found.get_attribute("data-found") == "true"
+    assert found.is_visible() and found.evaluate(
+        "(m) => { const r = m.getBoundingClientRect(); return r.bottom > 0 && r.top < window.innerHeight; }"
+    ), "scrolled into view"
+    assert page.evaluate("location.hash.slice(1)") == db_id
+    screenshot(page, "search-opened.png")
+
+    page.locator("[data-testid=search-input]").fill("회의록을")
+    page.locator("[data-testid=search-input]").press("Enter")
+    korean = stored_all(base, "office", db_id, visitor)[7]
+    page.locator(f"[data-testid=search-hit][data-message-id='{korean['id']}']").wait_for()
+    page.locator("[data-testid=search-input]").press("Escape")
+    page.locator("[data-testid=conversation-list]").wait_for(state="visible")
+    assert page.locator("[data-testid=search-results]").is_hidden()
+
+
+def stored_all(base: str, app: str, db_id: str, visitor: Visitor) -> list[dict]:
+    response = requests.get(
+        f"{base}/{app}/conversations/{db_id}/messages", params={"limit": 500}, headers=visitor.auth, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["messages"]

@@ -43,7 +43,7 @@ from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal, request_principal_drf
 from webapp.accounts.models import Account, ApiKey, KeyScope, Role
 from webapp.accounts.usage import TurnLimits, upload_admit
-from webapp.chat import runtime, selectors, services, transcripts
+from webapp.chat import runtime, search, selectors, services, transcripts
 from webapp.chat.inputs import (
     CharacterTurnSerializer,
     OfficeTurnSerializer,
@@ -720,6 +720,7 @@ class ConversationImportApi(APIView):
             title=body.validated_data.get("title") or parsed.title,
             messages=parsed.messages,
         )
+        runtime.message_indexer_get().wake()  # index the imported messages for search now
         return Response(
             {
                 "conversation": ConversationSerializer(conversation).data,
@@ -785,6 +786,65 @@ class ConversationExportApi(APIView):
         filename = f"{slugify(conversation.title)[:60] or 'chat'}-{str(db_id)[:8]}.{kind}"
         response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=filename)
         return response
+
+
+class SearchApi(APIView):
+    class QuerySerializer(UserQuerySerializer):
+        q = serializers.CharField(
+            max_length=search.QUERY_MAX,
+            help_text="words to find: a message matches when it has every one (Korean by morphemes, so particles "
+            "and endings don't matter; English by word, plurals folded)",
+        )
+        limit = QueryIntegerField(min_value=1, max_value=search.RESULTS_MAX, default=20)
+
+    @extend_schema_serializer(component_name="SearchHit")
+    class HitSerializer(serializers.Serializer):
+        db_id = serializers.UUIDField(source="conversation.db_id")
+        title = serializers.CharField(source="conversation.title", help_text="the conversation's title")
+        persona = serializers.CharField(source="conversation.persona")
+        message_id = serializers.CharField(source="message.id")
+        seq = serializers.IntegerField(source="message.seq", help_text="the message's place: open the chat there")
+        role = serializers.CharField(source="message.role")
+        created_at = serializers.DateTimeField(source="message.created_at")
+        snippet = serializers.CharField(help_text="the message's text around the first match")
+
+    @extend_schema(
+        operation_id="search",
+        parameters=[QuerySerializer],
+        responses={
+            200: inline_serializer(
+                "SearchResults",
+                {
+                    "q": serializers.CharField(),
+                    "terms": serializers.ListField(child=serializers.CharField(), help_text="what was searched for"),
+                    "results": HitSerializer(many=True),
+                    "pending": serializers.IntegerField(
+                        help_text="messages not indexed yet, so not searched (after a large import); retry shortly"
+                    ),
+                },
+            ),
+            **error_responses(400),
+        },
+        summary="Find messages in your own conversations, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        found = search.messages_search(
+            store=runtime.chat_store_get(),
+            terms_of=runtime.term_extractor_get().terms,
+            user_id=owner(request, query.validated_data.get("user_id")),
+            q=query.validated_data["q"],
+            limit=query.validated_data["limit"],
+        )
+        return Response(
+            {
+                "q": query.validated_data["q"],
+                "terms": found.terms,
+                "results": self.HitSerializer(found.hits, many=True).data,
+                "pending": found.pending,
+            }
+        )
 
 
 class MeApi(APIView):

@@ -20,10 +20,12 @@ from webapp.chat import lifecycle
 from webapp.chat.errors import ModelNotReadyError, ShuttingDownError
 from webapp.chat.metrics import HttpMetrics, RequestStats
 from webapp.chat.personas import Persona, PersonaCatalog, catalog_load
+from webapp.chat.search import MessageIndexer
 from webapp.chat.turns import Grounder, ToolRunner, TurnDeps
 from webapp.engine.cpu_share import CpuShare
 from webapp.engine.engine import Engine
 from webapp.engine.registry import APPS, ModelSpec, registry_load
+from webapp.retrieval.lexical import TermExtractor
 from webapp.store.chat_store import ChatStore
 from webapp.store.client import StoreConfig, database_get, database_lock, embedded_claim, message_log_get
 
@@ -86,6 +88,18 @@ def chat_store_get() -> ChatStore:
     )
     store.indexes_ensure()
     return store
+
+
+@_built_once
+def term_extractor_get() -> TermExtractor:
+    """The process's one Kiwi (about 500 MB, a second or two to build): conversation search
+    and, in the office app, document retrieval share it."""
+    return TermExtractor()
+
+
+@_built_once
+def message_indexer_get() -> MessageIndexer:
+    return MessageIndexer(chat_store_get(), lambda: term_extractor_get().terms)
 
 
 @_built_once

@@ -80,6 +80,7 @@ urlpatterns = [
     ),
     path("conversations/<uuid:db_id>/branches", apis.ConversationBranchApi.as_view(), name="conversation-branches"),
     path("conversations/<uuid:db_id>/export", apis.ConversationExportApi.as_view(), name="conversation-export"),
+    path("search", apis.SearchApi.as_view(), name="search"),
     path("v1/models", methods_only("GET")(openai_api.models_list), name="openai-models"),
     path("v1/chat/completions", methods_only("POST")(openai_api.chat_completions), name="openai-chat"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),

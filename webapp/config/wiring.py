@@ -68,6 +68,7 @@ def app_urlpatterns() -> list[Any]:
 def startup() -> None:
     """Work a serving process starts at once (asgi.py): the model, and the office's search models."""
     runtime.engine_start_loading()
+    runtime.message_indexer_get().start()  # conversation search: indexes new and changed messages
     purge.purger_start()
     if settings.APP_MODE == "office":
         from webapp.office.runtime import retrieval_start_loading

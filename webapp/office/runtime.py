@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
-from webapp.chat.runtime import _built_once, store_config
+from webapp.chat.runtime import _built_once, store_config, term_extractor_get
 from webapp.core.errors import ApplicationError
 from webapp.engine.registry import embedding_spec_load
 from webapp.office import documents, tool_calls
@@ -21,7 +21,6 @@ from webapp.office.grounding import Grounder, WebHit, WebSearchUnavailable
 from webapp.office.tools import office_registry_build
 from webapp.retrieval.embedding import embedder_load
 from webapp.retrieval.index import ChunkIndex, QdrantChunkIndex, SqliteChunkIndex
-from webapp.retrieval.lexical import TermExtractor
 from webapp.retrieval.search import Retriever
 from webapp.store.client import database_get, database_lock
 from webapp.store.office_store import OfficeStore
@@ -57,7 +56,7 @@ def retriever_get() -> Retriever:
     return Retriever(
         index=_index_build(embedder.dim),
         embedder=embedder,
-        terms=TermExtractor(),
+        terms=term_extractor_get(),
         languages=spec.languages,
         min_similarity=spec.min_similarity,
     )

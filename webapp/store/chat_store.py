@@ -566,6 +566,32 @@ class ChatStore:
             self._cache.clear()
         return len(docs) - len(kept)
 
+    # --- search -----------------------------------------------------------------------
+
+    def terms_index(self, terms_of: Callable[[str], list[str]], *, limit: int) -> int:
+        """Index up to `limit` pending messages (stored or changed since they were last
+        indexed) under the terms `terms_of` finds in their shown text; how many were read
+        (fewer than `limit`: none are left). The terms are made outside every lock; a
+        message that changes meanwhile stays pending for the next call."""
+        docs = self._log.terms_pending(limit)
+        if docs:
+            self._log.terms_set([(doc, terms_of(str(doc.get("content", "")))) for doc in docs])
+        return len(docs)
+
+    def terms_pending_count(self) -> int:
+        """How many messages wait for `terms_index`."""
+        return self._log.terms_pending_count()
+
+    def messages_search(self, user_id: str, terms: list[str], *, limit: int) -> list[tuple[Conversation, Message]]:
+        """Up to `limit` of `user_id`'s indexed messages that have every one of `terms`,
+        newest first, each with its conversation. Reads the user's conversations (a scan on
+        montydb, like the conversation list) and one indexed query of the message log."""
+        with self._db_lock:
+            docs = list(self._conversations.find({"app": self._app, "user_id": user_id}))
+        conversations = {c.db_id: c for c in records_decode(docs, Conversation.from_doc)}
+        found = self._log.search(list(conversations), terms, limit=limit)
+        return [(conversations[m.conversation_id], m) for m in records_decode(found, Message.from_doc)]
+
     # --- changing stored messages: swipes, edits, deletion ----------------------------
 
     def message_get(self, db_id: str, message_id: str) -> Message | None:

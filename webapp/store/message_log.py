@@ -16,6 +16,14 @@ montydb takes over a second a page, an indexed SQLite table about a millisecond.
 - `MongoMessageLog`: a MongoDB collection (docker-compose's MongoDB, where the compound
   index is real). Tests run it on montydb, which speaks the same API.
 
+Each backend also keeps the search index of the messages' shown text (`terms_*`,
+`search`). The terms come from the caller (Kiwi morphemes, in the chat layer) and are
+written off the request path: a stored or changed message is pending until an indexer
+gives its terms, and the index never holds the terms of a text the message no longer
+has. SQLite: an FTS5 table in the same file, kept in step by triggers (a changed or
+deleted message loses its terms in the same statement). MongoDB: `terms` and `indexed`
+fields on the message itself, reset by every replace.
+
 Written by hand because the layout is the store's own: it is the chat store's seam, not
 a general document database (montydb and pymongo stay the API for everything else).
 Callers hold the chat store's locks; each backend is also safe on its own across threads.
@@ -55,6 +63,19 @@ class MessageLog(Protocol):
     def delete(self, message_ids: list[str]) -> int:
         """Delete these messages; how many went."""
 
+    def terms_pending(self, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` messages whose text is not in the search index yet."""
+
+    def terms_pending_count(self) -> int: ...
+
+    def terms_set(self, indexed: list[tuple[dict[str, Any], list[str]]]) -> int:
+        """Index each message (a document from `terms_pending`) under its terms, unless it
+        changed since it was read (its `rev` moved on: it stays pending); how many were indexed."""
+
+    def search(self, conversation_ids: list[str], terms: list[str], *, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` indexed messages of these conversations that have every one of
+        `terms`, newest first."""
+
     def replace(self, doc: dict[str, Any], *, rev: int) -> bool:
         """Write `doc` over the stored message with its `_id` if that one's `rev` (0 when it
         has none) is still `rev`; whether it was written. `doc` carries `rev + 1`. One
@@ -64,6 +85,38 @@ class MessageLog(Protocol):
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# The search index beside the messages. `message_terms` (FTS5) holds a message's terms
+# under the rowid of its `message_search` row (an INTEGER PRIMARY KEY, so VACUUM keeps
+# it). The triggers drop a message's terms when it is deleted or its document changes,
+# and mark it pending again; `terms_set` indexes only a message whose document is the
+# one its terms were made from.
+_SEARCH_SCHEMA = """
+CREATE INDEX IF NOT EXISTS messages_pending ON messages (indexed) WHERE indexed = 0;
+CREATE TABLE IF NOT EXISTS message_search (
+    num INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS message_search_conversation ON message_search (conversation_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS message_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
+CREATE TRIGGER IF NOT EXISTS message_deleted AFTER DELETE ON messages BEGIN
+    DELETE FROM message_terms WHERE rowid IN (SELECT num FROM message_search WHERE id = old.id);
+    DELETE FROM message_search WHERE id = old.id;
+END;
+CREATE TRIGGER IF NOT EXISTS message_changed AFTER UPDATE OF doc ON messages BEGIN
+    DELETE FROM message_terms WHERE rowid IN (SELECT num FROM message_search WHERE id = old.id);
+    DELETE FROM message_search WHERE id = old.id;
+    UPDATE messages SET indexed = 0 WHERE id = new.id;
+END;
+"""
+
+
+def fts_query(terms: list[str]) -> str:
+    """An FTS5 query matching rows that have every term, each as a quoted string (no term
+    can be read as an operator)."""
+    return " AND ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
 class SqliteMessageLog:
@@ -89,6 +142,10 @@ class SqliteMessageLog:
             CREATE UNIQUE INDEX IF NOT EXISTS messages_place ON messages (app, conversation_id, seq);
             """
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "indexed" not in columns:  # a log from before search: every message is pending
+            self._db.execute("ALTER TABLE messages ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0")
+        self._db.executescript(_SEARCH_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -155,6 +212,54 @@ class SqliteMessageLog:
             )
         return cursor.rowcount == 1
 
+    def terms_pending(self, limit: int) -> list[dict[str, Any]]:
+        return self._select("WHERE indexed = 0 AND app = ? LIMIT ?", (self._app, limit))
+
+    def terms_pending_count(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT count(*) FROM messages WHERE indexed = 0 AND app = ?", (self._app,)
+            ).fetchone()
+        return int(n)
+
+    def terms_set(self, indexed: list[tuple[dict[str, Any], list[str]]]) -> int:
+        done = 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for doc, terms in indexed:
+                    claimed = self._db.execute(
+                        "UPDATE messages SET indexed = 1 WHERE id = ? AND app = ? AND indexed = 0 "
+                        "AND coalesce(json_extract(doc, '$.rev'), 0) = ?",
+                        (str(doc["_id"]), self._app, int(doc.get("rev") or 0)),
+                    )
+                    if claimed.rowcount != 1:
+                        continue  # changed (or deleted) since it was read: it stays pending
+                    row = self._db.execute(
+                        "INSERT INTO message_search (id, conversation_id) VALUES (?, ?)",
+                        (str(doc["_id"]), doc["conversation_id"]),
+                    )
+                    self._db.execute(
+                        "INSERT INTO message_terms (rowid, terms) VALUES (?, ?)", (row.lastrowid, " ".join(terms))
+                    )
+                    done += 1
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return done
+
+    def search(self, conversation_ids: list[str], terms: list[str], *, limit: int) -> list[dict[str, Any]]:
+        if not conversation_ids or not terms:
+            return []
+        return self._select(
+            "WHERE app = ? AND id IN (SELECT s.id FROM message_terms JOIN message_search s "
+            "ON s.num = message_terms.rowid WHERE message_terms MATCH ? "
+            "AND s.conversation_id IN (SELECT value FROM json_each(?))) "
+            "ORDER BY created_at DESC, seq DESC LIMIT ?",
+            (self._app, fts_query(terms), json.dumps(conversation_ids), limit),
+        )
+
     def _select(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
             # `where` is one of this class's literal clauses; values travel as parameters.
@@ -187,10 +292,17 @@ def _json_default(value: Any) -> Any:
     return str(value)  # an ObjectId, say: stored as its text
 
 
+_SEARCH_FIELDS = ("terms", "indexed")  # the search index's fields on a MongoDB message
+
+
 def _aware_doc(doc: dict[str, Any]) -> dict[str, Any]:
-    # montydb (and pymongo without tz_aware) hand back naive datetimes that are UTC.
-    created = doc.get("created_at")
-    return {**doc, "created_at": _aware(created)} if isinstance(created, datetime) else doc
+    """A stored message as the log hands it out: without the search fields, its date aware
+    (montydb, and pymongo without tz_aware, hand back naive datetimes that are UTC)."""
+    out = {k: v for k, v in doc.items() if k not in _SEARCH_FIELDS}
+    created = out.get("created_at")
+    if isinstance(created, datetime):
+        out["created_at"] = _aware(created)
+    return out
 
 
 class MongoMessageLog:
@@ -203,10 +315,12 @@ class MongoMessageLog:
 
     def indexes_ensure(self) -> None:
         self._messages.create_index([("app", 1), ("conversation_id", 1), ("seq", 1)], unique=True)
+        self._messages.create_index([("app", 1), ("indexed", 1)])
+        self._messages.create_index([("app", 1), ("terms", 1), ("created_at", -1)])
 
     def insert(self, docs: list[dict[str, Any]]) -> None:
         if docs:
-            self._messages.insert_many([{**doc, "_id": self._key(doc["_id"])} for doc in docs])
+            self._messages.insert_many([self._unindexed({**doc, "_id": self._key(doc["_id"])}) for doc in docs])
 
     def page(self, conversation_id: str, *, before: int | None, limit: int) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"app": self._app, "conversation_id": conversation_id}
@@ -240,8 +354,40 @@ class MongoMessageLog:
     def replace(self, doc: dict[str, Any], *, rev: int) -> bool:
         key = self._key(doc["_id"])
         current: dict[str, Any] = {"rev": rev} if rev else {"rev": {"$exists": False}}
-        result = self._messages.replace_one({"_id": key, "app": self._app, **current}, {**doc, "_id": key})
+        result = self._messages.replace_one(
+            {"_id": key, "app": self._app, **current}, self._unindexed({**doc, "_id": key})
+        )
         return int(result.modified_count) == 1
+
+    def terms_pending(self, limit: int) -> list[dict[str, Any]]:
+        return [_aware_doc(d) for d in self._messages.find({"app": self._app, "indexed": {"$ne": True}}).limit(limit)]
+
+    def terms_pending_count(self) -> int:
+        return int(self._messages.count_documents({"app": self._app, "indexed": {"$ne": True}}))
+
+    def terms_set(self, indexed: list[tuple[dict[str, Any], list[str]]]) -> int:
+        done = 0
+        for doc, terms in indexed:
+            rev = int(doc.get("rev") or 0)
+            current: dict[str, Any] = {"rev": rev} if rev else {"rev": {"$exists": False}}
+            result = self._messages.update_one(
+                {"_id": self._key(doc["_id"]), "app": self._app, "indexed": {"$ne": True}, **current},
+                {"$set": {"terms": sorted(set(terms)), "indexed": True}},
+            )
+            done += int(result.modified_count)
+        return done
+
+    def search(self, conversation_ids: list[str], terms: list[str], *, limit: int) -> list[dict[str, Any]]:
+        if not conversation_ids or not terms:
+            return []
+        query = {"app": self._app, "conversation_id": {"$in": conversation_ids}, "terms": {"$all": terms}}
+        found = self._messages.find(query).sort([("created_at", -1), ("seq", -1)]).limit(limit)
+        return [_aware_doc(d) for d in found]
+
+    @staticmethod
+    def _unindexed(doc: dict[str, Any]) -> dict[str, Any]:
+        """`doc` as a message whose text is not indexed yet (a new text has no terms)."""
+        return {**{k: v for k, v in doc.items() if k not in _SEARCH_FIELDS}, "indexed": False}
 
     def _key(self, message_id: Any) -> Any:
         return self._object_id(message_id) if isinstance(message_id, str) else message_id

@@ -23,6 +23,7 @@ import { drawerClose, drawerOpen, isPhone, phoneQuery } from './drawer.js';
 import { hooks } from './hooks.js';
 import { healthCheck } from './model.js';
 import { personasLoad } from './personas.js';
+import { searchBind } from './search.js';
 import { wsConnect } from './socket.js';
 import { stopGeneration } from './stream.js';
 import { nearBottom, scrollToBottom } from './thread.js';
@@ -69,6 +70,7 @@ function bind() {
     if (file) chatImport(file);
   });
   els.picker.addEventListener('change', () => newChat(els.picker.value));
+  searchBind();
 
   els.menuButton.addEventListener('click', drawerOpen);
   els.sidebarClose.addEventListener('click', () => {

@@ -10,7 +10,7 @@ import { composerUpdate } from './composer.js';
 import { drawerClose, isPhone } from './drawer.js';
 import { pickerSync } from './personas.js';
 import { stopGeneration } from './stream.js';
-import { PAGE_SIZE, greetingAppend, introUpdate, threadRender } from './thread.js';
+import { PAGE_SIZE, greetingAppend, introUpdate, messageReveal, threadRender } from './thread.js';
 
 /** "3 min ago", "yesterday", or a date: when a chat (or a note) last changed. */
 export function relativeTime(iso) {
@@ -58,13 +58,34 @@ export function newChat(personaId) {
   if (!isPhone() && !els.input.disabled) els.input.focus();
 }
 
-export async function openConversation(dbId) {
+/** Pages from the newest back to the one holding place `seq` (a search hit), joined. */
+async function pagesDownTo(dbId, seq) {
+  let data = await api(`/conversations/${dbId}/messages?limit=${PAGE_SIZE}`);
+  let messages = data.messages || [];
+  while (data.before !== null && data.before !== undefined && data.before > seq) {
+    const limit = Math.min(TARGET_PAGE_MAX, data.before - seq + PAGE_SIZE / 2);
+    data = await api(`/conversations/${dbId}/messages?before=${data.before}&limit=${limit}`);
+    messages = (data.messages || []).concat(messages);
+  }
+  return { messages, before: data.before };
+}
+
+const TARGET_PAGE_MAX = 500; // the API's largest page
+
+/**
+ * Show a stored chat: its newest page, or with `target` ({messageId, seq, conversation}:
+ * a search hit, with its chat's title and persona) every page down to that message,
+ * scrolled to it and marked.
+ */
+export async function openConversation(dbId, target) {
   leaveCurrent();
   const seq = state.viewSeq;
-  const conv = state.conversations.find((c) => c.db_id === dbId);
+  const conv = state.conversations.find((c) => c.db_id === dbId) || (target && target.conversation);
   let data;
   try {
-    data = await api(`/conversations/${dbId}/messages?limit=${PAGE_SIZE}`);
+    data = target
+      ? await pagesDownTo(dbId, target.seq)
+      : await api(`/conversations/${dbId}/messages?limit=${PAGE_SIZE}`);
   } catch (err) {
     if (seq !== state.viewSeq) return;
     errorShow(err.status === 404 ? { code: 'not_found', message: 'That chat no longer exists.' } : err);
@@ -82,6 +103,7 @@ export async function openConversation(dbId) {
   state.greeting = conv && Number.isInteger(conv.greeting) ? conv.greeting : 0;
   pickerSync();
   threadRender(data.messages || [], { before: data.before });
+  if (target) messageReveal(target.messageId);
   hashSet(dbId);
   document.title = conv && conv.title ? `${conv.title} · ${pageTitle()}` : pageTitle();
   conversationsRender();
@@ -174,7 +196,7 @@ export function conversationsRender() {
     return li;
   });
   els.convList.replaceChildren(...items);
-  els.convEmpty.hidden = items.length > 0;
+  els.convEmpty.hidden = items.length > 0 || els.convList.hidden; // hidden: search results stand in
 }
 
 function pageTitle() {

@@ -659,6 +659,20 @@ export function threadRender(messages, options) {
   scrollToBottom();
 }
 
+/** Scroll to a stored message and mark it for a moment (a search hit opened). */
+export function messageReveal(messageId) {
+  const article = [...els.messages.querySelectorAll('[data-testid="message"]')].find(
+    (a) => a.dataset.messageId === messageId,
+  );
+  if (!article) return;
+  article.classList.add('message-found');
+  article.dataset.found = 'true';
+  article.scrollIntoView({ block: 'center' });
+  setTimeout(() => {
+    article.classList.remove('message-found');
+  }, 4000);
+}
+
 /** The thread is scrolled (nearly) to its end: new text keeps it there. */
 export function nearBottom() {
   const s = els.scroller;
