@@ -10,6 +10,9 @@ Two tables, both written to var/perf/large_chat.md:
    before. Each big chat is opened once (the first screen: the newest 50 messages, as the
    browser asks) and then read back `--pages` pages of 50; a short chat is opened cold
    between every two big ones. The target: a first screen in at most 300 ms.
+   Every message is indexed for search before the stack starts (the time it took is
+   printed), and two searches run `--opens` times each over all of them: a word that is
+   in one message, and a word that is in every message (the newest 20 are answered).
 2. **The store alone, old layout against new.** The same messages in montydb's one
    `messages` collection (how they were kept until this benchmark's change) and in the
    indexed SQLite message log (webapp.store.message_log), each read cold: a new client,
@@ -38,12 +41,15 @@ from perf.latency import _percentile, _timed
 from webapp.config.env import REPO_ROOT
 from webapp.launcher.ports import free_port
 from webapp.launcher.stack import BENCH_ENV, Stack, StackConfig, registry_derive
+from webapp.retrieval.lexical import TermExtractor
 from webapp.store.chat_store import ChatStore, MessageDraft
 from webapp.store.client import StoreConfig, database_get, database_lock, message_log_get
 from webapp.store.message_log import SqliteMessageLog
 
 PAGE = 50
 OTHER_SIZE = 500
+NEEDLE = "zanzibar"  # in one message of the store: the rare word searched for
+COMMON = "ordinary"  # in every message (TEXT)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TEXT = (
     "A message of ordinary length, about as long as a chat turn usually is: a sentence or "
@@ -63,8 +69,11 @@ def drafts(n: int) -> list[MessageDraft]:
     ]
 
 
-def seed(var_dir: Path, *, owner: str, big: int, opens: int, others: int) -> tuple[list[str], list[str]]:
-    """Write the conversations into the office app's embedded store; (big ids, small ids)."""
+def seed(
+    var_dir: Path, *, owner: str, big: int, opens: int, others: int, terms_of: Callable[[str], list[str]] | None = None
+) -> tuple[list[str], list[str]]:
+    """Write the conversations into the office app's embedded store, and with `terms_of`
+    index them all for search; (big ids, small ids). One more chat holds NEEDLE."""
     config = StoreConfig(app="office", mongo_url=None, embedded_dir=var_dir / "mongo")
     store = ChatStore(
         database_get(config), app="office", embedded=True, messages=message_log_get(config), lock=database_lock(config)
@@ -81,6 +90,13 @@ def seed(var_dir: Path, *, owner: str, big: int, opens: int, others: int) -> tup
     small_ids = [str(uuid.uuid4()) for _ in range(opens)]
     for db_id in small_ids:
         store.conversation_import(db_id=db_id, user_id=owner, persona="assistant", title="short", messages=drafts(10))
+    needle = [MessageDraft(role="user", content=f"Where is {NEEDLE.title()}?", created_at=T0)]
+    store.conversation_import(db_id=str(uuid.uuid4()), user_id=owner, persona="assistant", title="x", messages=needle)
+    if terms_of is not None:
+        started, indexed = time.perf_counter(), 0
+        while read := store.terms_index(terms_of, limit=1000):
+            indexed += read
+        print(f"indexed {indexed} messages for search in {time.perf_counter() - started:.1f}s")
     message_log_get.cache_clear()
     database_get.cache_clear()
     return big_ids, small_ids
@@ -119,13 +135,19 @@ def through_nginx(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]
         first.stop()
 
     started = time.perf_counter()
-    big_ids, small_ids = seed(var_dir, owner=f"a{pk}", big=args.big, opens=args.opens, others=args.others)
+    terms_of = TermExtractor().terms
+    big_ids, small_ids = seed(
+        var_dir, owner=f"a{pk}", big=args.big, opens=args.opens, others=args.others, terms_of=terms_of
+    )
     print(f"seeded in {time.perf_counter() - started:.1f}s")
 
+    total = args.big * args.opens + max(0, args.others - args.big * (args.opens - 1)) + 10 * args.opens
     rows: dict[str, list[float]] = {
         f"open a {args.big}-message chat: first screen ({PAGE}), cold": [],
         f"then a page further back ({PAGE})": [],
         "open a 10-message chat: first screen, cold (the peer)": [],
+        f"search: a word in 1 of ~{total:,} messages": [],
+        f"search: a word in all ~{total:,} messages (newest 20)": [],
     }
     second = stack_new()
     second.start()
@@ -134,7 +156,7 @@ def through_nginx(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]
         http = requests.Session()
         http.headers["Authorization"] = f"Bearer {key}"
         _timed(http, "GET", f"{base}/conversations", params={"limit": 1})  # the key and the app, not a chat
-        opened, back, peer = rows.values()
+        opened, back, peer, rare, common = rows.values()
         for big_id, small_id in zip(big_ids, small_ids, strict=True):
             peer.append(_timed(http, "GET", f"{base}/conversations/{small_id}/messages", params={"limit": PAGE}))
             opened.append(_timed(http, "GET", f"{base}/conversations/{big_id}/messages", params={"limit": PAGE}))
@@ -151,6 +173,12 @@ def through_nginx(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]
                 back.append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
                 before = response.json()["before"]
+        # After the opens, which must be cold.
+        for _ in range(args.opens):
+            rare.append(_timed(http, "GET", f"{base}/search", params={"q": NEEDLE}))
+            common.append(_timed(http, "GET", f"{base}/search", params={"q": COMMON}))
+        assert len(http.get(f"{base}/search", params={"q": NEEDLE}, timeout=60).json()["results"]) == 1
+        assert len(http.get(f"{base}/search", params={"q": COMMON}, timeout=60).json()["results"]) == 20
     finally:
         second.stop()
     return rows

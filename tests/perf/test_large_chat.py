@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perf.large_chat import PAGE, report, seed
+from perf.large_chat import COMMON, NEEDLE, PAGE, report, seed
 from webapp.store.chat_store import ChatStore
 from webapp.store.client import StoreConfig, database_get, message_log_get
 
@@ -23,6 +23,20 @@ def test_seed_writes_the_long_chats_the_others_and_the_peers(tmp_path: Path) -> 
         assert others + 120 >= 1000, "each long chat has at least `others` messages beside it"
         newest = store.messages_page(big_ids[0], before=None, limit=PAGE)
         assert [m.seq for m in newest] == list(range(70, 120))
+    finally:
+        message_log_get.cache_clear()
+        database_get.cache_clear()
+
+
+def test_seed_indexes_every_message_for_search_and_one_holds_the_needle(tmp_path: Path) -> None:
+    seed(tmp_path, owner="a7", big=30, opens=1, others=40, terms_of=lambda text: text.lower().replace("?", "").split())
+
+    config = StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path / "mongo")
+    store = ChatStore(database_get(config), app="office", embedded=True, messages=message_log_get(config))
+    try:
+        assert store.terms_pending_count() == 0
+        assert [m.content for _, m in store.messages_search("a7", [NEEDLE], limit=5)] == ["Where is Zanzibar?"]
+        assert len(store.messages_search("a7", [COMMON], limit=1000)) == 30 + 500 + 10
     finally:
         message_log_get.cache_clear()
         database_get.cache_clear()
