@@ -97,7 +97,9 @@ CREATE INDEX IF NOT EXISTS messages_pending ON messages (indexed) WHERE indexed 
 CREATE TABLE IF NOT EXISTS message_search (
     num INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
-    conversation_id TEXT NOT NULL
+    conversation_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS message_search_conversation ON message_search (conversation_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS message_terms USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0');
@@ -235,9 +237,10 @@ class SqliteMessageLog:
                     )
                     if claimed.rowcount != 1:
                         continue  # changed (or deleted) since it was read: it stays pending
+                    _, _, conversation_id, seq, created_at, _ = self._row(doc)
                     row = self._db.execute(
-                        "INSERT INTO message_search (id, conversation_id) VALUES (?, ?)",
-                        (str(doc["_id"]), doc["conversation_id"]),
+                        "INSERT INTO message_search (id, conversation_id, created_at, seq) VALUES (?, ?, ?, ?)",
+                        (str(doc["_id"]), conversation_id, created_at, seq),
                     )
                     self._db.execute(
                         "INSERT INTO message_terms (rowid, terms) VALUES (?, ?)", (row.lastrowid, " ".join(terms))
@@ -252,13 +255,20 @@ class SqliteMessageLog:
     def search(self, conversation_ids: list[str], terms: list[str], *, limit: int) -> list[dict[str, Any]]:
         if not conversation_ids or not terms:
             return []
-        return self._select(
-            "WHERE app = ? AND id IN (SELECT s.id FROM message_terms JOIN message_search s "
-            "ON s.num = message_terms.rowid WHERE message_terms MATCH ? "
-            "AND s.conversation_id IN (SELECT value FROM json_each(?))) "
-            "ORDER BY created_at DESC, seq DESC LIMIT ?",
-            (self._app, fts_query(terms), json.dumps(conversation_ids), limit),
+        # From the terms' matches to the newest `limit` of them, ordered within the search
+        # table, and only then to those messages' documents. CROSS JOIN keeps SQLite in that
+        # order: left to itself it scans every message of the app and tests each.
+        query = (
+            "SELECT m.id, m.conversation_id, m.seq, m.created_at, m.doc FROM ("
+            "SELECT s.id AS id FROM message_terms CROSS JOIN message_search s ON s.num = message_terms.rowid "
+            "WHERE message_terms MATCH ? AND s.conversation_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY s.created_at DESC, s.seq DESC LIMIT ?"
+            ") hit CROSS JOIN messages m ON m.id = hit.id WHERE m.app = ? ORDER BY m.created_at DESC, m.seq DESC"
         )
+        with self._lock:
+            found = self._db.execute(query, (fts_query(terms), json.dumps(conversation_ids), limit, self._app))
+            rows = found.fetchall()
+        return [self._doc(row) for row in rows]
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         with self._lock:
