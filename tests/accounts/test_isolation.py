@@ -45,6 +45,7 @@ class World:
     reply_ids: dict[str, str]  # A's reply in it, per app
     document_id: str
     approval_id: str
+    group_id: str  # A's group chat (character app)
 
 
 def ws_url(gateway: str, app: str) -> str:
@@ -89,6 +90,10 @@ def world(stack: Stack, gateway: str) -> World:
         timeout=30,
     )
     assert waiting.status_code == 202, waiting.text
+    group = requests.post(
+        f"{gateway}/character/groups", json={"members": ["captain-rhea", "seoyeon"]}, headers=a_auth, timeout=30
+    )
+    assert group.status_code == 201, group.text
     return World(
         gateway=gateway,
         a_name=a_name,
@@ -100,6 +105,7 @@ def world(stack: Stack, gateway: str) -> World:
         reply_ids=reply_ids,
         document_id=upload.json()["id"],
         approval_id=waiting.json()["approval_id"],
+        group_id=group.json()["db_id"],
     )
 
 
@@ -116,6 +122,7 @@ def snapshot(w: World) -> dict[str, Any]:
         "conversations": {app: get(f"/{app}/conversations")["conversations"] for app in APPS},
         "messages": {app: get(f"/{app}/conversations/{w.db_ids[app]}/messages")["messages"] for app in APPS},
         "documents": get("/office/documents"),
+        "group": get(f"/character/conversations/{w.group_id}/messages")["messages"],
         # A's own reads (list_notes) add audit entries; what matters is that nothing of B's lands here.
         "audit_tools": sorted({e["tool"] for e in get("/office/audit?limit=500")["entries"]}),
     }
@@ -142,6 +149,7 @@ def http(method: str, path: str, **kwargs: Any) -> Callable[[World, dict[str, st
             "doc": w.document_id,
             "approval": w.approval_id,
             "a_name": w.a_name,
+            "group": w.group_id,
         }
 
         def filled(value: Any) -> Any:
@@ -201,6 +209,10 @@ BY_ID = [
         http("POST", "/character/conversations/{db_character}/branches", json={"from_message_id": "{msg_character}"}),
         404,
     ),
+    ("A's group", http("GET", "/character/groups/{group}"), 404),
+    ("change A's group", http("PATCH", "/character/groups/{group}", json={"muted": ["seoyeon"]}), 404),
+    ("post in A's group", http("POST", "/character/groups/{group}/messages", json={"input_data": "hi"}), 404),
+    ("speak in A's group", http("POST", "/character/groups/{group}/speak", json={"speaker": "seoyeon"}), 404),
     ("document", http("GET", "/office/documents/{doc}"), 404),
     ("delete document", http("DELETE", "/office/documents/{doc}"), 404),
     ("approve A's call", http("POST", "/office/approvals/{approval}", json={"decision": "approve"}), 404),
@@ -220,6 +232,11 @@ BY_NAME = [
     ("delete conversation", http("DELETE", "/office/conversations/{db_office}?user_id={a_name}")),
     ("export", http("GET", "/character/conversations/{db_character}/export?user_id={a_name}")),
     ("conversation search", http("GET", "/character/search?q=hello&user_id={a_name}")),
+    ("groups", http("GET", "/character/groups?user_id={a_name}")),
+    (
+        "new group",
+        http("POST", "/character/groups", json={"members": ["seoyeon", "captain-rhea"], "user_id": "{a_name}"}),
+    ),
     (
         "branch",
         http(
@@ -284,6 +301,12 @@ DATA_ENDPOINTS = [
     ("POST", f"/character/conversations/{uuid.uuid4()}/branches"),
     ("POST", "/office/conversations/import"),
     ("GET", "/office/search?q=hello"),
+    ("GET", "/character/groups"),
+    ("POST", "/character/groups"),
+    ("GET", f"/character/groups/{uuid.uuid4()}"),
+    ("PATCH", f"/character/groups/{uuid.uuid4()}"),
+    ("POST", f"/character/groups/{uuid.uuid4()}/messages"),
+    ("POST", f"/character/groups/{uuid.uuid4()}/speak"),
     ("GET", "/character/search?q=hello"),
     ("PATCH", f"/office/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
     ("DELETE", f"/character/conversations/{uuid.uuid4()}/messages/{'a' * 24}"),
@@ -384,6 +407,9 @@ def test_over_websocket_another_accounts_conversation_is_not_found(world: World)
             )
         )
         assert (named["type"], named["code"]) == ("error", "user_id_not_yours"), named
+    speak = {"type": "speak", "db_id": world.group_id, "speaker": "seoyeon"}
+    answer = asyncio.run(ws_frames(world.gateway, "character", world.b_auth, speak))
+    assert (answer["type"], answer["code"], answer["field"]) == ("error", "not_found", "db_id"), answer
     assert snapshot(world) == before
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
@@ -30,11 +31,24 @@ from rest_framework.views import APIView
 from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal
 from webapp.accounts.models import Role
-from webapp.accounts.usage import upload_admit
+from webapp.accounts.usage import TurnLimits, upload_admit
 from webapp.characters import cards, library
-from webapp.chat.apis import BodySerializer, UserQuerySerializer, principal, query_owner
+from webapp.chat import group_chats, runtime
+from webapp.chat.apis import (
+    DB_ID_PARAM,
+    LLAMA_ERRORS,
+    BodySerializer,
+    ConversationSerializer,
+    MessageListApi,
+    UserQuerySerializer,
+    principal,
+    query_owner,
+    unknown_fields_refuse,
+)
 from webapp.chat.inputs import StrictCharField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, error_responses
+from webapp.chat.services import sampling_params
+from webapp.chat.turns import turn_collect
 
 CHARACTER_ID_PARAM = OpenApiParameter(
     "character_id", str, OpenApiParameter.PATH, description="a character's id (GET characters)"
@@ -473,3 +487,142 @@ class ConversationLorebooksApi(APIView):
         owner = principal(request).owner_for(body.validated_data.get("user_id"))
         attached = library.conversation_lorebooks_set(owner, str(db_id), body.validated_data["lorebooks"])
         return Response({"lorebooks": list(attached)})
+
+
+# --- group chats ------------------------------------------------------------------------
+
+
+def _body(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """A group body: its documented fields only (webapp.chat.apis.unknown_fields_refuse)."""
+    unknown_fields_refuse(request.data, serializer_class().fields)
+    body = serializer_class(data=request.data)
+    body.is_valid(raise_exception=True)
+    return dict(body.validated_data)
+
+
+class GroupListApi(APIView):
+    @extend_schema(
+        operation_id="groups_create",
+        request=group_chats.GroupCreateSerializer,
+        responses={201: ConversationSerializer, **error_responses(*BODY_ERRORS, 409)},
+        summary="Start a group chat of several characters",
+        description="A conversation whose replies come from its members, each in its own voice: post the user's "
+        "message to …/messages, then let each named speaker speak (POST …/speak, or a `speak` WebSocket frame).",
+    )
+    def post(self, request: Request) -> Response:
+        data = _body(group_chats.GroupCreateSerializer, request)
+        group = group_chats.group_create(
+            store=runtime.chat_store_get(), owner=principal(request).owner_for(data.get("user_id")), data=data
+        )
+        return Response(ConversationSerializer(group).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="groups_list",
+        parameters=[UserQuerySerializer],
+        responses={
+            200: inline_serializer("GroupList", {"groups": ConversationSerializer(many=True)}),
+            **error_responses(400),
+        },
+        summary="Your group chats, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        chats = runtime.chat_store_get().conversations_for_user(query_owner(request), limit=500)
+        return Response({"groups": ConversationSerializer([c for c in chats if c.is_group], many=True).data})
+
+
+class GroupDetailApi(APIView):
+    @extend_schema(
+        operation_id="groups_get",
+        parameters=[DB_ID_PARAM, UserQuerySerializer],
+        responses={200: ConversationSerializer, **error_responses(400, 404)},
+        summary="A group chat: its members, who is muted, and how speakers are picked",
+    )
+    def get(self, request: Request, db_id: Any) -> Response:
+        group = group_chats.group_owned(store=runtime.chat_store_get(), db_id=str(db_id), user_id=query_owner(request))
+        return Response(ConversationSerializer(group).data)
+
+    @extend_schema(
+        operation_id="groups_update",
+        parameters=[DB_ID_PARAM, UserQuerySerializer],
+        request=group_chats.GroupUpdateSerializer,
+        responses={200: ConversationSerializer, **error_responses(*BODY_ERRORS, 404)},
+        summary="Change a group: members, muted members, activation, title",
+    )
+    def patch(self, request: Request, db_id: Any) -> Response:
+        owner = query_owner(request)
+        data = _body(group_chats.GroupUpdateSerializer, request)
+        group = group_chats.group_update(store=runtime.chat_store_get(), db_id=str(db_id), owner=owner, data=data)
+        return Response(ConversationSerializer(group).data)
+
+
+class GroupMessageApi(APIView):
+    @extend_schema(
+        operation_id="groups_post",
+        parameters=[DB_ID_PARAM],
+        request=group_chats.GroupPostSerializer,
+        responses={
+            201: inline_serializer(
+                "GroupPosted",
+                {
+                    "message": MessageListApi.OutputSerializer(),
+                    "speakers": serializers.ListField(
+                        child=serializers.CharField(),
+                        help_text="who should answer, in order, by the group's activation ([] for manual): "
+                        "let each speak in turn",
+                    ),
+                },
+            ),
+            **error_responses(*BODY_ERRORS, 404),
+        },
+        summary="Say something in a group chat; the answer names who speaks next",
+    )
+    def post(self, request: Request, db_id: Any) -> Response:
+        data = _body(group_chats.GroupPostSerializer, request)
+        message, speakers = group_chats.group_post(
+            store=runtime.chat_store_get(),
+            db_id=str(db_id),
+            owner=principal(request).owner_for(data.get("user_id")),
+            text=data["input_data"],
+            seed=data.get("seed"),
+        )
+        body = {"message": MessageListApi.OutputSerializer(message).data, "speakers": speakers}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class GroupSpeakApi(APIView):
+    class InputSerializer(group_chats.GroupSpeakSerializer):
+        db_id = None  # from the path
+
+    @extend_schema(
+        operation_id="groups_speak",
+        parameters=[DB_ID_PARAM],
+        request=InputSerializer,
+        responses={
+            200: inline_serializer(
+                "GroupReply",
+                {
+                    "message": MessageListApi.OutputSerializer(),
+                    "speaker": serializers.CharField(),
+                },
+            ),
+            **LLAMA_ERRORS,
+            409: OpenApiResponse(description="message_id is not the group's last message"),
+        },
+        summary="A member replies to the group now (the next speaker, or one the user picks)",
+    )
+    def post(self, request: Request, db_id: Any) -> Response:
+        with runtime.CountedRequest() as counted:
+            data = _body(self.InputSerializer, request)
+            who = principal(request)
+            turn = group_chats.speak_request(
+                {**data, "db_id": str(db_id)},
+                owner=who.owner_for(data.get("user_id")),
+                user_name=data.get("user_id") or who.username,
+                role=who.role,
+                gate=TurnLimits(who, client_ip(request)),
+                sampling=sampling_params(runtime.model_spec_get().sampling),
+            )
+            done = async_to_sync(turn_collect)(turn, deps=runtime.turn_deps())
+            counted.succeeded()
+        assert done.message is not None
+        return Response({"message": MessageListApi.OutputSerializer(done.message).data, "speaker": turn.persona.id})

@@ -503,8 +503,20 @@ def persona_from_card(character_id: str, data: dict[str, Any], *, attached: Sequ
         examples=examples_split(data.get("mes_example", "")),
         alternate_greetings=tuple(_text(g) for g in data.get("alternate_greetings", []) if g.strip()),
         post_history=_text(data.get("post_history_instructions", "")),
+        talkativeness=talkativeness_of(data),
         binder=bind,
     )
+
+
+def talkativeness_of(data: dict[str, Any]) -> float:
+    """A card's `extensions.talkativeness` (SillyTavern writes it as text, "0.5"), within
+    0..1; 0.5 when it has none or it is not a number."""
+    raw = (data.get("extensions") or {}).get("talkativeness")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return 0.5
+    return min(1.0, max(0.0, value)) if value == value else 0.5  # NaN: none
 
 
 def _user_of(scope: ChatScope) -> UserPersona:

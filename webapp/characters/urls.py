@@ -16,6 +16,10 @@ urlpatterns = [
     path("lorebooks", apis.LorebookListApi.as_view(), name="lorebooks"),
     path("lorebooks/<str:lorebook_id>", apis.LorebookDetailApi.as_view(), name="lorebook"),
     path("lorebooks/<str:lorebook_id>/export", apis.LorebookExportApi.as_view(), name="lorebook-export"),
+    path("groups", apis.GroupListApi.as_view(), name="groups"),
+    path("groups/<uuid:db_id>", apis.GroupDetailApi.as_view(), name="group"),
+    path("groups/<uuid:db_id>/messages", apis.GroupMessageApi.as_view(), name="group-messages"),
+    path("groups/<uuid:db_id>/speak", apis.GroupSpeakApi.as_view(), name="group-speak"),
     path("user-persona", apis.UserPersonaApi.as_view(), name="user-persona"),
     path(
         "conversations/<uuid:db_id>/lorebooks", apis.ConversationLorebooksApi.as_view(), name="conversation-lorebooks"

@@ -393,6 +393,13 @@ class ConversationSerializer(serializers.Serializer):
     parent_message_id = serializers.CharField(
         allow_blank=True, help_text="a branch: the message there whose history it shares ('' for none)"
     )
+    members = serializers.ListField(
+        child=serializers.CharField(), help_text="a group chat's characters, in order ([] for a one-to-one chat)"
+    )
+    muted = serializers.ListField(child=serializers.CharField(), help_text="a group's members never picked to speak")
+    activation = serializers.CharField(
+        allow_blank=True, help_text="a group's way of picking who speaks: natural | list | manual ('' for none)"
+    )
 
 
 DB_ID_PARAM = OpenApiParameter(

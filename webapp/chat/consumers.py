@@ -13,17 +13,23 @@ Protocol (the README and the OpenAPI description say the same):
            {"type": "regenerate", "db_id", "user_id", "persona" | character fields, "message_id"?}
              answers the last user message again; the answer becomes the last reply's
              newest swipe (message_id, if given, must name that reply)
+           {"type": "speak", "db_id", "user_id", "speaker", "message_id"?}  a group chat (character
+             app): member `speaker` replies to the group as it stands (after POST
+             /character/groups/{db_id}/messages stored the user's message and named who speaks);
+             with message_id (the group's last reply) it answers again: a new swipe
            {"type": "stop"}
            {"type": "approval", "approval_id", "decision": "approve" | "deny"}  (a paused tool call)
            {"type": "resume", "message_id", "user_id", "offset"}  after a dropped connection: the
              rest of a reply still running (or just finished), from character `offset` on
   server → {"type": "status", "state", "model"}   on connect, and when the model is ready
-           {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates"}
+           {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates", "speaker"}
+             (`speaker`: a group's member writing the reply; "" in a one-to-one chat)
            {"type": "queued", "position"}         while waiting for a free slot (1 = next)
            {"type": "token", "text"}               as tokens arrive (several, if the socket lagged)
            {"type": "tool_call", "tool", "arguments", "status"}  running, then ok | error |
              approval_required (with "approval_id": the turn waits for an approval frame) | denied
-           {"type": "done", "message_id", "finish_reason", "usage", "timings", "sources", "tool_calls"}
+           {"type": "done", "message_id", "finish_reason", "usage", "timings", "sources", "tool_calls",
+             "speaker"}
            {"type": "resumed", "message_id", "offset"}  then the frames the socket missed, then live
            {"type": "error", "code", "message", "field"}   the socket stays usable
              (code "server_busy" adds "retry_after" seconds and "queue_size")
@@ -47,7 +53,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from webapp.accounts.identity import Principal
 from webapp.accounts.sockets import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, socket_principal
 from webapp.accounts.usage import TurnLimits
-from webapp.chat import inputs, runtime, services
+from webapp.chat import group_chats, inputs, runtime, services
 from webapp.chat.errors import error_frame
 from webapp.chat.resume import TurnStream, stream_find
 from webapp.chat.turns import (
@@ -126,9 +132,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if kind == "resume":
                 await self._resume(frame, principal)
                 return
-            if kind not in ("message", "regenerate"):
+            if kind not in ("message", "regenerate", "speak"):
                 raise ApplicationError(
-                    f"type: unknown frame type {kind!r} (expected message, regenerate, stop, approval or resume)",
+                    f"type: unknown frame type {kind!r} (expected message, regenerate, speak, stop, approval or "
+                    "resume)",
                     field="type",
                     code="unknown_type",
                 )
@@ -273,6 +280,7 @@ def _frame_of(event: TurnEvent) -> dict[str, Any]:
             "user_message_id": event.user_message_id,
             "persona": event.persona,
             "regenerates": event.regenerates,
+            "speaker": event.speaker,
         }
     assert isinstance(event, TurnDone) and event.message is not None
     meta = event.message.meta
@@ -290,6 +298,7 @@ def _frame_of(event: TurnEvent) -> dict[str, Any]:
         # The character app: the lorebook entries that fired, and where the prompt's tokens went.
         "lore": meta.get("lore", []),
         "budget": meta.get("prompt", {}).get("budget"),
+        "speaker": meta.get("speaker", ""),
     }
 
 
@@ -307,7 +316,18 @@ def _frame_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, A
 
 
 def _turn_request(kind: str, frame: dict[str, Any], principal: Principal, client: str | None) -> TurnRequest:
-    """A message or regenerate frame as a turn request; ValidationError names the field."""
+    """A message, regenerate or speak frame as a turn request; ValidationError names the field."""
+    if kind == "speak":
+        speak = group_chats.GroupSpeakSerializer(data={k: v for k, v in frame.items() if k != "type"})
+        speak.is_valid(raise_exception=True)
+        return group_chats.speak_request(
+            speak.validated_data,
+            owner=principal.owner_for(speak.validated_data.get("user_id")),
+            user_name=speak.validated_data.get("user_id") or principal.username,
+            role=principal.role,
+            gate=TurnLimits(principal, client),
+            sampling=services.sampling_params(runtime.model_spec_get().sampling),
+        )
     wiring = runtime.wiring_get()
     serializer_class = wiring.turn_serializer if kind == "message" else wiring.regenerate_serializer
     serializer = serializer_class(data={k: v for k, v in frame.items() if k != "type"})

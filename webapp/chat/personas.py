@@ -82,6 +82,7 @@ class Persona:
     post_history: str = ""  # after the history, never dropped (a card's post_history_instructions)
     user_description: str = ""  # the user persona, placed after the definition
     lore: LoreActivate | None = None
+    talkativeness: float = 0.5  # in a group chat, how likely it speaks unprompted (0..1; webapp.chat.groups)
     binder: Callable[[Persona, ChatScope], Persona] | None = field(default=None, compare=False)
 
     def bind(self, scope: ChatScope) -> Persona:

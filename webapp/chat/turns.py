@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -43,6 +43,7 @@ from webapp.chat import lifecycle
 from webapp.chat.assembly import Layout, layout_build, layout_first, layout_without_lowest_lore
 from webapp.chat.checkpoints import ReplyCheckpoint
 from webapp.chat.errors import GenerationFailedError, ServerBusyError
+from webapp.chat.groups import group_instruction, group_script
 from webapp.chat.personas import ChatScope, LoreItem, Persona
 from webapp.chat.services import messages_visible, prompt_history
 from webapp.core.errors import ApplicationError, ConflictError, NotFoundError
@@ -199,6 +200,10 @@ class TurnRequest:
     tool_mode: ToolMode | None = None
     tool_names: tuple[str, ...] | None = None
     swipe_of: str | None = None  # with text None: the reply the client means to answer again
+    # A group chat's turn (webapp.chat.groups): `persona` (a member) replies to the chat as
+    # it stands, no new message; `group_names` names every member by persona id.
+    speaks: bool = False
+    group_names: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,7 @@ class TurnStarted:
     user_message_id: str
     persona: str
     regenerates: str | None
+    speaker: str = ""  # a group chat's reply: the member writing it
 
 
 @dataclass(frozen=True)
@@ -332,6 +338,8 @@ class _Turn:
     persona: Persona | None = None  # bound to the chat (webapp.chat.personas.Persona.bind)
     layout: Layout | None = None  # round 1's prompt around the history (webapp.chat.assembly)
     budget: dict[str, int] | None = None  # round 1's prompt tokens by part
+    speaker: str = ""  # a group chat's reply: the member writing it
+    note: ChatMessage | None = None  # a system line after the persona (a group's whose-turn line)
 
 
 _releasing: set[asyncio.Future[Any]] = set()  # gate releases under way (held so they aren't collected)
@@ -413,16 +421,18 @@ async def _stateless(
 async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl) -> AsyncIterator[TurnEvent]:
     store = deps.store
     assert store is not None, "a stored turn needs the chat store"
-    start = _regenerate_start if request.text is None else _message_start
+    starts = {"speak": _speak_start, "regenerate": _regenerate_start, "message": _message_start}
+    start = starts["speak" if request.speaks else "regenerate" if request.text is None else "message"]
     turn = await _worker(start)(request, deps)
     control._attach(turn.handle)
-    assert turn.conversation is not None and turn.user_message is not None
+    assert turn.conversation is not None
     yield TurnStarted(
         conversation_id=turn.conversation.db_id,
         message_id=turn.assistant_message_id,
-        user_message_id=turn.user_message.id,
+        user_message_id=turn.user_message.id if turn.user_message is not None else "",
         persona=turn.persona_id,
         regenerates=turn.regenerates,
+        speaker=turn.speaker,
     )
     checkpoint = ReplyCheckpoint(
         store=store,
@@ -622,6 +632,7 @@ def _round_submit(
     sampling: SamplingParams,
     tools: tuple[ChatMessage, str] | None,
     tool_mode: ToolMode | None,
+    note: ChatMessage | None = None,
 ) -> tuple[Layout, GenerationHandle]:
     """Lay out and submit round 1; `tools` is the (instruction, grammar) of a round that may
     call a tool. When even no history leaves room, the lowest-priority lore goes, one entry
@@ -630,7 +641,7 @@ def _round_submit(
         # The call is not the reply: a short reply limit must not cut its JSON in half, and
         # its arguments are decoded greedily (the most likely value, not a creative one).
         sampling = replace(sampling, max_tokens=max(sampling.max_tokens, TOOL_CALL_MAX_TOKENS), temperature=0.0)
-    instruction = tools[0] if tools else None
+    instruction = tools[0] if tools else note
     layout = layout_first(
         persona,
         lore=lore,
@@ -703,6 +714,18 @@ def _owned(store: ChatStore, db_id: str, user_id: str) -> Conversation | None:
     return conversation
 
 
+def _group_refused(conversation: Conversation | None) -> Conversation | None:
+    """A one-to-one turn can't go to a group chat, whose replies each name their speaker."""
+    if conversation is not None and conversation.is_group:
+        raise ApplicationError(
+            f"db_id: {conversation.db_id} is a group chat: post to POST /character/groups/{conversation.db_id}/"
+            "messages and let its members speak (a speak frame, or POST …/speak)",
+            field="db_id",
+            code="group_chat",
+        )
+    return conversation
+
+
 def _first_round(
     deps: TurnDeps,
     request: TurnRequest,
@@ -742,7 +765,7 @@ def _first_round(
 def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
     store = deps.store
     assert store is not None and request.text is not None
-    conversation = _owned(store, request.db_id, request.user_id)
+    conversation = _group_refused(_owned(store, request.db_id, request.user_id))
     history = prompt_history(store.messages_recent(request.db_id)) if conversation is not None else []
     # Before grounding: a bad tool_names must not cost the user a (rate-limited) web search.
     offered: tuple[tuple[str, str, dict[str, Any]], ...] = ()
@@ -798,7 +821,7 @@ def _message_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
 def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
     store = deps.store
     assert store is not None
-    conversation = _owned(store, request.db_id, request.user_id)
+    conversation = _group_refused(_owned(store, request.db_id, request.user_id))
     if conversation is None:
         raise NotFoundError(f"no conversation {request.db_id} for this user_id", field="db_id")
     messages = messages_visible(store.messages_recent(request.db_id))
@@ -836,6 +859,80 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
         sampling=request.sampling,
         layout=layout,
         budget=_budget_measure(deps.engine, persona=persona, layout=layout, handle=handle, user=prompt_user.content),
+    )
+
+
+def _speak_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
+    """A group member (`request.persona`) replies to the chat as it stands: the group's next
+    speaker, or one the user made speak now. With `swipe_of` (the chat's last message, a
+    reply) it answers again in its place: the reply's newest swipe."""
+    store = deps.store
+    assert store is not None
+    conversation = _owned(store, request.db_id, request.user_id)
+    if conversation is None or not conversation.is_group:
+        raise NotFoundError(f"no group chat {request.db_id} for this user_id", field="db_id")
+    speaker = request.persona.id
+    if speaker not in conversation.members:
+        raise ApplicationError(
+            f"speaker: {speaker!r} is not a member of this group", field="speaker", code="not_a_member"
+        )
+    messages = messages_visible(store.messages_recent(request.db_id))
+    regenerates = None
+    if request.swipe_of is not None:
+        last = messages[-1] if messages else None
+        if last is None or last.id != request.swipe_of or last.role != "assistant":
+            raise ConflictError(
+                "message_id: only the group's last message, a reply, can be answered again",
+                field="message_id",
+                code="not_the_last_reply",
+            )
+        regenerates, messages = last.id, messages[:-1]
+    history = prompt_history(messages)
+    names = dict(request.group_names or {})
+    persona = replace(_persona_bound(request, conversation), greeting="")  # its greeting was never said here
+    script = group_script(history, speaker=speaker, names=names, user_name=request.user_name)
+    if script and script[-1].role == "user":
+        prompt_user, earlier = script[-1], script[:-1]
+    else:  # it spoke last, or nobody has yet
+        prompt_user, earlier = ChatMessage("user", f"[{persona.name} speaks next.]"), script
+    note = group_instruction(
+        speaker_name=persona.name,
+        member_names=[names.get(m, m) for m in conversation.members],
+        user_name=request.user_name,
+    )
+    layout, handle = _round_submit(
+        deps.engine,
+        persona=persona,
+        lore=_lore(deps.engine, persona, history=history, text=""),
+        history=earlier,
+        user=prompt_user,
+        sampling=request.sampling,
+        tools=None,
+        tool_mode=None,
+        note=note,
+    )
+    kept = handle.plan.history_kept
+    # The stored messages the prompt saw: the kept part of `earlier` (one line per message),
+    # and the last message when it is the prompt's own user turn.
+    in_earlier = history[: len(earlier)]
+    seen = list(in_earlier[len(in_earlier) - kept :] if kept else [])
+    if len(earlier) < len(script):
+        seen.append(history[-1])
+    return _Turn(
+        persona_id=speaker,
+        persona=persona,
+        handle=handle,
+        prompt_user=prompt_user,
+        history=seen,
+        conversation=conversation,
+        user_message=next((m for m in reversed(history) if m.role == "user"), None),
+        assistant_message_id=store.message_id_new(),
+        regenerates=regenerates,
+        sampling=request.sampling,
+        layout=layout,
+        budget=_budget_measure(deps.engine, persona=persona, layout=layout, handle=handle, user=prompt_user.content),
+        speaker=speaker,
+        note=note,
     )
 
 
@@ -924,6 +1021,8 @@ def _budget_measure(
 def _checkpoint_meta(turn: _Turn) -> dict[str, Any]:
     """What a reply cut short by a crash keeps besides its text."""
     meta: dict[str, Any] = {}
+    if turn.speaker:
+        meta["speaker"] = turn.speaker
     if turn.regenerates:
         meta["regenerates"] = turn.regenerates
     if turn.sources:
@@ -984,7 +1083,7 @@ def chat_turn_finish(
         turn.conversation,
         role="assistant",
         content=content,
-        persona=turn.persona_id,
+        persona=turn.conversation.persona if turn.speaker else turn.persona_id,  # a group keeps its own
         meta=meta,
         message_id=turn.assistant_message_id,
     )

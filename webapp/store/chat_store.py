@@ -2,8 +2,10 @@
 
 Documents:
   conversations  {_id: "<app>:<db_id>", app, db_id, user_id, persona, title, greeting,
-                  lorebooks, message_count, created_at, updated_at, parent?}
+                  lorebooks, message_count, created_at, updated_at, parent?, group?}
                  `parent` {db_id, message_id, seq}: a branch, forked from that message.
+                 `group` {members, muted, activation}: a group chat (character app) of
+                 these personas; each reply's `speaker` says which one wrote it.
                  `greeting`: which of the persona's greetings the chat started with;
                  `lorebooks`: standalone lorebooks attached to the chat (character app).
   messages       {_id, app, conversation_id: db_id, seq, role, content,
@@ -18,6 +20,7 @@ Documents:
                  `regenerates` (written before swipes) names the assistant message this one
                  replaced; the old one stays stored and is left out of prompts and the UI.
                  `sources` (office) lists the document chunks the reply was grounded on.
+                 `speaker` (a group chat's reply) is the persona that wrote it.
   checkpoints    {_id: message id, app, conversation_id, persona, content, meta, updated_at}
                  a reply while it streams, rewritten every second or so and deleted once
                  the reply is stored. One left behind means the process died mid-reply: at
@@ -93,6 +96,13 @@ class Conversation:
     lorebooks: tuple[str, ...] = ()  # the character app's standalone lorebooks attached to this chat
     parent_id: str = ""  # a branch: the conversation it was forked from ("" for none)
     parent_message_id: str = ""  # and the message there it shares the history up to
+    members: tuple[str, ...] = ()  # a group chat's personas, in the group's order (() for a 1:1 chat)
+    muted: tuple[str, ...] = ()  # members never picked to speak (the user can still make one speak)
+    activation: str = ""  # a group's way of picking speakers: natural | list | manual
+
+    @property
+    def is_group(self) -> bool:
+        return bool(self.members)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Conversation:
@@ -109,6 +119,9 @@ class Conversation:
             lorebooks=tuple(str(x) for x in doc.get("lorebooks") or ()),
             parent_id=str((doc.get("parent") or {}).get("db_id", "")),
             parent_message_id=str((doc.get("parent") or {}).get("message_id", "")),
+            members=tuple(str(x) for x in (doc.get("group") or {}).get("members") or ()),
+            muted=tuple(str(x) for x in (doc.get("group") or {}).get("muted") or ()),
+            activation=str((doc.get("group") or {}).get("activation", "")),
         )
 
 
@@ -140,6 +153,7 @@ class Message:
             "swipe_id",
             "edits",
             "edited_at",
+            "speaker",
         )
         return cls(
             id=str(doc["_id"]),
@@ -266,12 +280,22 @@ class ChatStore:
         return conversation
 
     def conversation_create(
-        self, *, db_id: str, user_id: str, persona: str, title: str, greeting: int = 0
+        self,
+        *,
+        db_id: str,
+        user_id: str,
+        persona: str,
+        title: str,
+        greeting: int = 0,
+        group: dict[str, Any] | None = None,
     ) -> Conversation:
+        """A new, empty conversation; with `group` ({members, muted, activation}) a group chat."""
         now = _now()
         doc = self._conversation_doc(
             db_id=db_id, user_id=user_id, persona=persona, title=title, greeting=greeting, count=0, times=(now, now)
         )
+        if group is not None:
+            doc["group"] = storable(group)
         with self._db_lock:
             self._conversations.insert_one(doc)
         conversation = Conversation.from_doc(doc)
@@ -290,6 +314,7 @@ class ChatStore:
         greeting: int = 0,
         lorebooks: tuple[str, ...] = (),
         parent: dict[str, Any] | None = None,
+        group: dict[str, Any] | None = None,
     ) -> Conversation:
         """A new conversation holding `messages` (oldest first), written as one batch.
 
@@ -327,6 +352,8 @@ class ChatStore:
             doc["lorebooks"] = list(lorebooks)
         if parent:
             doc["parent"] = parent
+        if group:
+            doc["group"] = storable(group)
         if self.conversation_get(db_id) is not None:
             raise KeyError(f"conversation {db_id} exists already")
         with self._db_lock:
@@ -368,6 +395,11 @@ class ChatStore:
             greeting=source.greeting,
             lorebooks=source.lorebooks,
             parent={"db_id": db_id, "message_id": message_id, "seq": fork.seq},
+            group=(
+                {"members": list(source.members), "muted": list(source.muted), "activation": source.activation}
+                if source.is_group
+                else None
+            ),
         )
 
     def conversation_lorebooks_set(self, conversation: Conversation, lorebooks: tuple[str, ...]) -> Conversation:
@@ -380,6 +412,30 @@ class ChatStore:
             active = self._cache.get(conversation.db_id)
             current = active.conversation if active is not None else conversation
             updated = replace(current, lorebooks=lorebooks)
+            if active is not None:
+                active.conversation = updated
+            return updated
+
+    def conversation_group_set(self, conversation: Conversation, group: dict[str, Any]) -> Conversation:
+        """Change a group chat's settings ({members, muted, activation}, and `title`); the
+        conversation as it is now."""
+        title = group.get("title")
+        settings = {k: group[k] for k in ("members", "muted", "activation")}
+        changes: dict[str, Any] = {"group": storable(settings)}
+        if title is not None:
+            changes["title"] = storable(title)
+        with self._cache_lock:
+            with self._db_lock:
+                self._conversations.update_one({"_id": self._key(conversation.db_id)}, {"$set": changes})
+            active = self._cache.get(conversation.db_id)
+            current = active.conversation if active is not None else conversation
+            updated = replace(
+                current,
+                members=tuple(settings["members"]),
+                muted=tuple(settings["muted"]),
+                activation=settings["activation"],
+                title=title if title is not None else current.title,
+            )
             if active is not None:
                 active.conversation = updated
             return updated
