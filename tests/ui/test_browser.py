@@ -855,3 +855,61 @@ def stored_all(base: str, app: str, db_id: str, visitor: Visitor) -> list[dict]:
     )
     assert response.status_code == 200, response.text
     return response.json()["messages"]
+
+
+def test_a_group_chat_of_two_characters_in_the_browser(page, base):
+    """A group of two, everyone in order: one message, two replies, each by its member;
+    then a muted member is skipped by the next round but can be made to speak."""
+    visitor = visitor_of(page)
+    open_app(page, base, "character")
+    page.locator("[data-testid=group-new]").click()
+    dialog = page.locator("[data-testid=group-dialog]")
+    dialog.locator("[data-testid=group-choice][value=captain-rhea]").check()
+    dialog.locator("[data-testid=group-choice][value=seoyeon]").check()
+    dialog.locator("[data-testid=group-form-activation]").select_option("list")
+    dialog.locator("[data-testid=group-create]").click()
+    page.wait_for_selector("[data-testid=group-bar]:not([hidden])")
+    members = page.locator("[data-testid=group-member]")
+    assert [members.nth(i).get_attribute("data-member") for i in range(members.count())] == ["captain-rhea", "seoyeon"]
+    db_id = page.evaluate("location.hash.slice(1)")
+    item = page.locator(f"[data-testid=conversation-item][data-db-id='{db_id}']")
+    assert item.get_attribute("data-group") == "true" and "서연" in item.inner_text()
+
+    send(page, "Hello, crew!")
+    replies = page.locator("[data-testid=message][data-role=assistant]")
+    page.wait_for_function(
+        """() => {
+            const done = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')]
+              .filter((m) => m.dataset.streaming === 'false' && m.querySelector('[data-testid=reply-stats]'));
+            return done.length === 2;
+        }"""
+    )
+    assert [replies.nth(i).locator(".message-name").inner_text() for i in range(2)] == ["Captain Rhea", "서연"]
+    user, first, second = stored(base, "character", db_id, visitor)
+    assert user["content"] == "Hello, crew!"
+    assert [first["meta"]["speaker"], second["meta"]["speaker"]] == ["captain-rhea", "seoyeon"]
+    assert [replies.nth(i).get_attribute("data-message-id") for i in range(2)] == [first["id"], second["id"]]
+
+    seoyeon = page.locator("[data-testid=group-member][data-member=seoyeon]")
+    seoyeon.locator("[data-testid=group-mute]").click()
+    page.wait_for_selector("[data-testid=group-member][data-member=seoyeon].is-muted")
+    groups = requests.get(f"{base}/character/groups/{db_id}", headers=visitor.auth, timeout=10).json()
+    assert groups["muted"] == ["seoyeon"]
+    page.locator("[data-testid=group-member][data-member=seoyeon] [data-testid=group-speak]").click()
+    page.wait_for_function(
+        """() => {
+            const done = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')]
+              .filter((m) => m.dataset.streaming === 'false' && m.querySelector('[data-testid=reply-stats]'));
+            return done.length === 3;
+        }"""
+    )
+    third = stored(base, "character", db_id, visitor)[-1]
+    assert third["meta"]["speaker"] == "seoyeon", "speak now: a muted member too"
+
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    page.wait_for_selector("[data-testid=group-bar]:not([hidden])")
+    names = page.locator("[data-testid=message][data-role=assistant] .message-name")
+    names.nth(2).wait_for()
+    assert [names.nth(i).inner_text() for i in range(3)] == ["Captain Rhea", "서연", "서연"]
+    screenshot(page, "group-chat.png")

@@ -16,7 +16,8 @@ export function composerUpdate() {
     els.input.placeholder = state.model.state === 'failed' ? 'The model is unavailable' : 'Model loading…';
   } else {
     const name = state.persona ? personaName(state.persona) : '';
-    els.input.placeholder = name ? `Message ${name}…` : 'Message…';
+    if (state.group) els.input.placeholder = `Message ${state.group.title || 'the group'}…`;
+    else els.input.placeholder = name ? `Message ${name}…` : 'Message…';
   }
   const length = els.input.value.length;
   const command = hooks.composerTyped(els.input.value); // an office slash command

@@ -6,6 +6,7 @@ import { API, personaName, state, uuid4 } from './state.js';
 import { els, icon, node } from './dom.js';
 import { api, apiSend } from './api.js';
 import { errorClear, errorShow } from './banner.js';
+import { hooks } from './hooks.js';
 import { composerUpdate } from './composer.js';
 import { drawerClose, isPhone } from './drawer.js';
 import { pickerSync } from './personas.js';
@@ -46,6 +47,7 @@ export function newChat(personaId) {
   state.greeting = 0;
   state.dbId = uuid4();
   state.stored = false;
+  state.group = null;
   pickerSync();
   els.messages.replaceChildren();
   greetingAppend(state.persona);
@@ -53,6 +55,7 @@ export function newChat(personaId) {
   hashSet(null);
   document.title = `${pageTitle()}`;
   conversationsRender();
+  hooks.conversationShown();
   composerUpdate();
   drawerClose();
   if (!isPhone() && !els.input.disabled) els.input.focus();
@@ -101,8 +104,10 @@ export async function openConversation(dbId, target) {
   state.stored = true;
   state.persona = conv ? conv.persona : state.defaultPersona;
   state.greeting = conv && Number.isInteger(conv.greeting) ? conv.greeting : 0;
+  state.group = conv && Array.isArray(conv.members) && conv.members.length ? conv : null;
   pickerSync();
   threadRender(data.messages || [], { before: data.before });
+  hooks.conversationShown();
   if (target) messageReveal(target.messageId);
   hashSet(dbId);
   document.title = conv && conv.title ? `${conv.title} · ${pageTitle()}` : pageTitle();
@@ -158,7 +163,10 @@ export function conversationsRender() {
     const time = node('time', null, relativeTime(conv.updated_at));
     time.dateTime = conv.updated_at || '';
     time.title = conv.updated_at ? new Date(conv.updated_at).toLocaleString() : '';
-    meta.append(time, document.createTextNode(` · ${personaName(conv.persona)}`));
+    const group = Array.isArray(conv.members) && conv.members.length > 0;
+    const who = group ? conv.members.map(personaName).join(', ') : personaName(conv.persona);
+    meta.append(time, document.createTextNode(` · ${who}`));
+    if (group) li.dataset.group = 'true';
     if (conv.parent_id) {
       const parent = state.conversations.find((c) => c.db_id === conv.parent_id);
       const mark = node('span', 'conversation-branch', ' · branch');

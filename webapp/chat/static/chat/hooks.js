@@ -13,6 +13,8 @@ export const hooks = {
   bind() {},
   /** Runs once personas and chats are loaded, before the first chat opens. */
   start() {},
+  /** A chat is on screen: a new one, or a stored one just opened (state.group: a group chat). */
+  conversationShown() {},
   /**
    * The composer's text, on every composer update: true when it is a command run here
    * (no length limit, no socket needed). May update the hint line under the composer.

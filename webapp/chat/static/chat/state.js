@@ -20,6 +20,7 @@ export const state = {
   greeting: 0, // character app: which of the persona's greetings the chat on screen starts with
   userName: USERNAME, // character app: who the user is in role-play ({{user}}), GET /user-persona
   dbId: null, // conversation on screen
+  group: null, // the group chat on screen (its conversation: members, muted, activation), or null
   stored: false, // the server has this conversation
   conversations: [],
   model: { state: 'unknown', name: config.model || '', error: null },

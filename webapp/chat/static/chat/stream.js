@@ -71,6 +71,12 @@ export function sendMessage(text) {
 
 export function regenerate(oldArticle) {
   if (state.stream || !wsOpen() || state.model.state !== 'ready') return;
+  if (state.group) {
+    // A group's reply is answered again by the member who wrote it.
+    const speaker = (messageData.get(oldArticle).meta || {}).speaker;
+    if (speaker) speak(speaker, { replaces: oldArticle });
+    return;
+  }
   const frame = { type: 'regenerate', db_id: state.dbId, persona: state.persona };
   const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
   bubble.classList.add('is-new');
@@ -80,8 +86,42 @@ export function regenerate(oldArticle) {
   streamBegin('regenerate', frame, { bubble, replaced: oldArticle });
 }
 
-function streamBegin(kind, frame, { userEl, bubble, replaced }) {
+/**
+ * A group chat's member replies now (the group's next speaker, or one the user picked);
+ * with `replaces` (the group's last reply) it answers again in its place, a new swipe.
+ * Resolves with the stream once it has ended (`completed`: its reply was stored), or
+ * null when it could not start.
+ */
+export function speak(speaker, { replaces } = {}) {
+  return new Promise((resolve) => {
+    if (state.stream || !state.group) {
+      resolve(null);
+      return;
+    }
+    if (state.model.state !== 'ready' || !wsOpen()) {
+      errorShow({ code: 'model_loading', message: 'The model is not ready (or the connection is down); try again in a moment.' });
+      resolve(null);
+      return;
+    }
+    const frame = { type: 'speak', db_id: state.dbId, speaker };
+    const bubble = messageCreate('assistant', { streaming: true, persona: speaker });
+    if (replaces) {
+      frame.message_id = messageData.get(replaces).id;
+      bubble.classList.add('is-new');
+      replaces.replaceWith(bubble);
+    } else {
+      messageAppend(bubble);
+    }
+    regenerateButtonsUpdate();
+    if (nearBottom()) scrollToBottom();
+    streamBegin('speak', frame, { bubble, replaced: replaces, onEnd: resolve });
+  });
+}
+
+function streamBegin(kind, frame, { userEl, bubble, replaced, onEnd }) {
   state.stream = {
+    onEnd: onEnd || null,
+    completed: false,
     kind,
     frame,
     dbId: frame.db_id,
@@ -105,6 +145,8 @@ function streamBegin(kind, frame, { userEl, bubble, replaced }) {
 
 function streamEnd(s) {
   if (state.stream === s) state.stream = null;
+  // After the caller has finished with this reply's bubble (a group's next member may start).
+  if (s.onEnd) setTimeout(() => s.onEnd(s), 0);
   clearTimeout(s.stopTimer);
   if (state.busy && state.busy.stream === s) busyCancel();
   state.queuePosition = null;
@@ -185,6 +227,7 @@ export function onStart(frame) {
 export function onDone(frame) {
   const s = state.stream;
   if (!s) return;
+  s.completed = !s.stopRequested && frame.finish_reason !== 'stopped';
   streamEnd(s);
   const data = messageData.get(s.bubble);
   data.text = s.text;
@@ -200,6 +243,7 @@ export function onDone(frame) {
     sources: Array.isArray(frame.sources) ? frame.sources : [],
     tool_calls: Array.isArray(frame.tool_calls) ? frame.tool_calls : [],
   };
+  if (frame.speaker) data.meta.speaker = frame.speaker; // a group's member: who answers it again
   const stick = nearBottom();
   bubbleFinish(s.bubble, {});
   if (s.userEl) messageActionsSet(s.userEl);
@@ -284,6 +328,8 @@ function streamTakeBack(s) {
     if (s.dbId === state.dbId) restoreInput(s.frame.input_data);
   } else if (s.replaced && s.bubble.isConnected) {
     s.bubble.replaceWith(s.replaced);
+  } else if (s.kind === 'speak') {
+    s.bubble.remove();
   }
   introUpdate();
   regenerateButtonsUpdate();

@@ -522,7 +522,7 @@ function swipeNav(article) {
 export function greetingAppend(personaId, { first = false } = {}) {
   const persona = state.personas.get(personaId);
   const total = greetingsOf(persona).length;
-  if (!IS_CHARACTER || !total) return;
+  if (!IS_CHARACTER || !total || state.group) return; // a group starts with the user's message
   if (state.greeting >= total) state.greeting = 0;
   const article = messageCreate('assistant', { text: '', greeting: true, persona: personaId });
   greetingShow(article, persona, state.greeting);
@@ -547,6 +547,16 @@ export function introUpdate() {
   els.messages.querySelectorAll('.greeting-nav').forEach((nav) => {
     nav.hidden = hasTurns || state.stored;
   });
+  if (state.group && !hasTurns) {
+    const title = state.group.title || 'Group chat';
+    avatarFill(els.introAvatar, title, null);
+    els.introName.textContent = title;
+    els.introDescription.textContent = `A group chat with ${state.group.members.map(personaName).join(', ')}.`;
+    els.introHint.textContent = 'Say something to start; name a character to have them answer first.';
+    els.introHint.hidden = false;
+    els.intro.hidden = false;
+    return;
+  }
   const persona = state.personas.get(state.persona);
   if (hasTurns || !persona) {
     els.intro.hidden = true;
@@ -577,7 +587,9 @@ function pageArticles(messages, o) {
   for (const m of messages) {
     if (m.role === 'assistant' && state.replaced.has(m.id)) continue;
     if (m.role !== 'user' && m.role !== 'assistant') continue;
-    const article = messageCreate(m.role, { id: m.id, text: m.content, meta: m.meta || {} });
+    // A group's reply shows its speaker (meta.speaker); any other, the chat's persona.
+    const speaker = (m.meta && m.meta.speaker) || undefined;
+    const article = messageCreate(m.role, { id: m.id, text: m.content, meta: m.meta || {}, persona: speaker });
     if (m.role === 'assistant') {
       const wasCut = o.interrupted && o.interrupted.messageId && o.interrupted.messageId === m.id;
       if (wasCut) o.interruptedShown = true;
