@@ -320,14 +320,26 @@ def test_regenerate_adds_a_swipe_to_the_last_reply_and_keeps_the_old_one(store: 
         start = await communicator.receive_json_from(timeout=TIMEOUT)
         while (frame := await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token":
             pass
-        # Naming another reply than the last one is refused; nothing runs.
+        # An earlier reply is answered again too, from the history before it.
         await communicator.send_json_to(
             {"type": "regenerate", "db_id": db_id, "user_id": user_id, "message_id": first_start["message_id"]}
+        )
+        earlier = await communicator.receive_json_from(timeout=TIMEOUT)
+        while (earlier_done := await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "token":
+            pass
+        # Naming a user message is refused; nothing runs.
+        await communicator.send_json_to(
+            {"type": "regenerate", "db_id": db_id, "user_id": user_id, "message_id": first_start["user_message_id"]}
         )
         refused = await communicator.receive_json_from(timeout=TIMEOUT)
         await closed(communicator)
 
-        assert (refused["type"], refused["code"], refused["field"]) == ("error", "not_the_last_reply", "message_id")
+        assert (refused["type"], refused["code"], refused["field"]) == ("error", "not_a_reply", "message_id")
+        assert earlier["regenerates"] == first_start["message_id"] and earlier_done["type"] == "done"
+        assert earlier_done["message_id"] == first_start["message_id"]
+        first = store.message_get(db_id, first_start["message_id"])
+        assert first is not None and len(first.meta["swipes"]) == 2 and first.meta["swipe_id"] == 1
+        assert first.meta["prompt"]["history_message_ids"] == [], "as it was then: nothing before its question"
         assert start["type"] == "start" and frame["type"] == "done"
         assert start["regenerates"] == second_start["message_id"]
         assert start["user_message_id"] == second_start["user_message_id"]

@@ -129,8 +129,8 @@ def test_swipes_edits_and_deletion_through_rest(http, gateway, db_id, user_id):
     assert [s["content"] for s in body["meta"]["swipes"]][:1] == [reply["content"]]
     assert messages(http, gateway, "office", db_id, user_id)[1] == body
 
-    not_last = http.post(f"{base}/{user['id']}/swipes", params=who, timeout=30)
-    assert not_last.status_code == 409 and not_last.json()["error"]["field"] == "message_id"
+    not_a_reply = http.post(f"{base}/{user['id']}/swipes", params=who, timeout=30)
+    assert not_a_reply.status_code == 400 and not_a_reply.json()["error"]["code"] == "not_a_reply"
 
     chosen = http.patch(f"{base}/{reply['id']}", params=who, json={"swipe_id": 0}, timeout=10)
     assert chosen.status_code == 200, chosen.text
@@ -192,11 +192,26 @@ def test_a_branch_forks_a_chat_at_a_message(http, gateway, db_id, user_id):
         ({"from_message_id": "not-an-id"}, 400, "from_message_id"),
         ({}, 400, "from_message_id"),
         ({"from_message_id": original[0]["id"], "title": "x"}, 400, "title"),
+        ({"from_message_id": original[1]["id"], "content": "a reply is not resent"}, 400, "content"),
+        ({"from_message_id": original[0]["id"], "content": ""}, 400, "content"),
+        ({"from_message_id": original[0]["id"], "content": "x" * 501}, 400, "content"),
     ):
         refused = http.post(url, params=who, json=body, timeout=10)
         assert refused.status_code == status and refused.json()["error"]["field"] == field, (body, refused.text)
     someone_else = http.post(url, params={"user_id": f"{user_id}-x"}, json={"from_message_id": original[1]["id"]})
     assert someone_else.status_code == 404
+
+    # Edit and send again: a branch that ends on the edited message, the original untouched.
+    resent = http.post(url, params=who, json={"from_message_id": original[2]["id"], "content": "TWO"}, timeout=30)
+    assert resent.status_code == 201, resent.text
+    again = messages(http, gateway, "office", resent.json()["db_id"], user_id)
+    assert [(m["role"], m["content"]) for m in again] == [
+        ("user", "one"),
+        ("assistant", original[1]["content"]),
+        ("user", "TWO"),
+    ]
+    assert again[2]["meta"]["edits"][0]["content"] == "two"
+    assert messages(http, gateway, "office", db_id, user_id) == original
 
 
 def test_a_chat_round_trips_through_sillytavern_jsonl_and_a_bad_file_leaves_nothing(http, gateway, db_id, user_id):

@@ -35,8 +35,9 @@ def test_seed_indexes_every_message_for_search_and_one_holds_the_needle(tmp_path
     store = ChatStore(database_get(config), app="office", embedded=True, messages=message_log_get(config))
     try:
         assert store.terms_pending_count() == 0
-        assert [m.content for _, m in store.messages_search("a7", [NEEDLE], limit=5)] == ["Where is Zanzibar?"]
-        assert len(store.messages_search("a7", [COMMON], limit=1000)) == 30 + 500 + 10
+        mine = store.conversations_all("a7")
+        assert [m.content for _, m in store.messages_search(mine, [NEEDLE], limit=5)] == ["Where is Zanzibar?"]
+        assert len(store.messages_search(mine, [COMMON], limit=1000)) == 30 + 500 + 10
     finally:
         message_log_get.cache_clear()
         database_get.cache_clear()

@@ -567,3 +567,18 @@ def test_a_branch_copies_the_path_and_no_change_reaches_the_other_branch(tmp_pat
     assert reopened is not None and reopened.parent_id == "c1"
     assert store.conversation_branch("c1", message_id="0" * 24, new_db_id="b2") is None
     assert store.conversation_branch("nope", message_id=reply.id, new_db_id="b3") is None
+
+
+def test_edit_and_send_again_branches_with_the_edited_message_last(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    chat_add(store, conversation, 4)  # m0 (user), m1, m2 (user), m3
+    before = store.messages_all("c1")
+
+    branch = store.conversation_branch("c1", message_id=before[2].id, new_db_id="b1", content="m2, said better")
+
+    assert branch is not None and branch.message_count == 3
+    copied = store.messages_all("b1")
+    assert [m.content for m in copied] == ["m0", "m1", "m2, said better"]
+    assert [e["content"] for e in copied[2].meta["edits"]] == ["m2"] and copied[2].meta["edited_at"]
+    assert store.messages_all("c1") == before, "the past stays as it was"

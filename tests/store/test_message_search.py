@@ -150,11 +150,23 @@ def test_chat_store_searches_only_the_users_own_conversations(tmp_path: Path) ->
     store.message_append(mine, role="assistant", content="the budget is fine", persona="p")
 
     assert store.terms_pending_count() == 3
-    assert store.terms_index(words, limit=2) == 2 and store.terms_index(words, limit=2) == 1
+    assert store.terms_pending_count(conversation_ids=["c2"]) == 1
+    assert store.terms_index(words, limit=5, conversation_ids=["c2"]) == 1, "one user's pending messages first"
+    assert store.terms_pending_count() == 2 and store.terms_pending_count(conversation_ids=["c2"]) == 0
+    assert store.terms_index(words, limit=1) == 1 and store.terms_index(words, limit=2) == 1
     assert store.terms_index(words, limit=2) == 0 and store.terms_pending_count() == 0
 
-    hits = store.messages_search("alice", ["budget"], limit=10)
+    alice = store.conversations_all("alice")
+    assert list(alice) == ["c1"] and alice["c1"].title == "Budget talk"
+    hits = store.messages_search(alice, ["budget"], limit=10)
     assert [(c.db_id, m.content) for c, m in hits] == [("c1", "the budget is fine"), ("c1", "budget plan")]
-    assert hits[0][0].title == "Budget talk"
-    assert store.messages_search("alice", ["secrets"], limit=10) == [], "bob's messages are never searched"
-    assert store.messages_search("nobody", ["budget"], limit=10) == []
+    assert store.messages_search(alice, ["secrets"], limit=10) == [], "bob's messages are never searched"
+    assert store.messages_search(store.conversations_all("nobody"), ["budget"], limit=10) == []
+
+
+def test_pending_messages_can_be_taken_conversation_by_conversation(log: MessageLog) -> None:
+    log.insert([doc("a", 0, "one"), doc("b", 0, "two"), doc("b", 1, "three")])
+
+    assert log.terms_pending_count(conversation_ids=["b"]) == 2
+    assert {d["content"] for d in log.terms_pending(10, conversation_ids=["b"])} == {"two", "three"}
+    assert log.terms_pending(10, conversation_ids=[]) == [] and log.terms_pending_count(conversation_ids=[]) == 0

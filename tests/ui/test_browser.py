@@ -913,3 +913,45 @@ def test_a_group_chat_of_two_characters_in_the_browser(page, base):
     names.nth(2).wait_for()
     assert [names.nth(i).inner_text() for i in range(3)] == ["Captain Rhea", "서연", "서연"]
     screenshot(page, "group-chat.png")
+
+
+def test_an_earlier_reply_gets_another_answer_and_an_edit_is_sent_again_on_a_branch(page, base):
+    visitor = visitor_of(page)
+    open_app(page, base, "office")
+    for text in ("First question.", "Second question."):
+        send(page, text)
+        wait_done(page)
+    db_id = page.locator("[data-testid=conversation-item]").first.get_attribute("data-db-id")
+    _, r1, u2, r3 = stored(base, "office", db_id, visitor)
+    swiped = requests.post(
+        f"{base}/office/conversations/{db_id}/messages/{r1['id']}/swipes", headers=visitor.auth, timeout=180
+    )
+    assert swiped.status_code == 200, swiped.text
+    page.reload()
+    earlier = page.locator(f"[data-testid=message][data-message-id='{r1['id']}']")
+    assert earlier.locator("[data-testid=swipe-counter]").inner_text() == "2/2"
+
+    earlier.locator("[data-testid=swipe-next]").click()  # past the last: a third answer, in place
+    page.wait_for_selector(f"[data-testid=message][data-message-id='{r1['id']}'] >> text=3/3")
+    after = stored(base, "office", db_id, visitor)
+    assert len(after[1]["meta"]["swipes"]) == 3 and after[1]["meta"]["swipe_id"] == 2
+    assert after[1]["meta"]["prompt"]["history_message_ids"] == [], "answered as it was then"
+    assert after[3] == r3, "the later reply is untouched"
+
+    mine = page.locator(f"[data-testid=message][data-message-id='{u2['id']}']")
+    mine.locator("[data-testid=edit-message]").click()
+    mine.locator("[data-testid=edit-input]").fill("Second question, asked better.")
+    mine.locator("[data-testid=edit-resend]").click()
+    page.wait_for_function("(old) => location.hash && location.hash.slice(1) !== old", arg=db_id)
+    branch_id = page.evaluate("location.hash.slice(1)")
+    wait_done(page)
+    branched = stored(base, "office", branch_id, visitor)
+    assert [(m["role"], m["content"]) for m in branched[:3]] == [
+        ("user", "First question."),
+        ("assistant", after[1]["content"]),
+        ("user", "Second question, asked better."),
+    ]
+    assert len(branched) == 4 and branched[3]["role"] == "assistant", "the edited message got its own reply"
+    shown = page.locator("[data-testid=message]").evaluate_all("(ms) => ms.map((m) => m.dataset.messageId)")
+    assert shown[-1] == branched[3]["id"]
+    assert stored(base, "office", db_id, visitor)[2]["content"] == "Second question.", "the past stays as it was"

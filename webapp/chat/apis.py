@@ -43,10 +43,12 @@ from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal, request_principal_drf
 from webapp.accounts.models import Account, ApiKey, KeyScope, Role
 from webapp.accounts.usage import TurnLimits, upload_admit
-from webapp.chat import runtime, search, selectors, services, transcripts
+from webapp.chat import group_chats, runtime, search, selectors, services, transcripts
 from webapp.chat.inputs import (
+    INPUT_MAX,
     CharacterTurnSerializer,
     OfficeTurnSerializer,
+    StrictCharField,
     persona_by_id,
     persona_for_import,
     turn_request,
@@ -584,9 +586,10 @@ class MessageDetailApi(APIView):
 
 
 class MessageSwipeApi(APIView):
-    """POST .../messages/{message_id}/swipes: answer the conversation's last user message
-    again; the new answer becomes the reply's newest alternative, shown. Counted for
-    /performance, as a Llama turn is."""
+    """POST .../messages/{message_id}/swipes: answer the question of reply `message_id`
+    again (any reply: an earlier one from the history before it, as it was then); the new
+    answer becomes the reply's newest alternative, shown. Counted for /performance, as a
+    Llama turn is."""
 
     @extend_schema(
         operation_id="conversations_messages_swipe",
@@ -601,12 +604,12 @@ class MessageSwipeApi(APIView):
                 429,
                 503,
                 _404="no such conversation for this user",
-                _409="message_id is not the conversation's last reply",
+                _409="a group chat's reply that is not its last message",
                 _429="server busy: the estimated wait for the model is over its limit; nothing was stored",
                 _503="model loading (`model_loading`), shutting down (`shutting_down`), or generation failed",
             ),
         },
-        summary="Generate another answer (a swipe) for the conversation's last reply",
+        summary="Generate another answer (a swipe) for a reply",
     )
     def post(self, request: Request, db_id: str, message_id: str) -> Response:
         with runtime.CountedRequest() as counted:
@@ -614,19 +617,33 @@ class MessageSwipeApi(APIView):
             query.is_valid(raise_exception=True)
             who = principal(request)
             user_id = owner(request, query.validated_data.get("user_id"))
-            conversation = selectors.conversation_owned(
-                store=runtime.chat_store_get(), db_id=str(db_id), user_id=user_id
-            )
-            turn = TurnRequest(
-                user_id=user_id,
-                user_name=query.validated_data.get("user_id") or who.username,
-                role=who.role,
-                gate=TurnLimits(who, client_ip(request)),
-                db_id=str(db_id),
-                persona=persona_by_id(conversation.persona, owner=user_id),
-                sampling=sampling_params(runtime.model_spec_get().sampling),
-                swipe_of=message_id,
-            )
+            store = runtime.chat_store_get()
+            conversation = selectors.conversation_owned(store=store, db_id=str(db_id), user_id=user_id)
+            user_name = query.validated_data.get("user_id") or who.username
+            gate = TurnLimits(who, client_ip(request))
+            sampling = sampling_params(runtime.model_spec_get().sampling)
+            if conversation.is_group:  # the member who wrote the reply answers again
+                reply = store.message_get(str(db_id), message_id)
+                speaker = str(reply.meta.get("speaker", "")) if reply is not None else ""
+                turn = group_chats.speak_request(
+                    {"db_id": str(db_id), "speaker": speaker or conversation.persona, "message_id": message_id},
+                    owner=user_id,
+                    user_name=user_name,
+                    role=who.role,
+                    gate=gate,
+                    sampling=sampling,
+                )
+            else:
+                turn = TurnRequest(
+                    user_id=user_id,
+                    user_name=user_name,
+                    role=who.role,
+                    gate=gate,
+                    db_id=str(db_id),
+                    persona=persona_by_id(conversation.persona, owner=user_id),
+                    sampling=sampling,
+                    swipe_of=message_id,
+                )
             done = async_to_sync(turn_collect)(turn, deps=runtime.turn_deps())
             assert done.message is not None
             counted.succeeded()
@@ -639,6 +656,14 @@ class ConversationBranchApi(APIView):
             MESSAGE_ID_PATTERN,
             help_text="the message the branch shares the history up to (and including)",
             error_messages={"invalid": "must be a message id: 24 lowercase hex digits."},
+        )
+        content = StrictCharField(
+            required=False,
+            max_length=INPUT_MAX,
+            trim_whitespace=False,
+            help_text="edit and send again: the branch's copy of from_message_id (your message) says this "
+            "instead (the old text in its edits), and the branch ends on it; a regenerate frame on the "
+            "WebSocket then asks for its reply",
         )
 
     @extend_schema(
@@ -658,6 +683,7 @@ class ConversationBranchApi(APIView):
             db_id=str(db_id),
             user_id=owner(request, query.validated_data.get("user_id")),
             from_message_id=body.validated_data["from_message_id"],
+            content=body.validated_data.get("content"),
         )
         return Response(ConversationSerializer(branch).data, status=status.HTTP_201_CREATED)
 

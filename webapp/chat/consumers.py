@@ -11,8 +11,8 @@ Protocol (the README and the OpenAPI description say the same):
   client → {"type": "message", "db_id", "user_id", "input_data", "persona" | character fields}
              office: optional "google_access", "tools" ("auto" | "required"), "tool_names"
            {"type": "regenerate", "db_id", "user_id", "persona" | character fields, "message_id"?}
-             answers the last user message again; the answer becomes the last reply's
-             newest swipe (message_id, if given, must name that reply)
+             answers the last user message again, or reply message_id's question (an earlier
+             reply from the history before it); the answer becomes that reply's newest swipe
            {"type": "speak", "db_id", "user_id", "speaker", "message_id"?}  a group chat (character
              app): member `speaker` replies to the group as it stands (after POST
              /character/groups/{db_id}/messages stored the user's message and named who speaks);

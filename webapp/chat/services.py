@@ -79,10 +79,20 @@ def message_delete(*, store: ChatStore, db_id: str, user_id: str, message_id: st
         raise _message_missing(message_id)
 
 
-def conversation_branch(*, store: ChatStore, db_id: str, user_id: str, from_message_id: str) -> Conversation:
-    """A new conversation of the same user sharing `db_id`'s history up to `from_message_id`."""
+def conversation_branch(
+    *, store: ChatStore, db_id: str, user_id: str, from_message_id: str, content: str | None = None
+) -> Conversation:
+    """A new conversation of the same user sharing `db_id`'s history up to `from_message_id`;
+    with `content`, that message (the user's) edited in the branch: edit and send again."""
     conversation_owned(store=store, db_id=db_id, user_id=user_id)
-    branch = store.conversation_branch(db_id, message_id=from_message_id, new_db_id=str(uuid.uuid4()))
+    if content is not None:
+        fork = store.message_get(db_id, from_message_id)
+        if fork is not None and fork.role != "user":
+            raise ApplicationError(
+                "content: only your own message is edited and sent again in a branch (edit a reply with PATCH)",
+                field="content",
+            )
+    branch = store.conversation_branch(db_id, message_id=from_message_id, new_db_id=str(uuid.uuid4()), content=content)
     if branch is None:
         raise NotFoundError(f"no message {from_message_id} in this conversation", field="from_message_id")
     return branch

@@ -530,6 +530,8 @@ async def _round(
 
 # --- steps (blocking: run on a worker thread) ------------------------------------------------
 
+HISTORY_READ = 64  # messages read before an earlier reply that is answered again (the store's window)
+
 
 def engine_error(exc: Exception, *, field: str, what: str) -> ApplicationError | None:
     """The engine's refusals as application errors, in one table; None for anything else."""
@@ -825,18 +827,25 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
     if conversation is None:
         raise NotFoundError(f"no conversation {request.db_id} for this user_id", field="db_id")
     messages = messages_visible(store.messages_recent(request.db_id))
-    last_user = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+    last_user = _last_user_index(messages)
+    replaced = None
+    if last_user is not None:
+        replaced = next((m.id for m in messages[last_user + 1 :] if m.role == "assistant"), None)
+    if request.swipe_of is not None and request.swipe_of != replaced:
+        # An earlier reply: answered again from the history before it, as it was then.
+        target = store.message_get(request.db_id, request.swipe_of)
+        if target is None or target.role != "assistant":
+            raise ApplicationError(
+                "message_id: only a reply of this conversation can be answered again",
+                field="message_id",
+                code="not_a_reply",
+            )
+        before = store.messages_page(request.db_id, before=target.seq, limit=HISTORY_READ)
+        messages = [*messages_visible(before), target]
+        last_user, replaced = _last_user_index(messages), target.id
     if last_user is None:
         raise ApplicationError(
             "this conversation has no message to answer again", field="db_id", code="nothing_to_regenerate"
-        )
-    replaced = next((m.id for m in messages[last_user + 1 :] if m.role == "assistant"), None)
-    if request.swipe_of is not None and request.swipe_of != replaced:
-        raise ConflictError(
-            "message_id: only the conversation's last reply can be answered again (it is "
-            f"{replaced or 'not stored yet'})",
-            field="message_id",
-            code="not_the_last_reply",
         )
     history = prompt_history(messages[:last_user])
     user_message = messages[last_user]
@@ -860,6 +869,10 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
         layout=layout,
         budget=_budget_measure(deps.engine, persona=persona, layout=layout, handle=handle, user=prompt_user.content),
     )
+
+
+def _last_user_index(messages: Sequence[Message]) -> int | None:
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
 
 
 def _speak_start(request: TurnRequest, deps: TurnDeps) -> _Turn:

@@ -365,11 +365,15 @@ class ChatStore:
                 raise
         return Conversation.from_doc(doc)
 
-    def conversation_branch(self, db_id: str, *, message_id: str, new_db_id: str) -> Conversation | None:
+    def conversation_branch(
+        self, db_id: str, *, message_id: str, new_db_id: str, content: str | None = None
+    ) -> Conversation | None:
         """A new conversation sharing `db_id`'s history up to and including `message_id`,
         linked to it (`parent_id`, `parent_message_id`), owned by the same user: a copy of
         that path (each message with its swipes, edits and metadata), so nothing done in
-        one branch can change another. None if either is gone."""
+        one branch can change another. With `content`, the branch's copy of `message_id`
+        says that instead (the old text in its `edits`), in the same batch: editing a
+        message and sending it again goes on in a branch. None if either is gone."""
         source = self.conversation_get(db_id)
         fork = self.message_get(db_id, message_id) if source is not None else None
         if source is None or fork is None:
@@ -386,6 +390,11 @@ class ChatStore:
             )
             for doc in docs
         ]
+        if content is not None and drafts:
+            last, now = drafts[-1], _now().isoformat()
+            edits = [*(last.meta.get("edits") or []), {"content": last.content, "until": now}]
+            meta = {**last.meta, "edits": edits[-EDITS_KEPT:], "edited_at": now}
+            drafts[-1] = replace(last, content=content, meta=meta)
         return self.conversation_import(
             db_id=new_db_id,
             user_id=source.user_id,
@@ -624,27 +633,34 @@ class ChatStore:
 
     # --- search -----------------------------------------------------------------------
 
-    def terms_index(self, terms_of: Callable[[str], list[str]], *, limit: int) -> int:
+    def terms_index(
+        self, terms_of: Callable[[str], list[str]], *, limit: int, conversation_ids: list[str] | None = None
+    ) -> int:
         """Index up to `limit` pending messages (stored or changed since they were last
-        indexed) under the terms `terms_of` finds in their shown text; how many were read
-        (fewer than `limit`: none are left). The terms are made outside every lock; a
-        message that changes meanwhile stays pending for the next call."""
-        docs = self._log.terms_pending(limit)
+        indexed; of these conversations only, when given) under the terms `terms_of` finds
+        in their shown text; how many were read (fewer than `limit`: none are left). The
+        terms are made outside every lock; a message that changes meanwhile stays pending."""
+        docs = self._log.terms_pending(limit, conversation_ids=conversation_ids)
         if docs:
             self._log.terms_set([(doc, terms_of(str(doc.get("content", "")))) for doc in docs])
         return len(docs)
 
-    def terms_pending_count(self) -> int:
-        """How many messages wait for `terms_index`."""
-        return self._log.terms_pending_count()
+    def terms_pending_count(self, *, conversation_ids: list[str] | None = None) -> int:
+        """How many messages (of these conversations, when given) wait for `terms_index`."""
+        return self._log.terms_pending_count(conversation_ids=conversation_ids)
 
-    def messages_search(self, user_id: str, terms: list[str], *, limit: int) -> list[tuple[Conversation, Message]]:
-        """Up to `limit` of `user_id`'s indexed messages that have every one of `terms`,
-        newest first, each with its conversation. Reads the user's conversations (a scan on
-        montydb, like the conversation list) and one indexed query of the message log."""
+    def conversations_all(self, user_id: str) -> dict[str, Conversation]:
+        """Every conversation of `user_id` by id (a scan on montydb, like the conversation list)."""
         with self._db_lock:
             docs = list(self._conversations.find({"app": self._app, "user_id": user_id}))
-        conversations = {c.db_id: c for c in records_decode(docs, Conversation.from_doc)}
+        return {c.db_id: c for c in records_decode(docs, Conversation.from_doc)}
+
+    def messages_search(
+        self, conversations: dict[str, Conversation], terms: list[str], *, limit: int
+    ) -> list[tuple[Conversation, Message]]:
+        """Up to `limit` indexed messages of `conversations` (one user's, from
+        `conversations_all`) that have every one of `terms`, newest first, each with its
+        conversation: one indexed query of the message log."""
         found = self._log.search(list(conversations), terms, limit=limit)
         return [(conversations[m.conversation_id], m) for m in records_decode(found, Message.from_doc)]
 

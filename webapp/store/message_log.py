@@ -63,10 +63,11 @@ class MessageLog(Protocol):
     def delete(self, message_ids: list[str]) -> int:
         """Delete these messages; how many went."""
 
-    def terms_pending(self, limit: int) -> list[dict[str, Any]]:
-        """Up to `limit` messages whose text is not in the search index yet."""
+    def terms_pending(self, limit: int, *, conversation_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Up to `limit` messages whose text is not in the search index yet (of these
+        conversations only, when given)."""
 
-    def terms_pending_count(self) -> int: ...
+    def terms_pending_count(self, *, conversation_ids: list[str] | None = None) -> int: ...
 
     def terms_set(self, indexed: list[tuple[dict[str, Any], list[str]]]) -> int:
         """Index each message (a document from `terms_pending`) under its terms, unless it
@@ -214,15 +215,22 @@ class SqliteMessageLog:
             )
         return cursor.rowcount == 1
 
-    def terms_pending(self, limit: int) -> list[dict[str, Any]]:
-        return self._select("WHERE indexed = 0 AND app = ? LIMIT ?", (self._app, limit))
+    def terms_pending(self, limit: int, *, conversation_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        where, params = self._pending_where(conversation_ids)
+        return self._select(f"{where} LIMIT ?", (*params, limit))
 
-    def terms_pending_count(self) -> int:
+    def terms_pending_count(self, *, conversation_ids: list[str] | None = None) -> int:
+        where, params = self._pending_where(conversation_ids)
         with self._lock:
-            (n,) = self._db.execute(
-                "SELECT count(*) FROM messages WHERE indexed = 0 AND app = ?", (self._app,)
-            ).fetchone()
+            (n,) = self._db.execute(f"SELECT count(*) FROM messages {where}", params).fetchone()  # noqa: S608
         return int(n)
+
+    def _pending_where(self, conversation_ids: list[str] | None) -> tuple[str, tuple[Any, ...]]:
+        """The clause (literal text; values as parameters) of pending messages, maybe of some conversations."""
+        if conversation_ids is None:
+            return "WHERE indexed = 0 AND app = ?", (self._app,)
+        scope = "conversation_id IN (SELECT value FROM json_each(?))"
+        return f"WHERE indexed = 0 AND app = ? AND {scope}", (self._app, json.dumps(conversation_ids))
 
     def terms_set(self, indexed: list[tuple[dict[str, Any], list[str]]]) -> int:
         done = 0
@@ -369,11 +377,17 @@ class MongoMessageLog:
         )
         return int(result.modified_count) == 1
 
-    def terms_pending(self, limit: int) -> list[dict[str, Any]]:
-        return [_aware_doc(d) for d in self._messages.find({"app": self._app, "indexed": {"$ne": True}}).limit(limit)]
+    def terms_pending(self, limit: int, *, conversation_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        return [_aware_doc(d) for d in self._messages.find(self._pending(conversation_ids)).limit(limit)]
 
-    def terms_pending_count(self) -> int:
-        return int(self._messages.count_documents({"app": self._app, "indexed": {"$ne": True}}))
+    def terms_pending_count(self, *, conversation_ids: list[str] | None = None) -> int:
+        return int(self._messages.count_documents(self._pending(conversation_ids)))
+
+    def _pending(self, conversation_ids: list[str] | None) -> dict[str, Any]:
+        query: dict[str, Any] = {"app": self._app, "indexed": {"$ne": True}}
+        if conversation_ids is not None:
+            query["conversation_id"] = {"$in": conversation_ids}
+        return query
 
     def terms_set(self, indexed: list[tuple[dict[str, Any], list[str]]]) -> int:
         done = 0

@@ -78,12 +78,28 @@ export function regenerate(oldArticle) {
     return;
   }
   const frame = { type: 'regenerate', db_id: state.dbId, persona: state.persona };
-  const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
+  const old = messageData.get(oldArticle);
+  if (old.id) frame.message_id = old.id; // this reply, wherever it is in the chat
+  const bubble = messageCreate('assistant', { streaming: true, persona: state.persona, seq: old.seq });
   bubble.classList.add('is-new');
   oldArticle.replaceWith(bubble);
   regenerateButtonsUpdate();
   if (nearBottom()) scrollToBottom();
   streamBegin('regenerate', frame, { bubble, replaced: oldArticle });
+}
+
+/**
+ * Ask for a reply to the chat's last message: the user's, with no reply yet (a branch
+ * that ends on an edited message). A regenerate frame with no reply to replace.
+ */
+export function replyAsk() {
+  if (state.stream || state.group || !wsOpen() || state.model.state !== 'ready') return;
+  const frame = { type: 'regenerate', db_id: state.dbId, persona: state.persona };
+  const bubble = messageCreate('assistant', { streaming: true, persona: state.persona });
+  messageAppend(bubble);
+  regenerateButtonsUpdate();
+  scrollToBottom();
+  streamBegin('regenerate', frame, { bubble });
 }
 
 /**
@@ -263,8 +279,10 @@ async function storedTextSync(dbId, article) {
   const data = messageData.get(article);
   if (!data.id) return;
   let body;
+  // A reply read from the store knows its place (an earlier one answered again); a live one is recent.
+  const page = Number.isInteger(data.seq) ? `before=${data.seq + 1}&limit=1` : 'limit=8';
   try {
-    body = await api(`/conversations/${dbId}/messages?limit=8`);
+    body = await api(`/conversations/${dbId}/messages?${page}`);
   } catch (_) {
     return;
   }
@@ -328,8 +346,8 @@ function streamTakeBack(s) {
     if (s.dbId === state.dbId) restoreInput(s.frame.input_data);
   } else if (s.replaced && s.bubble.isConnected) {
     s.bubble.replaceWith(s.replaced);
-  } else if (s.kind === 'speak') {
-    s.bubble.remove();
+  } else {
+    s.bubble.remove(); // a reply asked for without a message of its own (speak, replyAsk)
   }
   introUpdate();
   regenerateButtonsUpdate();

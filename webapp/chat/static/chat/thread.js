@@ -8,7 +8,7 @@ import { IS_CHARACTER, messageData, personaName, state } from './state.js';
 import { els, icon, node } from './dom.js';
 import { hooks } from './hooks.js';
 import { copyText, render } from './markdown.js';
-import { regenerate } from './stream.js';
+import { regenerate, replyAsk } from './stream.js';
 import { api, apiSend } from './api.js';
 import { errorShow } from './banner.js';
 import { conversationsRefresh, openConversation, relativeTime } from './conversations.js';
@@ -72,6 +72,7 @@ export function messageCreate(role, options) {
   messageData.set(article, {
     role,
     id: o.id || null,
+    seq: Number.isInteger(o.seq) ? o.seq : null, // its place in the chat, when read from the store
     text: o.text || '',
     meta: o.meta || null,
     greeting: Boolean(o.greeting),
@@ -307,6 +308,33 @@ function messageEditOpen(article) {
   const form = node('div', 'message-edit');
   form.append(box, node('div', 'message-edit-buttons'));
   form.lastChild.append(save, cancel);
+  if (data.role === 'user') {
+    // Edit and send again: the past stays as it was; the edited message goes on in a branch.
+    const resend = node('button', 'action-button', 'Send as a new branch');
+    resend.type = 'button';
+    resend.dataset.testid = 'edit-resend';
+    resend.title = 'Keep this chat as it is: a new branch holds the edited message and its new reply';
+    resend.addEventListener('click', async () => {
+      const text = box.value;
+      if (!text.trim()) return;
+      resend.disabled = true;
+      let branch;
+      try {
+        branch = await apiSend(`/conversations/${state.dbId}/branches`, {
+          json: { from_message_id: data.id, content: text },
+        });
+      } catch (err) {
+        resend.disabled = false;
+        errorShow(err);
+        return;
+      }
+      close();
+      await conversationsRefresh();
+      await openConversation(branch.db_id);
+      replyAsk();
+    });
+    form.lastChild.insertBefore(resend, cancel);
+  }
   data.body.hidden = true;
   data.body.after(form);
   box.focus();
@@ -471,8 +499,8 @@ function isLastReply(article) {
 
 /**
  * A stored reply's alternatives (swipes): ‹ k/n ›. The arrows show another one (PATCH
- * swipe_id: later prompts see it); past the last alternative of the chat's last reply,
- * › asks the model for a new one, as Regenerate does.
+ * swipe_id: later prompts see it); past the last alternative, › asks the model for a new
+ * one, as Regenerate does: for any reply (in a group chat, only its last message).
  */
 function swipeNav(article) {
   const data = messageData.get(article);
@@ -486,7 +514,8 @@ function swipeNav(article) {
   const go = async (index) => {
     if (state.stream || !data.id || !state.dbId) return;
     if (index >= total) {
-      if (isLastReply(article)) regenerate(article);
+      // Any reply gets another answer (a group's: only its last message, by its member).
+      if (!state.group || isLastReply(article)) regenerate(article);
       return;
     }
     if (index < 0) return;
@@ -544,7 +573,7 @@ export function introUpdate() {
   // A turn, or a card an office slash command left.
   const hasTurns = Boolean(els.messages.querySelector('[data-testid="message"]:not([data-greeting]), .tool-card'));
   // Another greeting can be picked only before the chat's first message.
-  els.messages.querySelectorAll('.greeting-nav').forEach((nav) => {
+  els.messages.querySelectorAll('.greeting-nav:not(.swipe-nav)').forEach((nav) => {
     nav.hidden = hasTurns || state.stored;
   });
   if (state.group && !hasTurns) {
@@ -589,7 +618,7 @@ function pageArticles(messages, o) {
     if (m.role !== 'user' && m.role !== 'assistant') continue;
     // A group's reply shows its speaker (meta.speaker); any other, the chat's persona.
     const speaker = (m.meta && m.meta.speaker) || undefined;
-    const article = messageCreate(m.role, { id: m.id, text: m.content, meta: m.meta || {}, persona: speaker });
+    const article = messageCreate(m.role, { id: m.id, seq: m.seq, text: m.content, meta: m.meta || {}, persona: speaker });
     if (m.role === 'assistant') {
       const wasCut = o.interrupted && o.interrupted.messageId && o.interrupted.messageId === m.id;
       if (wasCut) o.interruptedShown = true;
