@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,7 @@ from webapp.store.message_log import MessageLog, MongoMessageLog, SqliteMessageL
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def fresh_clients() -> Iterator[None]:
-    database_get.cache_clear()
-    message_log_get.cache_clear()
-    yield
-    database_get.cache_clear()
-    message_log_get.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_clients")
 
 
 def config_of(folder: Path, app: str = "office") -> StoreConfig:

@@ -5,7 +5,6 @@ what is tested is that the index follows the messages, not how words are split."
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,7 @@ def words(text: str) -> list[str]:
     return text.lower().split()
 
 
-@pytest.fixture(autouse=True)
-def fresh_clients() -> Iterator[None]:
-    database_get.cache_clear()
-    message_log_get.cache_clear()
-    yield
-    database_get.cache_clear()
-    message_log_get.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_clients")
 
 
 @pytest.fixture(params=["sqlite", "mongo"])

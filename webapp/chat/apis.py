@@ -852,7 +852,7 @@ class SearchApi(APIView):
                     "terms": serializers.ListField(child=serializers.CharField(), help_text="what was searched for"),
                     "results": HitSerializer(many=True),
                     "pending": serializers.IntegerField(
-                        help_text="messages not indexed yet, so not searched (after a large import); retry shortly"
+                        help_text="your messages not indexed yet, so not searched (after a large import); retry shortly"
                     ),
                 },
             ),
