@@ -334,6 +334,26 @@ def test_two_writers_on_one_store_lose_and_duplicate_nothing(tmp_path: Path) -> 
     assert second.messages_recent("c1")[-1].id == last.id
 
 
+def test_a_change_made_through_another_process_is_seen_by_the_next_read(tmp_path: Path) -> None:
+    """Replicas on one MongoDB each cache a window of recent messages: an edit, a swipe or a
+    deletion made through one is in the other's next read (here, two stores on one database)."""
+    config = StoreConfig(app="office", mongo_url=None, embedded_dir=tmp_path)
+    db, lock, log = database_get(config), database_lock(config), log_open(tmp_path)
+    first = ChatStore(db, app="office", embedded=True, messages=log, lock=lock, shared=True)
+    second = ChatStore(db, app="office", embedded=True, messages=log, lock=lock, shared=True)
+    conversation = conversation_new(first)
+    chat_add(first, conversation, 3)
+    assert second.conversation_get("c1") is not None  # active in the second: its window is cached
+    user, reply, last = second.messages_recent("c1")
+
+    first.message_edit("c1", user.id, "edited elsewhere")
+    assert second.messages_recent("c1")[0].content == "edited elsewhere"
+    first.message_swipe_add("c1", reply.id, swipe_key="k", content="another", meta={})
+    assert second.messages_recent("c1")[1].content == "another"
+    first.message_delete("c1", last.id)
+    assert [m.id for m in second.messages_recent("c1")] == [user.id, reply.id]
+
+
 def test_a_second_serving_process_on_the_embedded_store_is_refused(tmp_path: Path) -> None:
     config = StoreConfig(app="character", mongo_url=None, embedded_dir=tmp_path)
     embedded_claim(config)
@@ -426,8 +446,14 @@ def test_a_swipe_is_a_new_alternative_of_the_same_message_and_is_shown(tmp_path:
     conversation = conversation_new(store)
     reply = reply_of(store, conversation)
     store.messages_recent("c1")  # cached: a swipe must not leave the cache stale
+    before = store.conversation_get("c1")
+    time.sleep(0.002)  # the store keeps milliseconds: let the clock pass one
 
     swiped = store.message_swipe_add("c1", reply.id, swipe_key="k2", content="second", meta={"tokens": 2})
+
+    touched = store.conversation_get("c1")
+    assert before is not None and touched is not None and touched.updated_at > before.updated_at
+    assert store_reopen(tmp_path).conversation_get("c1").updated_at == touched.updated_at, "a new answer is activity"
 
     assert swiped is not None and swiped.id == reply.id and swiped.seq == reply.seq
     assert swiped.content == "second" and swiped.meta["swipe_id"] == 1 and swiped.meta["tokens"] == 2

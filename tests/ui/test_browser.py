@@ -929,7 +929,27 @@ def test_an_earlier_reply_gets_another_answer_and_an_edit_is_sent_again_on_a_bra
     assert swiped.status_code == 200, swiped.text
     page.reload()
     earlier = page.locator(f"[data-testid=message][data-message-id='{r1['id']}']")
-    assert earlier.locator("[data-testid=swipe-counter]").inner_text() == "2/2"
+    counter = earlier.locator("[data-testid=swipe-counter]")
+    assert counter.inner_text() == "2/2"
+
+    def touch_swipe(dx: int) -> None:
+        earlier.evaluate(
+            """(m, dx) => {
+                const at = (type, x) => m.dispatchEvent(new PointerEvent(type, {
+                    pointerType: 'touch', clientX: x, clientY: 300, bubbles: true }));
+                at('pointerdown', 400);
+                at('pointerup', 400 + dx);
+            }""",
+            dx,
+        )
+
+    touch_swipe(+120)  # left to right: the alternative before
+    earlier.locator("[data-testid=swipe-counter]:text-is('1/2')").wait_for()
+    assert stored(base, "office", db_id, visitor)[1]["meta"]["swipe_id"] == 0
+    touch_swipe(-120)  # right to left: the next one
+    earlier.locator("[data-testid=swipe-counter]:text-is('2/2')").wait_for()
+    touch_swipe(-30)  # too short to be a swipe
+    assert stored(base, "office", db_id, visitor)[1]["meta"]["swipe_id"] == 1
 
     earlier.locator("[data-testid=swipe-next]").click()  # past the last: a third answer, in place
     page.wait_for_selector(f"[data-testid=message][data-message-id='{r1['id']}'] >> text=3/3")

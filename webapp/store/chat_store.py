@@ -6,6 +6,7 @@ Documents:
                  `parent` {db_id, message_id, seq}: a branch, forked from that message.
                  `group` {members, muted, activation}: a group chat (character app) of
                  these personas; each reply's `speaker` says which one wrote it.
+                 `changes` (shared stores) counts changes to its stored messages.
                  `greeting`: which of the persona's greetings the chat started with;
                  `lorebooks`: standalone lorebooks attached to the chat (character app).
   messages       {_id, app, conversation_id: db_id, seq, role, content,
@@ -37,7 +38,9 @@ Several writers. A message's `seq` is reserved in the database, by one atomic
 from this process's cache, so two processes (replicas of an app on one MongoDB) never
 give two messages the same place. With `shared` (the default with MongoDB), the cached
 window is checked against the stored `message_count` on every read (one lookup by _id)
-and read again when another process wrote since. The embedded store (montydb on SQLite
+and read again when another process wrote since; a change to a stored message (an edit,
+a swipe, a deletion) counts up the conversation's `changes`, which the check compares
+too. The embedded store (montydb on SQLite
 files) serves one process only: webapp.store.client.embedded_claim makes a second
 serving process refuse to start, so its cache is authoritative.
 """
@@ -180,6 +183,7 @@ class MessageDraft:
 class _Active:
     conversation: Conversation
     recent: deque[Message] | None = None  # None until first read
+    changes: int = 0  # shared stores: the conversation's `changes` when `recent` was read
 
 
 EDITS_KEPT = 50  # earlier texts of a message kept after edits
@@ -566,24 +570,34 @@ class ChatStore:
         """
         with self._cache_lock:
             active = self._cache.get(db_id)
-            if active is not None and active.recent is not None and self._window_current(db_id, active.recent):
+            stored = self._window_stored(db_id)
+            if active is not None and active.recent is not None and self._window_current(active, stored):
                 return list(active.recent)
             with self._db_lock:
                 docs = self._log.page(db_id, before=None, limit=self._window)
             recent = deque(records_decode(reversed(docs), Message.from_doc), maxlen=self._window)
             if active is not None:
-                active.recent = recent
+                active.recent, active.changes = recent, stored[1]
             return list(recent)
 
-    def _window_current(self, db_id: str, recent: deque[Message]) -> bool:
-        """Whether the cached window ends where the conversation does. Single-process stores
-        (embedded) know it does; shared ones ask the database (one lookup by _id)."""
+    def _window_stored(self, db_id: str) -> tuple[int, int]:
+        """Shared stores: the conversation's (message_count, changes) as stored now (one
+        lookup by _id); (0, 0) for single-process stores, which need not ask."""
+        if not self._shared:
+            return 0, 0
+        with self._db_lock:
+            doc = self._conversations.find_one({"_id": self._key(db_id)}, {"message_count": 1, "changes": 1})
+        return (int(doc.get("message_count", 0)), int(doc.get("changes", 0))) if doc else (0, 0)
+
+    def _window_current(self, active: _Active, stored: tuple[int, int]) -> bool:
+        """Whether the cached window is what is stored. Single-process stores (embedded) know
+        it is; shared ones compare where it ends with the stored count, and the count of
+        changes to stored messages (edits, swipes, deletions by any process) with the one
+        it was read at."""
         if not self._shared:
             return True
-        with self._db_lock:
-            doc = self._conversations.find_one({"_id": self._key(db_id)}, {"message_count": 1})
-        count = int(doc.get("message_count", 0)) if doc else 0
-        return (recent[-1].seq + 1 if recent else 0) == count
+        recent = active.recent or deque()
+        return (recent[-1].seq + 1 if recent else 0) == stored[0] and active.changes == stored[1]
 
     def messages_page(self, db_id: str, *, before: int | None, limit: int) -> list[Message]:
         """Up to `limit` messages with seq < `before` (the newest when None), oldest first.
@@ -690,7 +704,19 @@ class ChatStore:
             swipes.append({"id": swipe_key, "content": storable(content), "created_at": now, "meta": storable(meta)})
             return _swipe_show({**doc, "swipes": swipes}, len(swipes) - 1)
 
-        return self._message_change(db_id, message_id, change)
+        message = self._message_change(db_id, message_id, change)
+        if message is not None:
+            self._conversation_touch(db_id)  # a new answer is the chat's latest activity: it goes up the list
+        return message
+
+    def _conversation_touch(self, db_id: str) -> None:
+        now = _now()
+        with self._cache_lock:
+            with self._db_lock:
+                self._conversations.update_one({"_id": self._key(db_id)}, {"$set": {"updated_at": now}})
+            active = self._cache.get(db_id)
+            if active is not None:
+                active.conversation = replace(active.conversation, updated_at=now)
 
     def message_swipe_choose(self, db_id: str, message_id: str, index: int) -> Message | None:
         """Show alternative `index` of a reply: later prompts see it. IndexError if it has no
@@ -733,6 +759,7 @@ class ChatStore:
             with self._db_lock:
                 gone = self._log.delete([message_id])
             self._window_forget(db_id)
+            self._changes_count(db_id)
             return gone == 1
 
     def _message_change(
@@ -756,8 +783,16 @@ class ChatStore:
                     written = self._log.replace(changed, rev=rev)
                 if written:
                     self._window_forget(db_id)
+                    self._changes_count(db_id)
                     return Message.from_doc(changed)
         raise RuntimeError(f"message {message_id} kept changing under {CHANGE_ATTEMPTS} attempts to change it")
+
+    def _changes_count(self, db_id: str) -> None:
+        """A stored message of `db_id` changed: other processes sharing the store read their
+        cached window again (see _window_current). Single-process stores need not count."""
+        if self._shared:
+            with self._db_lock:
+                self._conversations.update_one({"_id": self._key(db_id)}, {"$inc": {"changes": 1}})
 
     def _window_forget(self, db_id: str) -> None:
         """The cached recent messages of `db_id` are stale: read them again next time."""

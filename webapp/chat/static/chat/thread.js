@@ -84,8 +84,40 @@ export function messageCreate(role, options) {
     body.textContent = o.text || '';
   } else {
     bodyRender(article, o.text || '', Boolean(o.streaming));
+    swipeGestureBind(article);
   }
   return article;
+}
+
+const SWIPE_MIN_PX = 60; // a horizontal drag at least this long, and mostly sideways, is a swipe
+
+/**
+ * On a touch screen, swiping a reply sideways steps through its alternatives as its
+ * arrows do (a greeting: through the greetings): right to left shows the next one (past
+ * the last: a new answer), left to right the one before. Mouse and pen drags select text.
+ */
+function swipeGestureBind(article) {
+  let from = null;
+  article.addEventListener('pointerdown', (event) => {
+    from = event.pointerType === 'touch' ? { x: event.clientX, y: event.clientY } : null;
+  });
+  article.addEventListener('pointercancel', () => {
+    from = null;
+  });
+  article.addEventListener('pointerup', (event) => {
+    if (!from) return;
+    const dx = event.clientX - from.x;
+    const dy = event.clientY - from.y;
+    from = null;
+    if (Math.abs(dx) < SWIPE_MIN_PX || Math.abs(dy) * 2 > Math.abs(dx)) return;
+    const steps = article.querySelectorAll('.greeting-nav .greeting-step');
+    const button = dx < 0 ? steps[1] : steps[0];
+    if (button && !button.disabled && !button.closest('[hidden]')) {
+      button.click();
+    } else if (dx < 0 && !steps.length && isLastReply(article) && messageData.get(article).id) {
+      regenerate(article); // one answer so far: swiping on asks for another, as › would
+    }
+  });
 }
 
 export function bodyRender(article, text, streaming) {
