@@ -100,27 +100,38 @@ def base_bodies(user_id: str) -> dict[str, dict[str, Any]]:
         },
         "/office/documents/search": {"user_id": user_id, "query": "policy", "k": 3},
         "/office/tools/calculator/call": {"user_id": user_id, "arguments": {"expression": "1+2"}},
+        "/character/groups": {"user_id": user_id, "members": ["captain-rhea", "seoyeon"], "activation": "list"},
     }
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/character/Llama", "/office/v1/chat/completions", "/office/documents/search", "/office/tools/calculator/call"],
+    [
+        "/character/Llama",
+        "/office/v1/chat/completions",
+        "/office/documents/search",
+        "/office/tools/calculator/call",
+        "/character/groups",
+    ],
 )
-def test_json_endpoints_never_answer_5xx(gateway, path):
+def test_json_endpoints_never_answer_5xx(gateway, path, auth: dict[str, str]):
     user_id = f"fuzz-{uuid.uuid4().hex[:8]}"
     base = base_bodies(user_id)[path]
+    statuses: set[int] = set()
 
     @FUZZ
     @given(data=st.data())
     def one(data: st.DataObject) -> None:
         body = body_mutated(base, data)
         response = requests.post(
-            f"{gateway}{path}", data=body, headers={"Content-Type": "application/json"}, timeout=120
+            f"{gateway}{path}", data=body, headers={"Content-Type": "application/json", **auth}, timeout=120
         )
         assert_clean(response)
+        statuses.add(response.status_code)
 
     one()
+    assert 401 not in statuses, "signed in: the bodies reach the endpoint, not just the authentication"
+    assert statuses & {400, 413, 422}, statuses
 
 
 def test_websocket_frames_never_break_the_socket(gateway, auth: dict[str, str]):

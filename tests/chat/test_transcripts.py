@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -253,3 +254,29 @@ def test_a_chat_file_over_the_limit_is_413(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(PayloadTooLargeError) as refused:
         chat_file_parse(st_file(GOOD, GOOD))
     assert refused.value.field == "file" and refused.value.code == "file_too_large"
+
+
+def test_a_group_chat_exports_each_reply_under_its_members_name_and_reads_back_its_speakers() -> None:
+    group = replace(conversation(), members=("rhea", "seoyeon"), activation="list", title="Crew")
+    messages = [
+        message(0, "user", "hello, both"),
+        message(1, "assistant", "Aye.", speaker="rhea"),
+        message(2, "assistant", "안녕하세요.", speaker="seoyeon"),
+    ]
+    names = {"rhea": "Captain Rhea", "seoyeon": "서연"}
+
+    _, *rest = lines_of(
+        transcript_jsonl(
+            conversation=group, messages=messages, user_name="minji", character_name="Crew", speaker_names=names
+        )
+    )
+    text = transcript_markdown(
+        conversation=group, messages=messages, user_name="minji", character_name="Crew", speaker_names=names
+    )
+    ours = transcript_json(conversation=group, messages=messages)
+
+    assert [line["name"] for line in rest] == ["minji", "Captain Rhea", "서연"]
+    assert "## Captain Rhea · " in text and "## 서연 · " in text
+    assert ours["conversation"]["members"] == ["rhea", "seoyeon"] and ours["conversation"]["activation"] == "list"
+    back = chat_file_parse(json.dumps(ours).encode())
+    assert [d.meta.get("speaker") for d in back.messages] == [None, "rhea", "seoyeon"]

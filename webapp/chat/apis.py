@@ -803,7 +803,13 @@ class ConversationExportApi(APIView):
             user_id=owner(request, query.validated_data.get("user_id")),
         )
         persona = runtime.personas_get().get(conversation.persona)
-        names = {"user_name": who.username, "character_name": persona.name if persona else conversation.persona}
+        names: dict[str, Any] = {
+            "user_name": who.username,
+            "character_name": persona.name if persona else conversation.persona,
+        }
+        if conversation.is_group:  # each reply under its member's name; the file under the group's
+            names["character_name"] = conversation.title
+            names["speaker_names"] = group_chats.member_names(conversation, owner=conversation.user_id)
         if kind == "json":
             body = json.dumps(
                 transcripts.transcript_json(conversation=conversation, messages=messages), ensure_ascii=False

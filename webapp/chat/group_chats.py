@@ -171,6 +171,11 @@ def _member_list(group: Conversation, *, owner: str) -> list[Member]:
     return found
 
 
+def member_names(group: Conversation, *, owner: str) -> dict[str, str]:
+    """The group's members' names by persona id (those whose character is gone: left out)."""
+    return {m.id: m.name for m in _member_list(group, owner=owner)}
+
+
 def group_post(
     *, store: ChatStore, db_id: str, owner: str, text: str, seed: int | None = None
 ) -> tuple[Message, list[str]]:
@@ -205,7 +210,7 @@ def speak_request(
             f"speaker: {data['speaker']!r} is not a member of this group", field="speaker", code="not_a_member"
         )
     speaker = _members_check([data["speaker"]], owner=owner, field="speaker")[0]
-    names = {m.id: m.name for m in _member_list(group, owner=owner)}
+    names = member_names(group, owner=owner)
     return TurnRequest(
         user_id=owner,
         user_name=user_name,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -72,16 +72,31 @@ def _swipes_of(message: Message) -> tuple[list[str], int, list[dict[str, Any]]]:
     )
 
 
+def _name_of(message: Message, *, user_name: str, character_name: str, speakers: Mapping[str, str]) -> str:
+    """Who wrote `message`: the user, a group chat's member (by its `speaker`), or the character."""
+    if message.role == "user":
+        return user_name
+    speaker = str(message.meta.get("speaker") or "")
+    return speakers.get(speaker, speaker) if speaker else character_name
+
+
 def transcript_jsonl(
-    *, conversation: Conversation, messages: Sequence[Message], user_name: str, character_name: str
+    *,
+    conversation: Conversation,
+    messages: Sequence[Message],
+    user_name: str,
+    character_name: str,
+    speaker_names: Mapping[str, str] | None = None,
 ) -> str:
-    """SillyTavern's chat file for `messages` (oldest first; see the module docstring)."""
+    """SillyTavern's chat file for `messages` (oldest first; see the module docstring). A
+    group chat's replies are named by their speaker (`speaker_names`: persona id → name)."""
     header = {
         "user_name": user_name,
         "character_name": character_name,
         "create_date": conversation.created_at.isoformat(),
         "chat_metadata": {"personachat": {"db_id": conversation.db_id, "persona": conversation.persona}},
     }
+    speakers = speaker_names or {}
     lines: list[dict[str, Any]] = []
     by_id: dict[str, dict[str, Any]] = {}
     for message in messages:
@@ -100,7 +115,7 @@ def transcript_jsonl(
         is_user = message.role == "user"
         swipes, swipe_id, swipe_info = _swipes_of(message)
         line = {
-            "name": user_name if is_user else character_name,
+            "name": _name_of(message, user_name=user_name, character_name=character_name, speakers=speakers),
             "is_user": is_user,
             "is_system": False,
             "send_date": message.created_at.isoformat(),
@@ -125,6 +140,15 @@ def transcript_json(*, conversation: Conversation, messages: Sequence[Message]) 
             "persona": conversation.persona,
             "title": conversation.title,
             "greeting": conversation.greeting,
+            **(
+                {
+                    "members": list(conversation.members),
+                    "muted": list(conversation.muted),
+                    "activation": conversation.activation,
+                }
+                if conversation.is_group
+                else {}
+            ),
             "created_at": conversation.created_at.isoformat(),
             "updated_at": conversation.updated_at.isoformat(),
         },
@@ -143,7 +167,12 @@ def transcript_json(*, conversation: Conversation, messages: Sequence[Message]) 
 
 
 def transcript_markdown(
-    *, conversation: Conversation, messages: Sequence[Message], user_name: str, character_name: str
+    *,
+    conversation: Conversation,
+    messages: Sequence[Message],
+    user_name: str,
+    character_name: str,
+    speaker_names: Mapping[str, str] | None = None,
 ) -> str:
     """A readable transcript: the title, then each visible message under its speaker and time."""
     replaced = {m.meta["regenerates"] for m in messages if m.meta.get("regenerates")}
@@ -151,7 +180,7 @@ def transcript_markdown(
     for message in messages:
         if message.role not in ("user", "assistant") or message.id in replaced:
             continue
-        speaker = user_name if message.role == "user" else character_name
+        speaker = _name_of(message, user_name=user_name, character_name=character_name, speakers=speaker_names or {})
         parts += [f"## {speaker} · {message.created_at.strftime('%Y-%m-%d %H:%M')}", "", message.content, ""]
     return "\n".join(parts)
 
@@ -163,7 +192,7 @@ MAX_MESSAGES = 100_000
 MAX_TEXT = 100_000
 MAX_SWIPES = 100
 MAX_NAME = 200
-KEPT_META = ("tokens", "model", "finish_reason", "timings", "edits", "edited_at")
+KEPT_META = ("tokens", "model", "finish_reason", "timings", "edits", "edited_at", "speaker")
 
 
 @dataclass(frozen=True)
