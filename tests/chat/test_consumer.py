@@ -117,7 +117,7 @@ async def closed(communicator: WebsocketCommunicator) -> None:
 
 
 async def turn(communicator: WebsocketCommunicator, **frame: Any) -> tuple[dict, list[str], dict]:
-    """Send one message frame; return (start, token texts, done)."""
+    """Send one frame (a message, unless `type` says otherwise); return (start, token texts, done)."""
     await communicator.send_json_to({"type": "message", **frame})
     start = await communicator.receive_json_from(timeout=TIMEOUT)
     assert start["type"] == "start", start
@@ -457,3 +457,34 @@ def test_a_waiting_client_learns_its_queue_position(spec: ModelSpec, max_tokens)
         run(scenario)
     finally:
         one_slot.close()
+
+
+def test_continue_adds_the_rest_to_the_last_reply(store: ChatStore, max_tokens: Callable[[int], None]) -> None:
+    """A reply cut at the length limit goes on from where it ends: the streamed text is
+    added to the same stored message, and its token count adds up."""
+    db_id, user_id = str(uuid.uuid4()), "ws-user"
+    max_tokens(8)
+
+    async def scenario() -> None:
+        communicator = await connected()
+        start, _, done = await turn(communicator, **message_frame(db_id, user_id, "Tell me a long story."))
+        before = store.message_get(db_id, done["message_id"])
+        more = await turn(communicator, type="continue", db_id=db_id, user_id=user_id, message_id=done["message_id"])
+        await communicator.send_json_to(
+            {"type": "continue", "db_id": db_id, "user_id": user_id, "message_id": start["user_message_id"]}
+        )
+        refused = await communicator.receive_json_from(timeout=TIMEOUT)
+        await closed(communicator)
+
+        again_start, texts, again_done = more
+        assert before is not None and before.meta["finish_reason"] == "length"
+        assert again_start["continues"] == done["message_id"] and again_done["message_id"] == done["message_id"]
+        stored = store.messages_all(db_id)
+        assert [m.role for m in stored] == ["user", "assistant"], "no new message: the same reply, longer"
+        reply = stored[1]
+        assert reply.content == before.content + "".join(texts) and len(reply.content) > len(before.content)
+        assert reply.meta["continued"] == 1
+        assert reply.meta["tokens"] == before.meta["tokens"] + again_done["usage"]["completion_tokens"]
+        assert (refused["type"], refused["code"], refused["field"]) == ("error", "not_the_last_reply", "message_id")
+
+    run(scenario)

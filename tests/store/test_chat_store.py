@@ -467,6 +467,26 @@ def test_a_swipe_is_a_new_alternative_of_the_same_message_and_is_shown(tmp_path:
     assert store.message_swipe_add("c1", reply.id, swipe_key="k2", content="again", meta={}) == swiped, "once"
 
 
+def test_a_continuation_is_added_to_the_reply_and_its_shown_swipe_once(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    reply = reply_of(store, conversation)
+    store.message_swipe_add("c1", reply.id, swipe_key="k2", content="second", meta={"tokens": 2})
+    store.messages_recent("c1")
+
+    more = store.message_continue(
+        "c1", reply.id, key="c", text=" and more", meta={"tokens": 3, "finish_reason": "stop"}
+    )
+
+    assert more is not None and more.content == "second and more" and more.meta["continued"] == 1
+    assert more.meta["tokens"] == 5 and more.meta["finish_reason"] == "stop"
+    assert [s["content"] for s in more.meta["swipes"]] == ["first", "second and more"], "the shown alternative grows"
+    assert more.meta["swipes"][1]["id"] == "k2" and more.meta["swipes"][1]["meta"]["tokens"] == 5
+    assert store.messages_recent("c1")[-1] == more
+    assert store.message_continue("c1", reply.id, key="c", text=" twice", meta={}) == more, "once per key"
+    assert store.message_continue("c1", "0" * 24, key="d", text="x", meta={}) is None
+
+
 def test_choosing_a_swipe_changes_what_later_reads_see_and_nothing_else(tmp_path: Path) -> None:
     store = store_open(tmp_path)
     conversation = conversation_new(store)

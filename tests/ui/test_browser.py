@@ -975,3 +975,31 @@ def test_an_earlier_reply_gets_another_answer_and_an_edit_is_sent_again_on_a_bra
     shown = page.locator("[data-testid=message]").evaluate_all("(ms) => ms.map((m) => m.dataset.messageId)")
     assert shown[-1] == branched[3]["id"]
     assert stored(base, "office", db_id, visitor)[2]["content"] == "Second question.", "the past stays as it was"
+
+
+def test_continue_writes_more_of_the_last_reply_in_the_same_bubble(page, base):
+    visitor = visitor_of(page)
+    open_app(page, base, "office")
+    send(page, "Tell me a long story.")
+    wait_done(page)
+    db_id = page.locator("[data-testid=conversation-item]").first.get_attribute("data-db-id")
+    _, reply = stored(base, "office", db_id, visitor)
+    assert reply["meta"]["finish_reason"] == "length"  # the UI stack's replies run to the limit
+    bubble = page.locator(f"[data-testid=message][data-message-id='{reply['id']}']")
+
+    bubble.locator("[data-testid=continue-reply]").click()
+    page.wait_for_function(
+        "(id) => { const m = document.querySelector(`[data-testid=message][data-message-id='${id}']`);"
+        " return m && m.dataset.streaming === 'false' && m.querySelector('[data-testid=reply-stats]'); }",
+        arg=reply["id"],
+        polling=200,
+    )
+    page.wait_for_function("() => !window.personaChat.state.streaming")
+
+    after = stored(base, "office", db_id, visitor)
+    assert len(after) == 2 and after[1]["id"] == reply["id"], "the same reply, not a new one"
+    assert after[1]["content"].startswith(reply["content"]) and len(after[1]["content"]) > len(reply["content"])
+    assert after[1]["meta"]["continued"] == 1
+    assert page.locator("[data-testid=message][data-role=assistant]").count() == 1
+    shown = bubble.locator("[data-testid=message-body]").inner_text()
+    assert words(shown) == words(rendered(page, after[1]["content"])), "the bubble shows the stored reply"

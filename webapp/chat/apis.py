@@ -585,11 +585,66 @@ class MessageDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def _reply_again(request: Request, db_id: str, message_id: str, *, continues: bool) -> Response:
+    """Run a turn on a stored reply (another answer to it, or the rest of it) and answer
+    with the reply as stored. Counted for /performance, as a Llama turn is."""
+    with runtime.CountedRequest() as counted:
+        query = UserQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        who = principal(request)
+        user_id = owner(request, query.validated_data.get("user_id"))
+        store = runtime.chat_store_get()
+        conversation = selectors.conversation_owned(store=store, db_id=str(db_id), user_id=user_id)
+        user_name = query.validated_data.get("user_id") or who.username
+        gate = TurnLimits(who, client_ip(request))
+        sampling = sampling_params(runtime.model_spec_get().sampling)
+        if conversation.is_group and not continues:  # the member who wrote the reply answers again
+            reply = store.message_get(str(db_id), message_id)
+            speaker = str(reply.meta.get("speaker", "")) if reply is not None else ""
+            turn = group_chats.speak_request(
+                {"db_id": str(db_id), "speaker": speaker or conversation.persona, "message_id": message_id},
+                owner=user_id,
+                user_name=user_name,
+                role=who.role,
+                gate=gate,
+                sampling=sampling,
+            )
+        else:
+            turn = TurnRequest(
+                user_id=user_id,
+                user_name=user_name,
+                role=who.role,
+                gate=gate,
+                db_id=str(db_id),
+                persona=persona_by_id(conversation.persona, owner=user_id),
+                sampling=sampling,
+                swipe_of=message_id,
+                continues=continues,
+            )
+        done = async_to_sync(turn_collect)(turn, deps=runtime.turn_deps())
+        assert done.message is not None
+        counted.succeeded()
+        return Response(MessageListApi.OutputSerializer(done.message).data)
+
+
+def _reply_errors(conflict: str) -> dict[Any, Any]:
+    return error_responses(
+        400,
+        404,
+        409,
+        429,
+        503,
+        _404="no such conversation for this user",
+        _409=conflict,
+        _429="server busy: the estimated wait for the model is over its limit; nothing was stored",
+        _503="model loading (`model_loading`), shutting down (`shutting_down`), or generation failed",
+    )
+
+
 class MessageSwipeApi(APIView):
     """POST .../messages/{message_id}/swipes: answer the question of reply `message_id`
     again (any reply: an earlier one from the history before it, as it was then); the new
-    answer becomes the reply's newest alternative, shown. Counted for /performance, as a
-    Llama turn is."""
+    answer becomes the reply's newest alternative, shown."""
 
     @extend_schema(
         operation_id="conversations_messages_swipe",
@@ -597,57 +652,31 @@ class MessageSwipeApi(APIView):
         request=None,
         responses={
             200: MessageListApi.OutputSerializer,
-            **error_responses(
-                400,
-                404,
-                409,
-                429,
-                503,
-                _404="no such conversation for this user",
-                _409="a group chat's reply that is not its last message",
-                _429="server busy: the estimated wait for the model is over its limit; nothing was stored",
-                _503="model loading (`model_loading`), shutting down (`shutting_down`), or generation failed",
-            ),
+            **_reply_errors("a group chat's reply that is not its last message"),
         },
         summary="Generate another answer (a swipe) for a reply",
     )
     def post(self, request: Request, db_id: str, message_id: str) -> Response:
-        with runtime.CountedRequest() as counted:
-            query = UserQuerySerializer(data=request.query_params)
-            query.is_valid(raise_exception=True)
-            who = principal(request)
-            user_id = owner(request, query.validated_data.get("user_id"))
-            store = runtime.chat_store_get()
-            conversation = selectors.conversation_owned(store=store, db_id=str(db_id), user_id=user_id)
-            user_name = query.validated_data.get("user_id") or who.username
-            gate = TurnLimits(who, client_ip(request))
-            sampling = sampling_params(runtime.model_spec_get().sampling)
-            if conversation.is_group:  # the member who wrote the reply answers again
-                reply = store.message_get(str(db_id), message_id)
-                speaker = str(reply.meta.get("speaker", "")) if reply is not None else ""
-                turn = group_chats.speak_request(
-                    {"db_id": str(db_id), "speaker": speaker or conversation.persona, "message_id": message_id},
-                    owner=user_id,
-                    user_name=user_name,
-                    role=who.role,
-                    gate=gate,
-                    sampling=sampling,
-                )
-            else:
-                turn = TurnRequest(
-                    user_id=user_id,
-                    user_name=user_name,
-                    role=who.role,
-                    gate=gate,
-                    db_id=str(db_id),
-                    persona=persona_by_id(conversation.persona, owner=user_id),
-                    sampling=sampling,
-                    swipe_of=message_id,
-                )
-            done = async_to_sync(turn_collect)(turn, deps=runtime.turn_deps())
-            assert done.message is not None
-            counted.succeeded()
-            return Response(MessageListApi.OutputSerializer(done.message).data)
+        return _reply_again(request, db_id, message_id, continues=False)
+
+
+class MessageContinueApi(APIView):
+    """POST .../messages/{message_id}/continue: the model goes on writing the conversation's
+    last reply from where it ends (a reply cut at the length limit, or stopped); the text is
+    added to it (its shown alternative), `meta.continued` counts the continuations."""
+
+    @extend_schema(
+        operation_id="conversations_messages_continue",
+        parameters=[DB_ID_PARAM, MESSAGE_ID_PARAM, UserQuerySerializer],
+        request=None,
+        responses={
+            200: MessageListApi.OutputSerializer,
+            **_reply_errors("message_id is not the conversation's last reply"),
+        },
+        summary="Continue the last reply: the model writes more of it",
+    )
+    def post(self, request: Request, db_id: str, message_id: str) -> Response:
+        return _reply_again(request, db_id, message_id, continues=True)
 
 
 class ConversationBranchApi(APIView):

@@ -13,6 +13,9 @@ Protocol (the README and the OpenAPI description say the same):
            {"type": "regenerate", "db_id", "user_id", "persona" | character fields, "message_id"?}
              answers the last user message again, or reply message_id's question (an earlier
              reply from the history before it); the answer becomes that reply's newest swipe
+           {"type": "continue", "db_id", "user_id", "persona" | character fields, "message_id"?}
+             the model goes on writing the conversation's last reply (message_id, if given,
+             must name it); start's "continues" names it, and the text that streams is added to it
            {"type": "speak", "db_id", "user_id", "speaker", "message_id"?}  a group chat (character
              app): member `speaker` replies to the group as it stands (after POST
              /character/groups/{db_id}/messages stored the user's message and named who speaks);
@@ -22,7 +25,8 @@ Protocol (the README and the OpenAPI description say the same):
            {"type": "resume", "message_id", "user_id", "offset"}  after a dropped connection: the
              rest of a reply still running (or just finished), from character `offset` on
   server → {"type": "status", "state", "model"}   on connect, and when the model is ready
-           {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates", "speaker"}
+           {"type": "start", "message_id", "db_id", "user_message_id", "persona", "regenerates", "speaker",
+             "continues"}
              (`speaker`: a group's member writing the reply; "" in a one-to-one chat)
            {"type": "queued", "position"}         while waiting for a free slot (1 = next)
            {"type": "token", "text"}               as tokens arrive (several, if the socket lagged)
@@ -44,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -132,10 +137,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if kind == "resume":
                 await self._resume(frame, principal)
                 return
-            if kind not in ("message", "regenerate", "speak"):
+            if kind not in ("message", "regenerate", "continue", "speak"):
                 raise ApplicationError(
-                    f"type: unknown frame type {kind!r} (expected message, regenerate, speak, stop, approval or "
-                    "resume)",
+                    f"type: unknown frame type {kind!r} (expected message, regenerate, continue, speak, stop, "
+                    "approval or resume)",
                     field="type",
                     code="unknown_type",
                 )
@@ -281,6 +286,7 @@ def _frame_of(event: TurnEvent) -> dict[str, Any]:
             "persona": event.persona,
             "regenerates": event.regenerates,
             "speaker": event.speaker,
+            "continues": event.continues,
         }
     assert isinstance(event, TurnDone) and event.message is not None
     meta = event.message.meta
@@ -333,7 +339,7 @@ def _turn_request(kind: str, frame: dict[str, Any], principal: Principal, client
     serializer = serializer_class(data={k: v for k, v in frame.items() if k != "type"})
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
-    return inputs.turn_request(
+    request = inputs.turn_request(
         data,
         owner=principal.owner_for(data.get("user_id")),
         user_name=data.get("user_id") or principal.username,
@@ -341,3 +347,4 @@ def _turn_request(kind: str, frame: dict[str, Any], principal: Principal, client
         gate=TurnLimits(principal, client),
         sampling=services.sampling_params(runtime.model_spec_get().sampling),
     )
+    return replace(request, continues=True) if kind == "continue" else request

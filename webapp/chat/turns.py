@@ -204,6 +204,9 @@ class TurnRequest:
     # it stands, no new message; `group_names` names every member by persona id.
     speaks: bool = False
     group_names: Mapping[str, str] | None = None
+    # With text None: the model goes on writing the conversation's last reply (`swipe_of`,
+    # if given, must name it) instead of answering again; the reply gets the rest.
+    continues: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,7 @@ class TurnStarted:
     persona: str
     regenerates: str | None
     speaker: str = ""  # a group chat's reply: the member writing it
+    continues: str | None = None  # the reply being continued: the text that streams is added to it
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,7 @@ class _Turn:
     budget: dict[str, int] | None = None  # round 1's prompt tokens by part
     speaker: str = ""  # a group chat's reply: the member writing it
     note: ChatMessage | None = None  # a system line after the persona (a group's whose-turn line)
+    continues: str | None = None  # the stored reply this turn goes on writing
 
 
 _releasing: set[asyncio.Future[Any]] = set()  # gate releases under way (held so they aren't collected)
@@ -421,8 +426,14 @@ async def _stateless(
 async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl) -> AsyncIterator[TurnEvent]:
     store = deps.store
     assert store is not None, "a stored turn needs the chat store"
-    starts = {"speak": _speak_start, "regenerate": _regenerate_start, "message": _message_start}
-    start = starts["speak" if request.speaks else "regenerate" if request.text is None else "message"]
+    starts = {
+        "speak": _speak_start,
+        "continue": _continue_start,
+        "regenerate": _regenerate_start,
+        "message": _message_start,
+    }
+    kind = "message" if request.text is not None else "regenerate"
+    start = starts["speak" if request.speaks else "continue" if request.continues else kind]
     turn = await _worker(start)(request, deps)
     control._attach(turn.handle)
     assert turn.conversation is not None
@@ -433,6 +444,7 @@ async def _stored(request: TurnRequest, *, deps: TurnDeps, control: TurnControl)
         persona=turn.persona_id,
         regenerates=turn.regenerates,
         speaker=turn.speaker,
+        continues=turn.continues,
     )
     checkpoint = ReplyCheckpoint(
         store=store,
@@ -635,6 +647,7 @@ def _round_submit(
     tools: tuple[ChatMessage, str] | None,
     tool_mode: ToolMode | None,
     note: ChatMessage | None = None,
+    reply_start: str = "",
 ) -> tuple[Layout, GenerationHandle]:
     """Lay out and submit round 1; `tools` is the (instruction, grammar) of a round that may
     call a tool. When even no history leaves room, the lowest-priority lore goes, one entry
@@ -664,6 +677,7 @@ def _round_submit(
             after=layout.after,
             sampling=sampling,
             grammar=tools[1] if tools else None,
+            reply_start=reply_start,
         )
         try:
             return layout, engine.submit(request)
@@ -871,6 +885,57 @@ def _regenerate_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
     )
 
 
+def _continue_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
+    """The model goes on writing the conversation's last reply, from where it ends: the
+    prompt is the one that reply answered, ended by the reply's text so far."""
+    store = deps.store
+    assert store is not None
+    conversation = _group_refused(_owned(store, request.db_id, request.user_id))
+    if conversation is None:
+        raise NotFoundError(f"no conversation {request.db_id} for this user_id", field="db_id")
+    messages = messages_visible(store.messages_recent(request.db_id))
+    reply = messages[-1] if messages else None
+    last_user = _last_user_index(messages)
+    if reply is None or reply.role != "assistant" or last_user is None:
+        raise ApplicationError(
+            "this conversation does not end with a reply to continue", field="db_id", code="nothing_to_continue"
+        )
+    if request.swipe_of is not None and request.swipe_of != reply.id:
+        raise ConflictError(
+            f"message_id: only the conversation's last reply ({reply.id}) can be continued",
+            field="message_id",
+            code="not_the_last_reply",
+        )
+    history = prompt_history(messages[:last_user])
+    persona = _persona_bound(request, conversation)
+    prompt_user = ChatMessage("user", messages[last_user].content)
+    layout, handle = _round_submit(
+        deps.engine,
+        persona=persona,
+        lore=_lore(deps.engine, persona, history=history, text=prompt_user.content),
+        history=_chat(history),
+        user=prompt_user,
+        sampling=request.sampling,
+        tools=None,
+        tool_mode=None,
+        reply_start=reply.content,
+    )
+    return _Turn(
+        persona_id=persona.id,
+        persona=persona,
+        handle=handle,
+        prompt_user=prompt_user,
+        history=_kept(history, handle),
+        conversation=conversation,
+        user_message=messages[last_user],
+        assistant_message_id=store.message_id_new(),
+        sampling=request.sampling,
+        layout=layout,
+        budget=_budget_measure(deps.engine, persona=persona, layout=layout, handle=handle, user=prompt_user.content),
+        continues=reply.id,
+    )
+
+
 def _last_user_index(messages: Sequence[Message]) -> int | None:
     return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
 
@@ -1038,6 +1103,8 @@ def _checkpoint_meta(turn: _Turn) -> dict[str, Any]:
         meta["speaker"] = turn.speaker
     if turn.regenerates:
         meta["regenerates"] = turn.regenerates
+    if turn.continues:
+        meta["continues"] = turn.continues
     if turn.sources:
         meta["sources"] = list(turn.sources)
     if turn.tool_steps:
@@ -1079,6 +1146,15 @@ def chat_turn_finish(
         meta["stopped_by"] = stopped_by or "user"
     meta.update(_checkpoint_meta(turn))
     content = reply_text(turn.notice, completion.text)
+    if turn.continues:
+        # The rest of a stored reply is added to it (deleted meanwhile: a message of its own).
+        own = {k: v for k, v in meta.items() if k != "continues"}
+        continued = store.message_continue(
+            turn.conversation.db_id, turn.continues, key=turn.assistant_message_id, text=content, meta=own
+        )
+        if continued is not None:
+            store.checkpoint_clear(turn.assistant_message_id)
+            return continued
     # Another answer to a stored reply becomes its newest swipe, shown; the reply it was
     # asked of may have been deleted meanwhile, and then it is a message of its own.
     swiped = (
@@ -1097,7 +1173,7 @@ def chat_turn_finish(
         role="assistant",
         content=content,
         persona=turn.conversation.persona if turn.speaker else turn.persona_id,  # a group keeps its own
-        meta=meta,
+        meta={k: v for k, v in meta.items() if k != "continues"},
         message_id=turn.assistant_message_id,
     )
     store.checkpoint_clear(turn.assistant_message_id)  # stored: nothing left to recover

@@ -78,6 +78,11 @@ urlpatterns = [
         apis.MessageSwipeApi.as_view(),
         name="message-swipes",
     ),
+    path(
+        "conversations/<uuid:db_id>/messages/<message_id:message_id>/continue",
+        apis.MessageContinueApi.as_view(),
+        name="message-continue",
+    ),
     path("conversations/<uuid:db_id>/branches", apis.ConversationBranchApi.as_view(), name="conversation-branches"),
     path("conversations/<uuid:db_id>/export", apis.ConversationExportApi.as_view(), name="conversation-export"),
     path("search", apis.SearchApi.as_view(), name="search"),

@@ -55,6 +55,9 @@ class GenerationRequest:
     # examples and greeting, not this turn's lore): the engine evaluates that prefix once
     # and copies its KV state into every slot that needs it. None: all of `pinned`; 0: none.
     shared: int | None = None
+    # The start of the reply, already written: the prompt ends with it (after the reply's
+    # opening), and the model goes on from there ("continue"). The completion is what follows.
+    reply_start: str = ""
 
 
 @dataclass(frozen=True)

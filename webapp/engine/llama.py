@@ -268,6 +268,7 @@ class LlamaEngine:
             render=self.template.render,
             count_tokens=count_tokens,
             budget=budget,
+            reply_start=request.reply_start,
         )
         handle = GenerationHandle(plan=plan, request=request)
         tokens = tokenized.get(plan.text) or self._tokenize(plan.text)

@@ -80,11 +80,13 @@ def prompt_fit(
     count_tokens: Callable[[str], int],
     budget: int,
     after: Sequence[ChatMessage] = (),
+    reply_start: str = "",
 ) -> PromptPlan:
     """Keep as much recent history as fits in `budget` tokens, dropping oldest turns first.
 
     `pinned` (the persona: system prompt, examples, greeting), `user` and `after` (what
-    follows the new message: a character's post-history instructions) are never dropped.
+    follows the new message: a character's post-history instructions) are never dropped;
+    `reply_start` (a reply being continued) ends the text, after the reply's opening.
     History is cut only at user turns, so the kept part never opens with a dangling reply.
     Token counts grow as more history is kept, so a binary search over the cut point needs
     O(log n) renders instead of n.
@@ -92,7 +94,7 @@ def prompt_fit(
     cuts = [i for i, m in enumerate(history) if m.role == "user"] + [len(history)]
 
     def plan_for(start: int) -> PromptPlan:
-        text = render([*pinned, *history[start:], user, *after])
+        text = render([*pinned, *history[start:], user, *after]) + reply_start
         return PromptPlan(
             text=text,
             n_tokens=count_tokens(text),

@@ -157,6 +157,7 @@ class Message:
             "edits",
             "edited_at",
             "speaker",
+            "continued",
         )
         return cls(
             id=str(doc["_id"]),
@@ -709,6 +710,41 @@ class ChatStore:
             self._conversation_touch(db_id)  # a new answer is the chat's latest activity: it goes up the list
         return message
 
+    def message_continue(
+        self, db_id: str, message_id: str, *, key: str, text: str, meta: dict[str, Any]
+    ) -> Message | None:
+        """The model went on writing a reply: `text` is added to the end of its shown text
+        (and shown alternative). `meta` (the continuation's finish_reason, timings, …)
+        replaces the reply's, its `tokens` add up, and `continued` counts the continuations.
+        Adding the same `key` twice adds it once (a recovered checkpoint may repeat a write).
+        None if the message is gone."""
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            keys = list(doc.get("continued_keys") or [])
+            if key in keys:
+                return None
+            extra = storable(meta)
+            merged = {
+                **doc,
+                **extra,
+                "content": storable(str(doc.get("content", "")) + text),
+                "tokens": int(doc.get("tokens") or 0) + int(extra.get("tokens") or 0),
+                "continued": int(doc.get("continued") or 0) + 1,
+                "continued_keys": [*keys, key][-EDITS_KEPT:],
+            }
+            if doc.get("swipes"):
+                swipes = [dict(swipe) for swipe in doc["swipes"]]
+                shown = int(doc.get("swipe_id", 0))
+                swipes[shown] = {**_alternative_of(merged), "id": swipes[shown].get("id", message_id)}
+                swipes[shown]["created_at"] = doc["swipes"][shown].get("created_at", swipes[shown]["created_at"])
+                merged["swipes"] = swipes
+            return merged
+
+        message = self._message_change(db_id, message_id, change)
+        if message is not None:
+            self._conversation_touch(db_id)
+        return message
+
     def _conversation_touch(self, db_id: str) -> None:
         now = _now()
         with self._cache_lock:
@@ -829,7 +865,7 @@ class ChatStore:
         Call once at start-up, before serving: the process that wrote them is gone. A
         checkpoint whose reply was stored after all (the crash fell between the two writes)
         is only deleted; one of a new alternative (`regenerates` names the reply) becomes
-        that reply's swipe.
+        that reply's swipe, and one of a continuation (`continues`) is added to its reply.
         """
         with self._db_lock:
             docs = list(self._checkpoints.find({"app": self._app}))
@@ -847,15 +883,19 @@ class ChatStore:
                     "interrupted_at": _utc(saved).isoformat() if isinstance(saved, datetime) else None,
                 }
                 target = str(meta.pop("regenerates", "") or "")
-                # A new alternative of a stored reply becomes its swipe (once, whatever
-                # was written before the crash); otherwise the reply is a message of its own.
-                swiped = (
-                    self.message_swipe_add(
+                continued = str(meta.pop("continues", "") or "")
+                # A new alternative of a stored reply becomes its swipe, and the rest of a
+                # continued reply is added to it (once, whatever was written before the
+                # crash); otherwise the reply is a message of its own.
+                swiped = None
+                if target:
+                    swiped = self.message_swipe_add(
                         conversation.db_id, target, swipe_key=message_id, content=doc.get("content", ""), meta=meta
                     )
-                    if target
-                    else None
-                )
+                elif continued:
+                    swiped = self.message_continue(
+                        conversation.db_id, continued, key=message_id, text=doc.get("content", ""), meta=meta
+                    )
                 recovered.append(
                     swiped
                     or self.message_append(

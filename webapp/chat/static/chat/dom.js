@@ -60,6 +60,7 @@ const ICONS = {
   alert: ['M12 8v5M12 16.5v.5M12 3l10 18H2z'],
   info: ['M12 11v6M12 7.5v.5', 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18z'],
   regenerate: ['M20 11a8 8 0 1 0-2.3 5.7', 'M20 5v6h-6'],
+  continue: ['M4 12h11', 'M11 7l5 5-5 5', 'M20 5v14'],
   trash: ['M4 7h16', 'M10 11v6M14 11v6', 'M6 7l1 13h10l1-13', 'M9 7V4h6v3'],
   edit: ['M4 20h4L19 9l-4-4L4 16z', 'M14 6l4 4'],
   download: ['M12 4v11', 'M7 10l5 5 5-5', 'M5 20h14'],

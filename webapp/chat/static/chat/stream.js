@@ -89,6 +89,22 @@ export function regenerate(oldArticle) {
 }
 
 /**
+ * The model goes on writing the chat's last reply (a reply cut at the length limit, or
+ * stopped): what streams is added to the same bubble, and the server adds it to the
+ * stored reply. One-to-one chats only.
+ */
+export function continueReply(article) {
+  if (state.stream || state.group || !wsOpen() || state.model.state !== 'ready') return;
+  const data = messageData.get(article);
+  if (!data.id) return;
+  const frame = { type: 'continue', db_id: state.dbId, persona: state.persona, message_id: data.id };
+  article.dataset.streaming = 'true';
+  article.setAttribute('aria-busy', 'true');
+  regenerateButtonsUpdate();
+  streamBegin('continue', frame, { bubble: article, base: data.text });
+}
+
+/**
  * Ask for a reply to the chat's last message: the user's, with no reply yet (a branch
  * that ends on an edited message). A regenerate frame with no reply to replace.
  */
@@ -134,8 +150,9 @@ export function speak(speaker, { replaces } = {}) {
   });
 }
 
-function streamBegin(kind, frame, { userEl, bubble, replaced, onEnd }) {
+function streamBegin(kind, frame, { userEl, bubble, replaced, onEnd, base }) {
   state.stream = {
+    base: base || '', // a continued reply's text before this turn (the server streams only the rest)
     onEnd: onEnd || null,
     completed: false,
     kind,
@@ -145,7 +162,7 @@ function streamBegin(kind, frame, { userEl, bubble, replaced, onEnd }) {
     userEl: userEl || null,
     bubble,
     replaced: replaced || null,
-    text: '',
+    text: base || '',
     messageId: null,
     started: false,
     stopRequested: false,
@@ -214,8 +231,11 @@ export function onStart(frame) {
   state.queuePosition = null;
   busyCancel();
   bannerRender();
-  if (s.messageId) s.bubble.dataset.messageId = s.messageId;
-  messageData.get(s.bubble).id = s.messageId;
+  if (s.kind !== 'continue') {
+    // A continued reply keeps its id; anything else is known by the id the server announced.
+    if (s.messageId) s.bubble.dataset.messageId = s.messageId;
+    messageData.get(s.bubble).id = s.messageId;
+  }
   if (s.userEl && frame.user_message_id) {
     s.userEl.dataset.messageId = frame.user_message_id;
     messageData.get(s.userEl).id = frame.user_message_id;
@@ -346,6 +366,8 @@ function streamTakeBack(s) {
     if (s.dbId === state.dbId) restoreInput(s.frame.input_data);
   } else if (s.replaced && s.bubble.isConnected) {
     s.bubble.replaceWith(s.replaced);
+  } else if (s.kind === 'continue') {
+    bubbleFinish(s.bubble, {}); // the reply as it was
   } else {
     s.bubble.remove(); // a reply asked for without a message of its own (speak, replyAsk)
   }
@@ -430,7 +452,7 @@ export function resumeAfterReconnect() {
   const s = state.stream;
   if (!s || !s.suspended) return false;
   s.suspended = false;
-  const frame = { type: 'resume', message_id: s.messageId, offset: s.text.length };
+  const frame = { type: 'resume', message_id: s.messageId, offset: s.text.length - s.base.length };
   if (!wsSend(frame)) {
     connectionLost();
     return false;

@@ -8,7 +8,7 @@ import { IS_CHARACTER, messageData, personaName, state } from './state.js';
 import { els, icon, node } from './dom.js';
 import { hooks } from './hooks.js';
 import { copyText, render } from './markdown.js';
-import { regenerate, replyAsk } from './stream.js';
+import { continueReply, regenerate, replyAsk } from './stream.js';
 import { api, apiSend } from './api.js';
 import { errorShow } from './banner.js';
 import { conversationsRefresh, openConversation, relativeTime } from './conversations.js';
@@ -428,9 +428,9 @@ function badge(kind, title) {
   return b;
 }
 
-/** Only the last assistant reply of a stored chat can be regenerated. */
+/** Only the last assistant reply of a stored chat can be regenerated (or continued) from its footer. */
 export function regenerateButtonsUpdate() {
-  els.messages.querySelectorAll('[data-testid="regenerate"]').forEach((b) => b.remove());
+  els.messages.querySelectorAll('[data-testid="regenerate"], [data-testid="continue-reply"]').forEach((b) => b.remove());
   if (state.stream || !state.stored) return;
   const all = els.messages.querySelectorAll('[data-testid="message"]');
   const last = all[all.length - 1];
@@ -441,6 +441,11 @@ export function regenerateButtonsUpdate() {
   const data = messageData.get(last);
   const button = actionButton('Regenerate reply', 'regenerate', 'regenerate', () => regenerate(last));
   data.footer.append(button);
+  if (!state.group && data.id) {
+    // The model writes more of the same reply (one cut at the length limit, say).
+    const more = actionButton('Continue this reply', 'continue', 'continue-reply', () => continueReply(last));
+    data.footer.append(more);
+  }
 }
 
 export function messageAppend(article) {
