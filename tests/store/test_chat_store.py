@@ -582,6 +582,28 @@ def test_a_checkpoint_of_a_new_alternative_is_recovered_as_its_swipe_once(tmp_pa
     assert store_reopen(tmp_path).checkpoints_recover() == [], "recovered once"
 
 
+def test_a_checkpoint_of_a_continuation_is_recovered_into_its_reply_once(tmp_path: Path) -> None:
+    store = store_open(tmp_path)
+    conversation = conversation_new(store)
+    reply = reply_of(store, conversation)
+    key = store.message_id_new()
+    store.checkpoint_save(
+        conversation=conversation,
+        message_id=key,
+        persona="assistant",
+        content=" and then",
+        meta={"continues": reply.id},
+    )
+
+    restarted = store_reopen(tmp_path)
+    (recovered,) = restarted.checkpoints_recover()
+
+    assert recovered.id == reply.id and recovered.content == "first and then"
+    assert recovered.meta["finish_reason"] == "interrupted" and recovered.meta["continued"] == 1
+    assert len(restarted.messages_all("c1")) == 2, "no message of its own"
+    assert store_reopen(tmp_path).checkpoints_recover() == [], "recovered once"
+
+
 def test_a_branch_copies_the_path_and_no_change_reaches_the_other_branch(tmp_path: Path) -> None:
     store = store_open(tmp_path)
     conversation = conversation_new(store)
