@@ -1001,5 +1001,5 @@ def test_continue_writes_more_of_the_last_reply_in_the_same_bubble(page, base):
     assert after[1]["content"].startswith(reply["content"]) and len(after[1]["content"]) > len(reply["content"])
     assert after[1]["meta"]["continued"] == 1
     assert page.locator("[data-testid=message][data-role=assistant]").count() == 1
-    shown = bubble.locator("[data-testid=message-body]").inner_text()
+    shown = bubble.locator("[data-testid=message-body]").evaluate("(b) => b.textContent")
     assert words(shown) == words(rendered(page, after[1]["content"])), "the bubble shows the stored reply"
