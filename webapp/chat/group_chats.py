@@ -21,7 +21,14 @@ from rest_framework import serializers
 
 from webapp.chat import runtime
 from webapp.chat.groups import ACTIVATIONS, MEMBERS_MAX, MEMBERS_MIN, Member, speakers_next
-from webapp.chat.inputs import StrictCharField, StrictIntegerField, db_id_field, input_data_field, user_id_field
+from webapp.chat.inputs import (
+    StrictCharField,
+    StrictIntegerField,
+    db_id_field,
+    input_data_field,
+    swipe_of_field,
+    user_id_field,
+)
 from webapp.chat.inputs import persona_by_id as _persona_by_id
 from webapp.chat.personas import Persona
 from webapp.chat.selectors import conversation_owned
@@ -89,12 +96,7 @@ class GroupSpeakSerializer(serializers.Serializer):
     user_id = user_id_field()
     db_id = db_id_field(required=True)
     speaker = _persona_id_field()
-    message_id = serializers.RegexField(
-        r"^[0-9a-f]{24}$",
-        required=False,
-        help_text="answer again in place of this reply (it must be the group's last message): a new swipe",
-        error_messages={"invalid": "must be a message id: 24 lowercase hex digits."},
-    )
+    message_id = swipe_of_field()  # the group's last message, a reply: answered again, a new swipe
 
 
 def _members_check(ids: Sequence[str], *, owner: str, field: str = "members") -> list[Persona]:

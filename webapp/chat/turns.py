@@ -343,7 +343,6 @@ class _Turn:
     layout: Layout | None = None  # round 1's prompt around the history (webapp.chat.assembly)
     budget: dict[str, int] | None = None  # round 1's prompt tokens by part
     speaker: str = ""  # a group chat's reply: the member writing it
-    note: ChatMessage | None = None  # a system line after the persona (a group's whose-turn line)
     continues: str | None = None  # the stored reply this turn goes on writing
 
 
@@ -1010,7 +1009,6 @@ def _speak_start(request: TurnRequest, deps: TurnDeps) -> _Turn:
         layout=layout,
         budget=_budget_measure(deps.engine, persona=persona, layout=layout, handle=handle, user=prompt_user.content),
         speaker=speaker,
-        note=note,
     )
 
 
