@@ -53,13 +53,17 @@ from webapp.chat.errors import GenerationFailedError, application_error, openai_
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
 from webapp.chat.openai_tools import (
     TOOLS_MAX,
+    KnownFieldsMixin,
+    Refusals,
     ToolPlan,
     ToolSerializer,
+    fields_check,
     messages_with_tools,
     tool_calls_parse,
     tool_plan,
 )
 from webapp.chat.personas import Persona
+from webapp.chat.structured import AnswerFormat, answer_format_parse
 from webapp.chat.turns import StatelessTurnRequest, TurnControl, TurnDone, TurnEvent, TurnText, turn_stream
 from webapp.core.errors import ApplicationError, NotFoundError, error_body
 from webapp.core.json_input import JsonInputError, json_loads_bounded
@@ -68,14 +72,16 @@ from webapp.engine.engine import Completion, SamplingParams
 MESSAGES_MAX = 200
 CONTENT_MAX = 32_000
 STOP_MAX = 4
+TOP_LOGPROBS_MAX = 20
+LOGIT_BIAS_MAX = 300
 
 
-class ToolCallFunctionSerializer(serializers.Serializer):
+class ToolCallFunctionSerializer(KnownFieldsMixin, serializers.Serializer):
     name = StrictCharField(max_length=64)
     arguments = StrictCharField(allow_blank=True, max_length=CONTENT_MAX, trim_whitespace=False)
 
 
-class ToolCallSerializer(serializers.Serializer):
+class ToolCallSerializer(KnownFieldsMixin, serializers.Serializer):
     """An assistant message's earlier call, as OpenAI sends it back: arguments are a JSON string."""
 
     id = StrictCharField(required=False, max_length=128)
@@ -83,7 +89,17 @@ class ToolCallSerializer(serializers.Serializer):
     function = ToolCallFunctionSerializer()
 
 
-class MessageSerializer(serializers.Serializer):
+MESSAGE_REFUSED: Refusals = (
+    ("name", (None,), "participant names are not supported"),
+    ("refusal", (None,), "an assistant's refusal can't be replayed; send it as content"),
+    ("audio", (None,), "audio is not supported"),
+    ("function_call", (None,), "the deprecated functions API is not supported: use tool_calls"),
+    ("annotations", (None, []), "annotations are not supported"),
+)
+
+
+class MessageSerializer(KnownFieldsMixin, serializers.Serializer):
+    refused = MESSAGE_REFUSED
     role = serializers.ChoiceField(choices=["system", "developer", "user", "assistant", "tool"])
     content = serializers.JSONField(allow_null=True, required=False, default=None)
     tool_calls = serializers.ListField(child=ToolCallSerializer(), required=False, max_length=16)
@@ -112,7 +128,8 @@ class MessageSerializer(serializers.Serializer):
         return attrs
 
 
-class StreamOptionsSerializer(serializers.Serializer):
+class StreamOptionsSerializer(KnownFieldsMixin, serializers.Serializer):
+    refused: Refusals = (("include_obfuscation", (None, False), "stream chunks are not padded for obfuscation"),)
     include_usage = StrictBooleanField(default=False)
 
 
@@ -132,6 +149,16 @@ class ChatCompletionSerializer(serializers.Serializer):
     user = StrictCharField(required=False, max_length=128)
     tools = ToolSerializer(many=True, required=False, max_length=TOOLS_MAX)
     tool_choice = serializers.JSONField(required=False, allow_null=True)
+    # A reply holds at most one call, which both values allow.
+    parallel_tool_calls = StrictBooleanField(required=False, allow_null=True)
+    response_format = serializers.JSONField(required=False, allow_null=True)
+    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    logit_bias = serializers.DictField(
+        child=serializers.FloatField(min_value=-100, max_value=100), required=False, allow_null=True
+    )
+    logprobs = StrictBooleanField(required=False, allow_null=True)
+    top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=TOP_LOGPROBS_MAX)
 
     def validate_stop(self, value: Any) -> tuple[str, ...]:
         if value is None:
@@ -141,19 +168,64 @@ class ChatCompletionSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"must be a non-empty string or a list of at most {STOP_MAX} of them.")
         return tuple(stops)
 
+    def validate_logit_bias(self, value: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+        if not value:
+            return ()
+        if len(value) > LOGIT_BIAS_MAX:
+            raise serializers.ValidationError(f"may bias at most {LOGIT_BIAS_MAX} tokens.")
+        if not all(key.isascii() and key.isdigit() and len(key) <= 9 for key in value):
+            raise serializers.ValidationError("keys must be token ids (digits, as strings).")
+        return tuple((int(key), bias) for key, bias in value.items())
+
     def validate_messages(self, value: list[dict[str, str]]) -> list[dict[str, str]]:
         if value[-1]["role"] not in ("user", "tool"):
             raise serializers.ValidationError("the last message must have role 'user' (or 'tool').")
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("top_logprobs") is not None and not attrs.get("logprobs"):
+            raise serializers.ValidationError({"top_logprobs": "needs logprobs: true."})
         plan = tool_plan(attrs.get("tools"), attrs.get("tool_choice"))
+        answer = answer_format_parse(attrs.get("response_format"), field="response_format")
         try:
-            attrs["grammar"] = plan.grammar()
+            attrs["grammar"] = plan.grammar(answer.grammar_schema())
         except Exception as exc:  # the converter raises plain exceptions for schemas it can't express
-            raise serializers.ValidationError({"tools": f"a parameters schema can't be enforced: {exc}"}) from exc
+            field = "response_format" if answer.structured else "tools"
+            raise serializers.ValidationError({field: f"a schema can't be enforced: {exc}"}) from exc
         attrs["tool_plan"] = plan
+        attrs["answer_format"] = answer
         return attrs
+
+
+# Request fields OpenAI defines that this server does not implement: a value other than
+# the one that asks for nothing is refused with a 400 naming the field, never ignored.
+# (field, the values that ask for nothing, why it is refused)
+REFUSED: Refusals = (
+    ("audio", (None,), "audio output is not supported: the model writes text"),
+    ("modalities", (None, ["text"]), 'only ["text"] is supported: the model writes text'),
+    ("prediction", (None,), "predicted outputs are not supported"),
+    ("reasoning_effort", (None,), "the model does not reason before answering"),
+    ("verbosity", (None,), "is not supported; ask for length in the messages, or set max_tokens"),
+    ("web_search_options", (None,), "web search is not offered through this API"),
+    ("store", (None, False), "chat completions are not stored"),
+    ("metadata", (None, {}), "is kept only with stored completions, which are not supported"),
+    ("service_tier", (None, "auto", "default"), 'there is one service tier: only "auto" or "default"'),
+    ("functions", (None, []), "the deprecated functions API is not supported: use tools"),
+    ("function_call", (None,), "the deprecated functions API is not supported: use tool_choice"),
+    ("prompt_cache_key", (None,), "prompts are cached by their prefix, automatically; a key is not used"),
+    ("prompt_cache_retention", (None,), "prompts are cached by their prefix, automatically; retention is not set"),
+    ("prompt_cache_options", (None,), "prompts are cached by their prefix, automatically; options are not set"),
+    ("safety_identifier", (None,), "is not used; a service key names its end user with `user`"),
+    ("moderation", (None,), "moderation is not offered"),
+)
+
+
+def parameters_check(body: dict[str, Any], known: set[str], refused: Refusals) -> None:
+    """Honour or refuse: raise a 400 naming the first field that is refused or unknown."""
+    problem = fields_check(body, known, refused)
+    if problem is not None:
+        field, code, message = problem
+        raise ApplicationError(f"{field}: {message}", field=field, code=code)
 
 
 class ModelListSchema(APIView):
@@ -236,11 +308,12 @@ def _turn_request(data: dict[str, Any], persona: Persona | None, who: Principal,
     leading_system = 0
     while leading_system < len(messages) - 1 and messages[leading_system].role == "system":
         leading_system += 1
-    tools_message = plan.system_message()
+    answer: AnswerFormat = data["answer_format"]
+    instructions = [m for m in (plan.system_message(), answer.instruction()) if m is not None]
     pinned = (
         *(persona.pinned_messages() if persona else []),
         *messages[:leading_system],
-        *([tools_message] if tools_message else []),
+        *instructions,
     )
     max_tokens = data.get("max_completion_tokens") or data.get("max_tokens") or defaults.max_tokens
     temperature = data.get("temperature")
@@ -255,6 +328,10 @@ def _turn_request(data: dict[str, Any], persona: Persona | None, who: Principal,
         seed=data.get("seed"),
         stop=data.get("stop") or (),
         ignore_eos=defaults.ignore_eos,
+        frequency_penalty=data.get("frequency_penalty") or 0.0,
+        presence_penalty=data.get("presence_penalty") or 0.0,
+        logit_bias=data.get("logit_bias") or (),
+        top_logprobs=(data.get("top_logprobs") or 0) if data.get("logprobs") else None,
     )
     return StatelessTurnRequest(
         pinned=pinned,
@@ -283,6 +360,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             raise ApplicationError(f"request body: {exc}", code=exc.code, field=exc.field) from exc
         if not isinstance(body, dict):
             raise ApplicationError("request body must be a JSON object", code="malformed_json")
+        parameters_check(body, set(ChatCompletionSerializer().fields), REFUSED)
         serializer = ChatCompletionSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -300,7 +378,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         # A call can't be told from an answer until it is complete: with tools, generate, then stream it.
         chunks = _sse_whole if plan.active else _sse
         response = StreamingHttpResponse(
-            chunks(events, meta, plan, counted=counted, include_usage=include_usage),
+            chunks(events, meta, plan, data["answer_format"], counted=counted, include_usage=include_usage),
             content_type="text/event-stream; charset=utf-8",
         )
         response["Cache-Control"] = "no-cache"
@@ -315,15 +393,12 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     counted.finish()
     if done.sources:  # an extension field: the document chunks the reply was grounded on (office)
         meta["sources"] = list(done.sources)
-    message, finish_reason = _reply_message(done.completion, plan)
-    return JsonResponse(
-        {
-            **meta,
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
-            "usage": _usage(done.completion),
-        }
-    )
+    try:
+        message, finish_reason = _reply_message(done.completion, plan, data["answer_format"])
+    except Exception as exc:
+        return openai_error(exc)
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": _logprobs(done.completion)}
+    return JsonResponse({**meta, "object": "chat.completion", "choices": [choice], "usage": _usage(done.completion)})
 
 
 async def _done_await(events: AsyncIterator[TurnEvent]) -> TurnDone:
@@ -333,11 +408,30 @@ async def _done_await(events: AsyncIterator[TurnEvent]) -> TurnDone:
     raise GenerationFailedError("generation ended without a result")
 
 
-def _reply_message(completion: Completion, plan: ToolPlan) -> tuple[dict[str, Any], str]:
+def _reply_message(completion: Completion, plan: ToolPlan, answer: AnswerFormat) -> tuple[dict[str, Any], str]:
+    """The reply as OpenAI's message; raises GenerationFailedError if a complete structured
+    answer does not match its schema (see webapp.chat.structured)."""
     calls = tool_calls_parse(completion.text, plan)
     if calls is not None:
         return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+    answer.reply_check(completion.text, completion.finish_reason)
     return {"role": "assistant", "content": completion.text}, _finish_reason(completion)
+
+
+def _token_logprob(token: bytes, logprob: float) -> dict[str, Any]:
+    # A token can hold part of a UTF-8 character: `bytes` has it whole, `token` as text.
+    return {"token": token.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(token)}
+
+
+def _logprobs(completion: Completion) -> dict[str, Any] | None:
+    """OpenAI's choice.logprobs of the reply's tokens, or None when not asked for."""
+    if completion.logprobs is None:
+        return None
+    content = [
+        {**_token_logprob(t.token, t.logprob), "top_logprobs": [_token_logprob(b, lp) for b, lp in t.top]}
+        for t in completion.logprobs
+    ]
+    return {"content": content, "refusal": None}
 
 
 def _failure_chunk(exc: Exception) -> bytes:
@@ -350,6 +444,7 @@ async def _sse_whole(
     events: AsyncIterator[TurnEvent],
     meta: dict[str, Any],
     plan: ToolPlan,
+    answer: AnswerFormat,
     *,
     counted: runtime.CountedRequest,
     include_usage: bool,
@@ -358,25 +453,33 @@ async def _sse_whole(
     try:
         try:
             done = await _done_await(events)
+            message, finish_reason = _reply_message(done.completion, plan, answer)
         except Exception as exc:
             yield _failure_chunk(exc)
             return
         if done.sources:
             meta = {**meta, "sources": list(done.sources)}
-        message, finish_reason = _reply_message(done.completion, plan)
         delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
         if "tool_calls" in message:
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
         yield _chunk(meta, delta, None)
-        yield _chunk(meta, {}, finish_reason)
-        if include_usage:
-            usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(done.completion)}
-            yield f"data: {json.dumps(usage)}\n\n".encode()
+        for chunk in _sse_end(meta, done.completion, finish_reason, include_usage=include_usage):
+            yield chunk
         counted.succeeded()
-        yield b"data: [DONE]\n\n"
     finally:
         counted.finish()
         await events.aclose()
+
+
+def _sse_end(meta: dict[str, Any], completion: Completion, finish_reason: str, *, include_usage: bool) -> list[bytes]:
+    """The last chunks of a stream: the finish reason (with the reply's logprobs, when
+    asked for: they come whole, here, not token by token), usage if asked for, [DONE]."""
+    end = [_chunk(meta, {}, finish_reason, logprobs=_logprobs(completion))]
+    if include_usage:
+        usage = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": _usage(completion)}
+        end.append(f"data: {json.dumps(usage)}\n\n".encode())
+    end.append(b"data: [DONE]\n\n")
+    return end
 
 
 def _finish_reason(completion: Completion) -> str:
@@ -392,12 +495,13 @@ def _usage(completion: Completion) -> dict[str, int]:
     }
 
 
-def _chunk(meta: dict[str, Any], delta: dict[str, Any], finish_reason: str | None) -> bytes:
-    body = {
-        **meta,
-        "object": "chat.completion.chunk",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
+def _chunk(
+    meta: dict[str, Any], delta: dict[str, Any], finish_reason: str | None, *, logprobs: dict[str, Any] | None = None
+) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
+    body = {**meta, "object": "chat.completion.chunk", "choices": [choice]}
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
 
@@ -405,35 +509,35 @@ async def _sse(
     events: AsyncIterator[TurnEvent],
     meta: dict[str, Any],
     plan: ToolPlan,
+    answer: AnswerFormat,
     *,
     counted: runtime.CountedRequest,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     """The SSE stream. If the client goes away, Django cancels this generator, and closing
-    the turn's events cancels the generation."""
+    the turn's events cancels the generation. A structured answer streams as it is written
+    and is checked at the end (a failure chunk if it does not match, which can't happen
+    while the grammar holds)."""
     try:
         yield _chunk(meta, {"role": "assistant", "content": ""}, None)
         try:
+            done = None
             async for event in events:
                 if isinstance(event, TurnText):
                     yield _chunk(meta, {"content": event.text}, None)
                 elif isinstance(event, TurnDone):
-                    if event.sources:
-                        meta = {**meta, "sources": list(event.sources)}
-                    yield _chunk(meta, {}, _finish_reason(event.completion))
-                    if include_usage:
-                        usage = {
-                            **meta,
-                            "object": "chat.completion.chunk",
-                            "choices": [],
-                            "usage": _usage(event.completion),
-                        }
-                        yield f"data: {json.dumps(usage)}\n\n".encode()
-                    counted.succeeded()
+                    done = event
+            if done is None:
+                raise GenerationFailedError("generation ended without a result")
+            _, finish_reason = _reply_message(done.completion, plan, answer)
         except Exception as exc:
             yield _failure_chunk(exc)
             return
-        yield b"data: [DONE]\n\n"
+        if done.sources:
+            meta = {**meta, "sources": list(done.sources)}
+        for chunk in _sse_end(meta, done.completion, finish_reason, include_usage=include_usage):
+            yield chunk
+        counted.succeeded()
     finally:
         counted.finish()
         await events.aclose()

@@ -20,7 +20,13 @@ from jsonschema.exceptions import SchemaError
 from rest_framework import serializers
 
 from webapp.core.json_input import JsonInputError, json_loads_bounded
-from webapp.engine.grammar import GrammarBoundsError, schema_check, tool_call_grammar, tools_instruction
+from webapp.engine.grammar import (
+    GrammarBoundsError,
+    answer_grammar,
+    schema_check,
+    tool_call_grammar,
+    tools_instruction,
+)
 from webapp.engine.prompt import ChatMessage
 
 TOOLS_MAX = 32
@@ -28,10 +34,49 @@ NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
-class FunctionSerializer(serializers.Serializer):
+Refusals = tuple[tuple[str, tuple[Any, ...], str], ...]
+
+
+def fields_check(body: dict[str, Any], known: set[str], refused: Refusals = ()) -> tuple[str, str, str] | None:
+    """Honour or refuse: the first field of `body` that is neither implemented (`known`) nor
+    asking for nothing, as (field, code, message); None when every field is honoured.
+
+    `refused` lists fields OpenAI defines that are not implemented here: (field, the values
+    that ask for nothing, why). Any other value of them is "unsupported_parameter"; a field
+    in neither list is "unknown_parameter". Nothing a client sends is silently ignored.
+    """
+    reasons = {name: (quiet, why) for name, quiet, why in refused}
+    for name, value in body.items():
+        if name in known:
+            continue
+        if name not in reasons:
+            return name, "unknown_parameter", "unknown parameter"
+        quiet, why = reasons[name]
+        if not any(value == q and type(value) is type(q) for q in quiet):
+            return name, "unsupported_parameter", why
+    return None
+
+
+class KnownFieldsMixin:
+    """A serializer that refuses fields it does not declare (DRF drops them silently)."""
+
+    refused: Refusals = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            problem = fields_check(data, set(self.fields), self.refused)  # type: ignore[attr-defined]
+            if problem is not None:
+                field, code, message = problem
+                raise serializers.ValidationError({field: [serializers.ErrorDetail(message, code=code)]})
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class FunctionSerializer(KnownFieldsMixin, serializers.Serializer):
     name = serializers.RegexField(NAME_PATTERN, error_messages={"invalid": "must be 1-64 of a-z, A-Z, 0-9, _ and -."})
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     parameters = serializers.DictField(required=False)
+    # The grammar always enforces the parameters schema, so both values are honoured.
+    strict = serializers.BooleanField(required=False, allow_null=True)
 
     def validate_parameters(self, value: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -47,7 +92,7 @@ class FunctionSerializer(serializers.Serializer):
         return value
 
 
-class ToolSerializer(serializers.Serializer):
+class ToolSerializer(KnownFieldsMixin, serializers.Serializer):
     type = serializers.ChoiceField(choices=["function"])
     function = FunctionSerializer()
 
@@ -73,10 +118,14 @@ class ToolPlan:
     def active(self) -> bool:
         return bool(self.offered) and self.mode != "none"
 
-    def grammar(self) -> str | None:
+    def grammar(self, answer_schema: dict[str, Any] | None = None) -> str | None:
+        """The reply's grammar: a call, or (tool_choice "auto") an answer, which is JSON
+        matching `answer_schema` when given (structured output), else free text."""
         if not self.active:
-            return None
+            return answer_grammar(answer_schema) if answer_schema is not None else None
         pairs = [(f.name, f.parameters) for f in self.offered]
+        if self.mode == "auto" and answer_schema is not None:
+            return tool_call_grammar(pairs, answer_schema=answer_schema)
         return tool_call_grammar(pairs, allow_text=self.mode == "auto")
 
     def system_message(self) -> ChatMessage | None:

@@ -57,6 +57,7 @@ from webapp.engine.engine import (
     GenerationRequest,
     GrammarError,
     QueuedEvent,
+    SamplingError,
     SamplingParams,
     TokenEvent,
 )
@@ -550,6 +551,8 @@ def engine_error(exc: Exception, *, field: str, what: str) -> ApplicationError |
         return ServerBusyError(str(exc), retry_after=exc.retry_after_s, queue_size=exc.queue_depth)
     if isinstance(exc, GrammarError):
         return ApplicationError(str(exc), field=field, code="invalid_grammar")
+    if isinstance(exc, SamplingError):
+        return ApplicationError(f"{exc.field}: {exc}", field=exc.field, code="invalid_sampling")
     if isinstance(exc, PromptTooLongError):
         return ApplicationError(
             f"{what} need {exc.needed} tokens; the model's context allows {exc.budget}",
@@ -562,7 +565,7 @@ def engine_error(exc: Exception, *, field: str, what: str) -> ApplicationError |
 def _submit(engine: Engine, request: GenerationRequest, *, field: str, what: str) -> GenerationHandle:
     try:
         return engine.submit(request)
-    except (EngineBusyError, GrammarError, PromptTooLongError) as exc:
+    except (EngineBusyError, GrammarError, PromptTooLongError, SamplingError) as exc:
         raise engine_error(exc, field=field, what=what) from exc  # type: ignore[misc]
 
 
@@ -684,7 +687,7 @@ def _round_submit(
             if not layout.lore:
                 raise engine_error(exc, field="input_data", what=what) from exc  # type: ignore[misc]
             layout = layout_without_lowest_lore(persona, layout, instruction=instruction)
-        except (EngineBusyError, GrammarError) as exc:
+        except (EngineBusyError, GrammarError, SamplingError) as exc:
             raise engine_error(exc, field="input_data", what=what) from exc  # type: ignore[misc]
 
 

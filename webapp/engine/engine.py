@@ -34,6 +34,14 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # end-of-generation tokens are banned (not under a grammar, which must end)
+    # OpenAI's penalties (-2..2): subtracted from a seen token's logit once (presence) and
+    # once per time it was seen (frequency), over the last PENALTY_LAST_N tokens.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    # Report each generated token's log-probability and this many alternatives (0-20);
+    # None: no log-probabilities (Completion.logprobs stays None).
+    top_logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,12 +83,26 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token under the model's own distribution (the logits before penalties,
+    bias, temperature and truncation, as OpenAI reports them): its bytes (a token may hold
+    part of a UTF-8 character), its log-probability, and the most likely alternatives."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+    id: int = -1  # the token's id in the model's vocabulary (what logit_bias names)
+
+
+@dataclass(frozen=True)
 class Completion:
     text: str
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
     model: str
+    # The tokens of `text`, when SamplingParams.top_logprobs asked for them.
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +140,14 @@ class GenerationError(Exception):
 
 class GrammarError(ValueError):
     """The request's grammar does not parse."""
+
+
+class SamplingError(ValueError):
+    """A sampling parameter the model can't honour (a logit_bias token it does not have)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class EngineBusyError(Exception):

@@ -7,6 +7,12 @@ the schema of the tool it names. With `allow_text`, the grammar also admits a pl
 answer instead (any text that does not start with "{"), which is OpenAI's tool_choice
 "auto".
 
+A structured answer (OpenAI's `response_format`, the Responses API's `text.format`) is the
+same machinery: `answer_grammar` admits only JSON documents that match the client's
+schema. `answer_schema_check` refuses, naming the keyword, any schema keyword the grammar
+would not enforce (`minimum` on a number, `uniqueItems`, `not`, most `format`s ...): a
+reply must always validate, so an unenforceable promise is a 400, never ignored.
+
 Schemas come from clients (OpenAI `tools`), so what reaches llama.cpp is bounded here.
 Its grammar parser recurses once per nested group, and the converter spells "up to n"
 as n nested optionals: one tool whose array had "maxItems": 20000 crashed the process
@@ -175,23 +181,156 @@ def tool_call_schema(tools: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str
     return variants[0] if len(variants) == 1 else {"oneOf": variants}
 
 
-def tool_call_grammar(tools: Sequence[tuple[str, Mapping[str, Any]]], *, allow_text: bool = False) -> str:
-    if not tools:
-        raise ValueError("tool_call_grammar needs at least one tool")
-    for name, parameters in tools:
-        schema_check(parameters, path=f"{name}.parameters")
-    gbnf = json_schema_to_gbnf(json.dumps(tool_call_schema(tools)), prop_order=["name", "arguments"])
+def _converted(schema: Mapping[str, Any]) -> str:
+    """GBNF of `schema` (already bounded), with strict JSON string characters, checked."""
+    gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=["name", "arguments"])
     # The converter's string characters admit raw control characters (a newline inside a
     # string), which JSON forbids: json.loads would refuse the call (llama.cpp's own
     # converter excludes them too), and \\u escapes (see _STRICT_CHAR).
     gbnf = _CHAR_RULE.sub(lambda _: _STRICT_CHAR, gbnf)
     grammar_check(gbnf)
+    return gbnf
+
+
+def tool_call_grammar(
+    tools: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    allow_text: bool = False,
+    answer_schema: Mapping[str, Any] | None = None,
+) -> str:
+    """A grammar whose sentences are one call of `tools`; with `answer_schema`, or a JSON
+    answer matching it (structured output); else with `allow_text`, or a plain answer."""
+    if not tools:
+        raise ValueError("tool_call_grammar needs at least one tool")
+    for name, parameters in tools:
+        schema_check(parameters, path=f"{name}.parameters")
+    calls = tool_call_schema(tools)
+    if answer_schema is not None:
+        schema_check(answer_schema, path="schema")
+        variants = calls.get("oneOf", [calls])
+        return _converted({"anyOf": [*variants, _bounded(answer_schema)]})
+    gbnf = _converted(calls)
     if not allow_text:
         return gbnf
     # The converter names its start rule "root"; rename it so that ours can choose
     # between a call and free text.
     renamed = gbnf.replace("root ::=", "call ::=", 1)
     return "root ::= call | text\ntext ::= [^{ \\t\\n] [^\\x00]*\n" + renamed
+
+
+def answer_grammar(schema: Mapping[str, Any]) -> str:
+    """A grammar whose sentences are JSON documents matching `schema` (structured output).
+    Call `answer_schema_check` first: it refuses what the grammar could not enforce."""
+    schema_check(schema, path="schema")
+    return _converted(_bounded(schema))
+
+
+# What a structured answer's schema may use: the grammar enforces each of these (and the
+# annotations in _DROPPED, which constrain nothing). Anything else would be a promise the
+# reply might break, so it is refused rather than ignored.
+_ENFORCED = frozenset(
+    {
+        "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems",
+        "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions",
+        "minLength", "maxLength", "pattern", "format", "$schema", "$id", "$comment",
+    }
+)  # fmt: skip
+_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
+_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+
+
+def answer_schema_check(schema: Any, *, path: str = "schema") -> dict[str, Any]:
+    """Refuse a structured answer's schema that the grammar could not enforce; raise
+    GrammarBoundsError naming the value. Bounds first (schema_check), then keywords.
+
+    Returns the schema as `answer_grammar` takes it: local references inlined (the
+    converter's own resolution fails on some; recursive schemas are refused)."""
+    schema_check(schema, path=path)
+    if not isinstance(schema, Mapping):
+        raise GrammarBoundsError("must be a JSON Schema object", path=path)
+    stack: list[tuple[Any, str]] = [(schema, path)]
+    while stack:
+        node, where = stack.pop()
+        if not isinstance(node, Mapping):
+            continue
+        _answer_node_check(node, where)
+        for key in ("properties", "$defs", "definitions"):
+            for name, sub in (node.get(key) or {}).items():
+                stack.append((sub, f"{where}.{key}.{name}"))
+        for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            for i, sub in enumerate(node.get(key) or []):
+                stack.append((sub, f"{where}.{key}.{i}"))
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), Mapping):
+                stack.append((node[key], f"{where}.{key}"))
+    return _refs_inlined(schema, path)
+
+
+def _refs_inlined(schema: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """`schema` with every "#/$defs/x" (or "#/definitions/x") reference replaced by x itself.
+    A reference cycle is refused, and so is an inlined schema past SCHEMA_MAX_NODES (a few
+    definitions that each use the next twice would otherwise grow it exponentially)."""
+    defs = {f"#/{key}/{name}": sub for key in ("$defs", "definitions") for name, sub in (schema.get(key) or {}).items()}
+    nodes = 0
+
+    def walk(node: Any, where: str, seen: tuple[str, ...]) -> Any:
+        nonlocal nodes
+        if isinstance(node, list):
+            return [walk(v, f"{where}.{i}", seen) for i, v in enumerate(node)]
+        if not isinstance(node, Mapping):
+            return node
+        nodes += 1
+        if nodes > SCHEMA_MAX_NODES:
+            raise GrammarBoundsError(f"with its references inlined, more than {SCHEMA_MAX_NODES} objects", path=path)
+        ref = node.get("$ref")
+        if ref is None:
+            return {k: walk(v, f"{where}.{k}", seen) for k, v in node.items() if k not in ("$defs", "definitions")}
+        if ref not in defs:
+            raise GrammarBoundsError(f"the reference {ref!r} is not defined in the schema", path=f"{where}.$ref")
+        if ref in seen:
+            raise GrammarBoundsError(
+                f"a recursive schema ({' → '.join((*seen, ref))}) can't be enforced", path=f"{where}.$ref"
+            )
+        target = walk(defs[ref], f"{path}.{ref[2:].replace('/', '.')}", (*seen, ref))
+        return {**target, **{k: walk(v, f"{where}.{k}", seen) for k, v in node.items() if k != "$ref"}}
+
+    return walk(schema, path, ())
+
+
+def _answer_node_check(node: Mapping[str, Any], where: str) -> None:
+    for keyword in node:
+        if keyword in _DROPPED or keyword in _ENFORCED:
+            continue
+        if keyword in ("minimum", "maximum") and node.get("type") == "integer":
+            low, high = node.get("minimum"), node.get("maximum")
+            if isinstance(low, int) and isinstance(high, int) and 0 <= high - low <= GRAMMAR_MAX_ENUM_RANGE:
+                continue  # spelled as an enum (see _bounded)
+            raise GrammarBoundsError(
+                f"an integer's minimum and maximum are enforced only together and at most "
+                f"{GRAMMAR_MAX_ENUM_RANGE} apart",
+                path=f"{where}.{keyword}",
+            )
+        raise GrammarBoundsError(f"'{keyword}' can't be enforced by the grammar", path=f"{where}.{keyword}")
+    types = node.get("type")
+    for t in types if isinstance(types, list) else [types] if types is not None else []:
+        if t not in _TYPES:
+            raise GrammarBoundsError(f"unknown type {t!r}", path=f"{where}.type")
+    if "format" in node and node["format"] not in _FORMATS:
+        raise GrammarBoundsError(
+            f"format {node['format']!r} can't be enforced (enforced: {', '.join(sorted(_FORMATS))})",
+            path=f"{where}.format",
+        )
+    if _count(node.get("minLength"), 0) > GRAMMAR_MAX_LENGTH:
+        raise GrammarBoundsError(
+            f"minLength is over {GRAMMAR_MAX_LENGTH}, the longest string a reply may hold", path=f"{where}.minLength"
+        )
+    if "allOf" in node and node.get("type", "object") != "object":
+        raise GrammarBoundsError("allOf is enforced only for objects", path=f"{where}.allOf")
+    ref = node.get("$ref")
+    if ref is not None and not (isinstance(ref, str) and ref.startswith(("#/$defs/", "#/definitions/"))):
+        raise GrammarBoundsError(
+            "only local references (#/$defs/…, #/definitions/…) are followed", path=f"{where}.$ref"
+        )
 
 
 def tools_instruction(tools: Sequence[tuple[str, str, Mapping[str, Any]]], *, required: bool) -> str:

@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from jinja2 import TemplateError
 
@@ -46,9 +46,11 @@ from webapp.engine.engine import (
     GenerationRequest,
     GrammarError,
     QueuedEvent,
+    SamplingError,
     SamplingParams,
     Timings,
     TokenEvent,
+    TokenLogprob,
     Usage,
 )
 from webapp.engine.grammar import GrammarBoundsError, grammar_check
@@ -117,6 +119,7 @@ class _Job:
     pieces: list[str] = field(default_factory=list)
     first_token_at: float | None = None
     save_prefix: Key = ()  # copy the slot's KV state out once its prefill reaches the end of this
+    logprobs: list[TokenLogprob] | None = None  # when the request asked for them
 
 
 @dataclass
@@ -125,6 +128,19 @@ class _Slot:
     tokens: list[int] = field(default_factory=list)  # exactly what this sequence's KV cache holds
     job: _Job | None = None
     freed_at: float = 0.0
+
+
+def _logprobs_of(tokens: list[TokenLogprob], text: str) -> tuple[TokenLogprob, ...]:
+    """The tokens that wrote `text`: those past a stop string (held back, never shown) are
+    left out, as the reply's text leaves them out."""
+    size = len(text.encode("utf-8"))
+    kept: list[TokenLogprob] = []
+    for token in tokens:
+        if size <= 0:
+            break
+        kept.append(token)
+        size -= len(token.token)
+    return tuple(kept)
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -247,6 +263,12 @@ class LlamaEngine:
         wait for a slot is over the registry's `max_wait_s` (bounded admission: refuse
         early, with a useful Retry-After, rather than let requests time out in the queue).
         """
+        n_vocab = self._c.llama_vocab_n_tokens(self._vocab)
+        for token, _ in request.sampling.logit_bias:
+            if not 0 <= token < n_vocab:
+                raise SamplingError(
+                    f"token {token} is not in the model's vocabulary (0-{n_vocab - 1})", field="logit_bias"
+                )
         if request.grammar is not None:
             try:
                 grammar_check(request.grammar)  # bounded before llama.cpp's recursive parser sees it
@@ -501,6 +523,7 @@ class LlamaEngine:
             stream=TextStream(handle.request.sampling.stop),
             admitted_at=time.perf_counter(),
             save_prefix=save if keep < len(save) else (),
+            logprobs=[] if handle.request.sampling.top_logprobs is not None else None,
         )
         self._counters["prompt_tokens"] += len(prompt)
         self._counters["prompt_tokens_reused"] += keep
@@ -566,17 +589,28 @@ class LlamaEngine:
             c.llama_sampler_chain_add(chain, self._grammar_sampler(grammar))
         if params.ignore_eos and grammar is None:
             c.llama_sampler_chain_add(chain, self._eog_ban())
-        if params.repeat_penalty != 1.0:
+        if params.logit_bias:
+            n_vocab = c.llama_vocab_n_tokens(self._vocab)
+            biases = (c.llama_logit_bias * len(params.logit_bias))(
+                *(c.llama_logit_bias(token=t, bias=b) for t, b in params.logit_bias)
+            )
+            c.llama_sampler_chain_add(chain, c.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))
+        if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
             # The penalty sampler looks up every candidate it is given: on a 49,152-token
             # vocabulary that was ~0.4 ms a token, half of all sampling time on a GPU. A
             # penalty only lowers the at most PENALTY_LAST_N tokens seen last, so what comes
             # out on top afterwards was among the top (k + PENALTY_LAST_N) before: keeping
             # only those first gives exactly the same top k (greedy: the same best token).
             keep = params.top_k if params.temperature > 0 else 1
-            if keep > 0 and params.repeat_penalty > 1.0:  # below 1 a "penalty" raises tokens
+            only_lowers = (
+                params.repeat_penalty >= 1.0 and params.frequency_penalty >= 0 and params.presence_penalty >= 0
+            )  # a negative "penalty" raises seen tokens
+            if keep > 0 and only_lowers:
                 c.llama_sampler_chain_add(chain, c.llama_sampler_init_top_k(keep + PENALTY_LAST_N))
             n_vocab = c.llama_vocab_n_tokens(self._vocab)
-            penalties = c.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0)
+            penalties = c.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
+            )
             c.llama_sampler_chain_add(chain, penalties)
         if params.temperature <= 0:
             c.llama_sampler_chain_add(chain, c.llama_sampler_init_greedy())
@@ -674,6 +708,8 @@ class LlamaEngine:
             self._finish(slot, "stop")
             return
         job.generated += 1
+        if job.logprobs is not None:
+            job.logprobs.append(self._logprob(job, token))
         text = job.stream.push(self._piece(token))
         if text:
             job.pieces.append(text)
@@ -684,6 +720,24 @@ class LlamaEngine:
             self._finish(slot, "length")  # max_tokens, or the slot's context is full
         else:
             job.pending = token
+
+    def _logprob(self, job: _Job, token: int) -> TokenLogprob:
+        """`token`'s log-probability under the logits of this step (log-softmax over the
+        vocabulary, ~0.3 ms on 49,152 tokens), and the request's top alternatives."""
+        import numpy as np
+
+        n_vocab = self._c.llama_vocab_n_tokens(self._vocab)
+        row = np.ctypeslib.as_array(self._c.llama_get_logits_ith(self._ctx, job.logits_at), shape=(n_vocab,))
+        logits = row.astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+        k = job.handle.request.sampling.top_logprobs or 0
+        top: tuple[tuple[bytes, float], ...] = ()
+        if k:
+            best = np.argpartition(-logprobs, k)[:k]
+            best = best[np.argsort(-logprobs[best])]
+            top = tuple((self._piece(int(t)), float(logprobs[t])) for t in best)
+        return TokenLogprob(self._piece(token), float(logprobs[token]), top, id=token)
 
     def _piece(self, token: int) -> bytes:
         buffer = self._piece_buffer
@@ -725,6 +779,8 @@ class LlamaEngine:
             job.first_token_at or ended,
             ended,
         )
+        if job.logprobs is not None:
+            completion = replace(completion, logprobs=_logprobs_of(job.logprobs, completion.text))
         job.handle._emit(DoneEvent(completion))
 
     def _completion(
