@@ -281,3 +281,13 @@ def test_logprobs_stream_with_the_finish(client):
 def test_without_logprobs_there_are_none(client):
     completion = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
     assert completion.choices[0].logprobs is None
+
+
+def test_langchain_structured_output(gateway, service_key):
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(
+        base_url=f"{gateway}/office/v1", api_key=service_key, model=MODEL, temperature=0, max_tokens=120, max_retries=0
+    )
+    pet = chat.with_structured_output(Pet).invoke("Describe a pet.")
+    assert isinstance(pet, Pet)

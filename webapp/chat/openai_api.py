@@ -281,7 +281,8 @@ async def models_list(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return openai_error(ApplicationError("use GET", code="method_not_allowed", status=405))
     created = int(time.time())
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "personachat"} for name, _ in _models()]
+    names = [*(name for name, _ in _models()), *runtime.wiring_get().models_extra()]
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "personachat"} for name in names]
     return JsonResponse({"object": "list", "data": data})
 
 

@@ -208,6 +208,9 @@ class AppWiring:
     # A persona by (owner key, id) when the app keeps characters per account (the character
     # app: the built-in personas and the owner's own characters); None: personas/ only.
     persona_get: Callable[[str, str], Persona | None] | None = None
+    # Model names /v1/models lists besides the chat model and personas (the office's
+    # embedding model, which its /v1/embeddings serves).
+    models_extra: Callable[[], tuple[str, ...]] = lambda: ()
 
 
 _wiring: AppWiring | None = None

@@ -32,6 +32,7 @@ def install() -> None:
                 grounder_get=office.grounder_get,
                 tools_get=office.chat_tool_runner_get,
                 owner_purge=office.owner_data_purge,
+                models_extra=office.models_extra,
             )
         )
     else:

@@ -62,6 +62,11 @@ def retriever_get() -> Retriever:
     )
 
 
+def models_extra() -> tuple[str, ...]:
+    """The embedding model's alias, for /v1/models (read from the registry: nothing loads)."""
+    return (embedding_spec_load(settings.ENV.model_registry).alias,)
+
+
 def retrieval_start_loading() -> None:
     """Check the embedding model's files now (raises naming them), then load it on a thread."""
     embedding_spec_load(settings.ENV.model_registry).check_file()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from webapp.office import apis
+from webapp.chat.urls import methods_only
+from webapp.office import apis, openai_embeddings
 
 urlpatterns = [
     path("documents", apis.DocumentListApi.as_view(), name="documents"),
@@ -16,4 +17,5 @@ urlpatterns = [
     path("tools/<str:name>/call", apis.ToolCallApi.as_view(), name="tool-call"),
     path("approvals/<str:approval_id>", apis.ApprovalDecideApi.as_view(), name="approval"),
     path("audit", apis.AuditListApi.as_view(), name="audit"),
+    path("v1/embeddings", methods_only("POST")(openai_embeddings.embeddings), name="openai-embeddings"),
 ]

@@ -27,6 +27,11 @@ from webapp.engine.registry import EmbeddingSpec
 class Embedder(Protocol):
     alias: str
     dim: int
+    max_tokens: int  # a longer text is cut to this many tokens before it is embedded
+
+    def token_count(self, text: str) -> int:
+        """How many tokens `text` is, uncut (more than max_tokens: embedding cuts it)."""
+        ...
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Return a (len(texts), dim) float32 array of unit vectors. Thread-safe."""
@@ -73,12 +78,16 @@ class BertEmbedder:
         for name in list(self._w):
             if name.endswith(".weight") and self._w[name].ndim == 2 and not name.startswith("embeddings."):
                 self._w[name] = np.ascontiguousarray(self._w[name].T)
+        self.max_tokens = self._max_tokens
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._counter = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._counter.no_truncation()  # tokenizer.json may set both: this one counts the whole text
+        self._counter.no_padding()
         self._tokenizer.enable_truncation(self._max_tokens)
         self._lock = threading.Lock()  # the tokenizer's padding state is shared
 
     def token_count(self, text: str) -> int:
-        return len(self._tokenizer.encode(text).ids)
+        return len(self._counter.encode(text).ids)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -165,8 +174,12 @@ class GgufEmbedder:
             verbose=False,
         )
         self.dim = int(self._llama.n_embd())
+        self.max_tokens = n_ctx
         self._n_ctx = n_ctx
         self._lock = threading.Lock()  # a llama.cpp context is not thread-safe
+
+    def token_count(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8")))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
