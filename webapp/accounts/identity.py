@@ -161,16 +161,19 @@ def request_principal_drf(request: Request) -> Principal:
 
 
 def request_principal(request: HttpRequest) -> Principal:
-    """The principal of a plain Django request (the OpenAI views): an API key only, as OpenAI's
-    own API (these views take no CSRF token, so a session cookie must not count). Runs
-    database queries: call it from sync code (or through sync_to_async)."""
+    """The principal of a plain Django request (the OpenAI and Anthropic views): an API key
+    only, as their own APIs (these views take no CSRF token, so a session cookie must not
+    count). The key comes as `Authorization: Bearer <key>` or, as the `anthropic` package
+    sends it, `X-Api-Key: <key>`. Runs database queries: call it from sync code (or through
+    sync_to_async)."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
-    if header:
-        key = key_from_header(header)
+    api_key = request.META.get("HTTP_X_API_KEY", "")
+    if header or api_key:
+        key = key_from_header(header or f"Bearer {api_key}")
         principal = principal_of(key.account, key)
     else:
         raise NotAuthenticatedError(
-            "Authorization: send 'Bearer <API key>' (create one on /accounts/)",
+            "Authorization: send 'Bearer <API key>' or X-Api-Key (create one on /accounts/)",
             code="not_authenticated",
             field="Authorization",
         )

@@ -8,7 +8,8 @@ parse, media type) into one, and the adapters:
 - `drf_exception_handler`: a DRF response {"error": {"code", "message", "field", ...}};
   validation errors also list every problem under "details";
 - `error_frame`: the WebSocket frame {"type": "error", "code", "message", "field", ...};
-- `openai_error`: OpenAI's envelope, with its `type` and `param` keys (its SDK reads them).
+- `openai_error`: OpenAI's envelope, with its `type` and `param` keys (its SDK reads them);
+- `anthropic_error`: Anthropic's envelope, for /v1/messages.
 
 Django's own 400/404/500 answer in the same shape.
 """
@@ -148,6 +149,28 @@ def openai_error(exc: Exception) -> JsonResponse:
         error.status, "invalid_request_error" if error.status < 500 else "server_error"
     )
     response = JsonResponse({"error": {**body, "type": kind, "param": error.field}}, status=error.status)
+    for name, value in error.headers().items():
+        response[name] = value
+    return response
+
+
+def anthropic_error(exc: Exception) -> JsonResponse:
+    """Anthropic's error envelope {"type": "error", "error": {"type", "message"}}, which its
+    SDK reads, with the one shape's `code` and `field` (and `param`) in `error` too."""
+    error = application_error(exc)
+    if error is None:
+        log.error("Anthropic request failed", exc_info=exc)
+        error = ApplicationError("internal error; see the server log", code="server_error", status=500)
+    kind = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        503: "overloaded_error",
+    }.get(error.status, "invalid_request_error" if error.status < 500 else "api_error")
+    body = {**error_body(error)["error"], "type": kind, "param": error.field}
+    response = JsonResponse({"type": "error", "error": body}, status=error.status)
     for name, value in error.headers().items():
         response[name] = value
     return response

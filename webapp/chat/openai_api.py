@@ -47,8 +47,7 @@ from rest_framework.views import APIView
 
 from webapp.accounts.client_ip import client_ip
 from webapp.accounts.identity import Principal, request_principal
-from webapp.accounts.usage import TurnLimits
-from webapp.chat import runtime
+from webapp.chat import runtime, stateless
 from webapp.chat.errors import GenerationFailedError, application_error, openai_error
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
 from webapp.chat.openai_tools import (
@@ -57,17 +56,14 @@ from webapp.chat.openai_tools import (
     Refusals,
     ToolPlan,
     ToolSerializer,
-    fields_check,
     messages_with_tools,
     tool_calls_parse,
     tool_plan,
 )
-from webapp.chat.personas import Persona
 from webapp.chat.structured import AnswerFormat, answer_format_parse
-from webapp.chat.turns import StatelessTurnRequest, TurnControl, TurnDone, TurnEvent, TurnText, turn_stream
-from webapp.core.errors import ApplicationError, NotFoundError, error_body
-from webapp.core.json_input import JsonInputError, json_loads_bounded
-from webapp.engine.engine import Completion, SamplingParams
+from webapp.chat.turns import StatelessTurnRequest, TurnDone, TurnEvent, TurnText
+from webapp.core.errors import ApplicationError, error_body
+from webapp.engine.engine import Completion
 
 MESSAGES_MAX = 200
 CONTENT_MAX = 32_000
@@ -220,14 +216,6 @@ REFUSED: Refusals = (
 )
 
 
-def parameters_check(body: dict[str, Any], known: set[str], refused: Refusals) -> None:
-    """Honour or refuse: raise a 400 naming the first field that is refused or unknown."""
-    problem = fields_check(body, known, refused)
-    if problem is not None:
-        field, code, message = problem
-        raise ApplicationError(f"{field}: {message}", field=field, code=code)
-
-
 class ModelListSchema(APIView):
     """The OpenAPI description of GET v1/models (`models_list`, a plain async view that
     drf-spectacular can't see; `schema_endpoints` adds this class in its place). Never routed."""
@@ -272,77 +260,42 @@ def schema_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tu
     return [*endpoints, (path, f"^{path.lstrip('/')}$", "GET", ModelListSchema.as_view())]
 
 
-def _models() -> list[tuple[str, Persona | None]]:
-    spec = runtime.model_spec_get()
-    return [(spec.alias, None), *((p.id, p) for p in runtime.personas_get().personas.values())]
-
-
 async def models_list(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return openai_error(ApplicationError("use GET", code="method_not_allowed", status=405))
     created = int(time.time())
-    names = [*(name for name, _ in _models()), *runtime.wiring_get().models_extra()]
+    names = [*(name for name, _ in stateless.models()), *runtime.wiring_get().models_extra()]
     data = [{"id": name, "object": "model", "created": created, "owned_by": "personachat"} for name in names]
     return JsonResponse({"object": "list", "data": data})
 
 
-def _persona_for(data: dict[str, Any]) -> Persona | None:
-    wanted = data.get("persona")
-    if wanted is not None:
-        persona = runtime.personas_get().get(wanted)
-        if persona is None:
-            raise ApplicationError(f"persona: unknown persona '{wanted}'", field="persona")
-        return persona
-    for name, persona in _models():
-        if name == data["model"]:
-            return persona
-    known = ", ".join(name for name, _ in _models())
-    raise NotFoundError(
-        f"model: unknown model '{data['model']}' (known: {known})", field="model", code="model_not_found"
-    )
-
-
-def _turn_request(data: dict[str, Any], persona: Persona | None, who: Principal, ip: str) -> StatelessTurnRequest:
-    defaults = runtime.model_spec_get().sampling
-    plan: ToolPlan = data["tool_plan"]
+def _turn_request(data: dict[str, Any], who: Principal, ip: str) -> StatelessTurnRequest:
     messages = messages_with_tools(data["messages"])
     leading_system = 0
     while leading_system < len(messages) - 1 and messages[leading_system].role == "system":
         leading_system += 1
-    answer: AnswerFormat = data["answer_format"]
-    instructions = [m for m in (plan.system_message(), answer.instruction()) if m is not None]
-    pinned = (
-        *(persona.pinned_messages() if persona else []),
-        *messages[:leading_system],
-        *instructions,
-    )
-    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens") or defaults.max_tokens
-    temperature = data.get("temperature")
-    top_p = data.get("top_p")
-    sampling = SamplingParams(
-        temperature=defaults.temperature if temperature is None else temperature,
-        top_p=defaults.top_p if top_p is None else top_p,
-        top_k=defaults.top_k,
-        min_p=defaults.min_p,
-        repeat_penalty=defaults.repeat_penalty,
-        max_tokens=max_tokens,
+    sampling = stateless.sampling_for(
+        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        top_p=data.get("top_p"),
         seed=data.get("seed"),
         stop=data.get("stop") or (),
-        ignore_eos=defaults.ignore_eos,
-        frequency_penalty=data.get("frequency_penalty") or 0.0,
-        presence_penalty=data.get("presence_penalty") or 0.0,
+        frequency_penalty=data.get("frequency_penalty"),
+        presence_penalty=data.get("presence_penalty"),
         logit_bias=data.get("logit_bias") or (),
         top_logprobs=(data.get("top_logprobs") or 0) if data.get("logprobs") else None,
     )
-    return StatelessTurnRequest(
-        pinned=pinned,
-        history=tuple(messages[leading_system:-1]),
-        user=messages[-1],
-        sampling=sampling,
+    return stateless.turn_request(
+        persona=stateless.persona_for(data["model"], data.get("persona")),
+        system=messages[:leading_system],
+        messages=messages[leading_system:],
+        plan=data["tool_plan"],
+        answer=data["answer_format"],
         grammar=data["grammar"],
-        # The documents of the key's account, or with a service key of its end user `user`.
-        ground_for=who.owner_for(data.get("user")),
-        gate=TurnLimits(who, ip),
+        sampling=sampling,
+        who=who,
+        user=data.get("user"),
+        ip=ip,
     )
 
 
@@ -352,22 +305,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return openai_error(ApplicationError("use POST", code="method_not_allowed", status=405))
     counted = runtime.CountedRequest()  # finished when the reply is out (or the request failed)
-    control = TurnControl(can_wait_for_approval=False)
     try:
         who = await sync_to_async(request_principal)(request)
-        try:
-            body = json_loads_bounded(request.body or b"null")
-        except JsonInputError as exc:
-            raise ApplicationError(f"request body: {exc}", code=exc.code, field=exc.field) from exc
-        if not isinstance(body, dict):
-            raise ApplicationError("request body must be a JSON object", code="malformed_json")
-        parameters_check(body, set(ChatCompletionSerializer().fields), REFUSED)
+        body = stateless.json_body(request)
+        stateless.parameters_check(body, set(ChatCompletionSerializer().fields), REFUSED)
         serializer = ChatCompletionSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        turn = _turn_request(data, _persona_for(data), who, client_ip(request))
-        events = turn_stream(turn, deps=runtime.turn_deps(), control=control)
-        await anext(events)  # TurnStarted: accepted (or refused: busy, too long for the context)
+        events = await stateless.turn_begin(_turn_request(data, who, client_ip(request)))
     except Exception as exc:
         counted.finish()
         return openai_error(exc)
@@ -385,28 +330,17 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    try:
-        done = await _done_await(events)
-    except Exception as exc:
-        counted.finish()
-        return openai_error(exc)
-    counted.succeeded()
-    counted.finish()
+    with counted:
+        try:
+            done = await stateless.done_await(events)
+            message, finish_reason = _reply_message(done.completion, plan, data["answer_format"])
+        except Exception as exc:
+            return openai_error(exc)
+        counted.succeeded()
     if done.sources:  # an extension field: the document chunks the reply was grounded on (office)
         meta["sources"] = list(done.sources)
-    try:
-        message, finish_reason = _reply_message(done.completion, plan, data["answer_format"])
-    except Exception as exc:
-        return openai_error(exc)
     choice = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": _logprobs(done.completion)}
     return JsonResponse({**meta, "object": "chat.completion", "choices": [choice], "usage": _usage(done.completion)})
-
-
-async def _done_await(events: AsyncIterator[TurnEvent]) -> TurnDone:
-    async for event in events:
-        if isinstance(event, TurnDone):
-            return event
-    raise GenerationFailedError("generation ended without a result")
 
 
 def _reply_message(completion: Completion, plan: ToolPlan, answer: AnswerFormat) -> tuple[dict[str, Any], str]:
@@ -453,7 +387,7 @@ async def _sse_whole(
     """The SSE stream of a reply that may be a tool call: sent once it is complete."""
     try:
         try:
-            done = await _done_await(events)
+            done = await stateless.done_await(events)
             message, finish_reason = _reply_message(done.completion, plan, answer)
         except Exception as exc:
             yield _failure_chunk(exc)

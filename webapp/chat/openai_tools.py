@@ -165,6 +165,16 @@ def tool_plan(tools: list[dict[str, Any]] | None, tool_choice: Any) -> ToolPlan:
     )
 
 
+def call_text(name: str, arguments: Any) -> str:
+    """An earlier call as the model writes one (what the tool grammar admits)."""
+    return json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+
+
+def result_message(name: str, content: str) -> ChatMessage:
+    """A function's result as the model reads it: a user turn naming the function."""
+    return ChatMessage("user", f"Result of {name}: {content}")
+
+
 def messages_with_tools(messages: list[dict[str, Any]]) -> list[ChatMessage]:
     """The request's messages as chat-template turns: an assistant's tool_calls become the
     JSON it would have written, and a tool result becomes a user turn naming its function."""
@@ -181,11 +191,10 @@ def messages_with_tools(messages: list[dict[str, Any]]) -> list[ChatMessage]:
                     arguments = json_loads_bounded(function.get("arguments") or "{}")
                 except JsonInputError:
                     arguments = function.get("arguments")  # shown to the model as the client sent it
-                calls.append(json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False))
+                calls.append(call_text(function.get("name"), arguments))
             out.append(ChatMessage("assistant", "\n".join(calls)))
         elif role == "tool":
-            name = names.get(m.get("tool_call_id", ""), "the function")
-            out.append(ChatMessage("user", f"Result of {name}: {m['content']}"))
+            out.append(result_message(names.get(m.get("tool_call_id", ""), "the function"), m["content"]))
         else:
             out.append(ChatMessage("system" if role == "developer" else role, m["content"] or ""))
     return out

@@ -225,6 +225,7 @@ class StatelessTurnRequest:
     grammar: str | None = None
     ground_for: str | None = None
     gate: TurnGate | None = None
+    reply_start: str = ""  # the reply, already begun (Anthropic's prefill): the model goes on from it
 
 
 @dataclass(frozen=True)
@@ -625,7 +626,12 @@ def _stateless_start(request: StatelessTurnRequest, deps: TurnDeps) -> _Turn:
         if grounding is not None and grounding.sources:
             user, sources = ChatMessage("user", grounding.prompt_text), _sources(grounding)
     generation = GenerationRequest(
-        pinned=request.pinned, history=request.history, user=user, sampling=request.sampling, grammar=request.grammar
+        pinned=request.pinned,
+        history=request.history,
+        user=user,
+        sampling=request.sampling,
+        grammar=request.grammar,
+        reply_start=request.reply_start,
     )
     handle = _submit(deps.engine, generation, field="messages", what="messages")
     return _Turn(persona_id="", handle=handle, prompt_user=user, sources=sources)

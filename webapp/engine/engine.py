@@ -103,6 +103,7 @@ class Completion:
     model: str
     # The tokens of `text`, when SamplingParams.top_logprobs asked for them.
     logprobs: tuple[TokenLogprob, ...] | None = None
+    stop_sequence: str | None = None  # the stop string that ended it (finish_reason "stop")
 
 
 @dataclass(frozen=True)

@@ -781,6 +781,8 @@ class LlamaEngine:
         )
         if job.logprobs is not None:
             completion = replace(completion, logprobs=_logprobs_of(job.logprobs, completion.text))
+        if job.stream.stopped_by is not None:
+            completion = replace(completion, stop_sequence=job.stream.stopped_by)
         job.handle._emit(DoneEvent(completion))
 
     def _completion(

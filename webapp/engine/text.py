@@ -20,6 +20,7 @@ class TextStream:
         self._stop = tuple(s for s in stop if s)
         self._pending = ""
         self.stopped = False
+        self.stopped_by: str | None = None  # the stop string that ended the text
 
     def push(self, piece: bytes) -> str:
         """Add one token's bytes; return the text that can be shown now.
@@ -42,10 +43,11 @@ class TextStream:
         return text
 
     def _cut_at_stop(self) -> str:
-        hits = [i for i in (self._pending.find(s) for s in self._stop) if i >= 0]
+        hits = [(i, s) for i, s in ((self._pending.find(s), s) for s in self._stop) if i >= 0]
         if hits:
+            at, self.stopped_by = min(hits, key=lambda hit: hit[0])
             self.stopped = True
-            return self._pending[: min(hits)]
+            return self._pending[:at]
         return self._pending
 
     def _release(self) -> str:

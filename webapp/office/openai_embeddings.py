@@ -31,10 +31,9 @@ from rest_framework import serializers
 from webapp.accounts.identity import request_principal
 from webapp.chat import runtime
 from webapp.chat.errors import openai_error
-from webapp.chat.openai_api import parameters_check
 from webapp.chat.openai_tools import KnownFieldsMixin
+from webapp.chat.stateless import json_body, parameters_check
 from webapp.core.errors import ApplicationError, NotFoundError
-from webapp.core.json_input import JsonInputError, json_loads_bounded
 from webapp.office import runtime as office_runtime
 from webapp.retrieval.embedding import Embedder
 
@@ -95,12 +94,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     with runtime.CountedRequest() as counted:
         try:
             who = await sync_to_async(request_principal)(request)
-            try:
-                body = json_loads_bounded(request.body or b"null")
-            except JsonInputError as exc:
-                raise ApplicationError(f"request body: {exc}", code=exc.code, field=exc.field) from exc
-            if not isinstance(body, dict):
-                raise ApplicationError("request body must be a JSON object", code="malformed_json")
+            body = json_body(request)
             parameters_check(body, set(EmbeddingSerializer().fields), ())
             serializer = EmbeddingSerializer(data=body)
             serializer.is_valid(raise_exception=True)
