@@ -289,6 +289,23 @@ BY_NAME = [
             json={"model": "assistant", "messages": [{"role": "user", "content": "hi"}], "user": "{a_name}"},
         ),
     ),
+    (
+        "Anthropic user",
+        http(
+            "POST",
+            "/office/v1/messages",
+            json={
+                "model": "assistant",
+                "max_tokens": 4,
+                "messages": [{"role": "user", "content": "hi"}],
+                "metadata": {"user_id": "{a_name}"},
+            },
+        ),
+    ),
+    (
+        "embeddings user",
+        http("POST", "/office/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": "hi", "user": "{a_name}"}),
+    ),
 ]
 
 # Every data endpoint, for the 401 without credentials.
@@ -324,6 +341,9 @@ DATA_ENDPOINTS = [
     ("GET", "/office/audit"),
     ("POST", "/office/v1/chat/completions"),
     ("POST", "/character/v1/chat/completions"),
+    ("POST", "/office/v1/messages"),
+    ("POST", "/character/v1/messages"),
+    ("POST", "/office/v1/embeddings"),
     ("GET", "/office/me"),
     ("GET", "/character/me"),
 ]
