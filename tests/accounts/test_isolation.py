@@ -303,6 +303,10 @@ BY_NAME = [
         ),
     ),
     (
+        "Responses user",
+        http("POST", "/office/v1/responses", json={"model": "assistant", "input": "hi", "user": "{a_name}"}),
+    ),
+    (
         "embeddings user",
         http("POST", "/office/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": "hi", "user": "{a_name}"}),
     ),
@@ -344,6 +348,8 @@ DATA_ENDPOINTS = [
     ("POST", "/office/v1/messages"),
     ("POST", "/character/v1/messages"),
     ("POST", "/office/v1/embeddings"),
+    ("POST", "/office/v1/responses"),
+    ("POST", "/character/v1/responses"),
     ("GET", "/office/me"),
     ("GET", "/character/me"),
 ]

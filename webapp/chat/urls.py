@@ -11,7 +11,7 @@ from django.urls import path, register_converter
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from webapp.chat import anthropic_api, apis, openai_api, views
+from webapp.chat import anthropic_api, apis, openai_api, openai_responses, views
 from webapp.chat.errors import openai_error
 from webapp.core.errors import ApplicationError
 
@@ -89,6 +89,7 @@ urlpatterns = [
     path("v1/models", methods_only("GET")(openai_api.models_list), name="openai-models"),
     path("v1/chat/completions", methods_only("POST")(openai_api.chat_completions), name="openai-chat"),
     path("v1/messages", methods_only("POST")(anthropic_api.messages), name="anthropic-messages"),
+    path("v1/responses", methods_only("POST")(openai_responses.responses), name="openai-responses"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
