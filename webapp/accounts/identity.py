@@ -166,8 +166,16 @@ def request_principal(request: HttpRequest) -> Principal:
     count). The key comes as `Authorization: Bearer <key>` or, as the `anthropic` package
     sends it, `X-Api-Key: <key>`. Runs database queries: call it from sync code (or through
     sync_to_async)."""
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    api_key = request.META.get("HTTP_X_API_KEY", "")
+    return principal_from_headers(
+        authorization=request.META.get("HTTP_AUTHORIZATION", ""), api_key=request.META.get("HTTP_X_API_KEY", "")
+    )
+
+
+def principal_from_headers(*, authorization: str, api_key: str) -> Principal:
+    """The principal of an API key sent as `Authorization: Bearer <key>` or `X-Api-Key`
+    (what request_principal reads; the MCP endpoint, which is not a Django view, calls it
+    with its headers). Runs database queries."""
+    header = authorization
     if header or api_key:
         key = key_from_header(header or f"Bearer {api_key}")
         principal = principal_of(key.account, key)

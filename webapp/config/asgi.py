@@ -41,7 +41,7 @@ except (RegistryError, StoreInUseError) as exc:
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": wiring.http_app(django_asgi_app),
         "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -66,6 +66,16 @@ def app_urlpatterns() -> list[Any]:
     return patterns
 
 
+def http_app(django_app: Any) -> Any:
+    """The process's ASGI app for HTTP: Django's, and in the office app the MCP endpoint at
+    /office/mcp in front of it (an ASGI app of the `mcp` package, not a Django view)."""
+    if settings.APP_MODE != "office":
+        return django_app
+    from webapp.office.mcp_server import mcp_routed
+
+    return mcp_routed(django_app, path="/office/mcp")
+
+
 def startup() -> None:
     """Work a serving process starts at once (asgi.py): the model, and the office's search models."""
     runtime.engine_start_loading()

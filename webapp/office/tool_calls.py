@@ -22,7 +22,7 @@ from webapp.store.office_store import Approval, OfficeStore
 from webapp.tools import ToolContext, ToolError, ToolForbiddenError, ToolRegistry
 
 APPROVAL_TTL = timedelta(minutes=15)
-CallSource = Literal["api", "chat", "slash"]
+CallSource = Literal["api", "chat", "slash", "mcp"]
 
 
 @dataclass(frozen=True)

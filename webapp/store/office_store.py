@@ -10,7 +10,7 @@ Documents:
   approvals  {_id: approval_id, app, user_id, tool, arguments, status ("pending" |
               "approved" | "denied" | "expired"), reason, result, created_at, decided_at}
   audit      {_id, app, user_id, tool, arguments, outcome, status, approval_id,
-              duration_ms, error, source ("api" | "chat" | "slash"), created_at}
+              duration_ms, error, source ("api" | "chat" | "slash" | "mcp"), created_at}
 
 Every read filters on user_id (and app): a record of another user reads as missing.
 """
