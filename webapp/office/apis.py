@@ -40,7 +40,7 @@ from webapp.chat.apis import (
 )
 from webapp.chat.inputs import StrictCharField, StrictIntegerField, user_id_field
 from webapp.chat.schema import BODY_ERRORS, STORE_ID_PATTERN, error_responses
-from webapp.office import documents, runtime, tool_calls
+from webapp.office import documents, mcp_servers, runtime, tool_calls
 from webapp.office.errors import FileTooLargeError
 from webapp.retrieval.search import SEARCH_MODES
 from webapp.tools import Sensitivity, ToolContext, ToolSpec
@@ -576,3 +576,91 @@ def tool_call_operations(result: dict[str, Any], generator: Any, request: Any, p
                     if parameter["name"] == "name" and parameter["in"] == "path":
                         parameter["schema"] = {"type": "string", "enum": sorted(spec.name for spec in specs)}
     return result
+
+
+class McpServerSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="2-20 of a-z and 0-9; its tools are named <name>_<tool>")
+    url = serializers.CharField(help_text="the server's streamable HTTP endpoint")
+    has_token = serializers.BooleanField(help_text="whether a bearer token is sent (it is never shown)")
+    sensitivity = serializers.ChoiceField(choices=[s.name for s in Sensitivity])
+    needs_approval = serializers.BooleanField()
+    tools = inline_serializer(
+        "McpServerTool",
+        {"name": serializers.CharField(), "remote": serializers.CharField(), "description": serializers.CharField()},
+        many=True,
+    )
+
+
+def _admin(request: Request) -> Any:
+    who = principal(request)
+    who.require_role(allowed=(Role.ADMIN,), what="MCP servers")
+    return who
+
+
+class McpServerListApi(APIView):
+    """External MCP servers whose tools the office assistant may call (admins only)."""
+
+    @extend_schema_serializer(component_name="McpServerCreate")
+    class InputSerializer(BodySerializer):
+        name = StrictCharField(max_length=20)
+        url = StrictCharField(max_length=2000)
+        token = StrictCharField(required=False, allow_blank=True, max_length=4000, help_text="sent as Bearer")
+        tools = serializers.ListField(
+            child=StrictCharField(max_length=128), min_length=1, max_length=mcp_servers.TOOLS_MAX
+        )
+        sensitivity = serializers.ChoiceField(choices=[s.name for s in Sensitivity], default="MEDIUM")
+        needs_approval = serializers.BooleanField(default=False)
+
+    @extend_schema(
+        responses={200: inline_serializer("McpServerList", {"servers": McpServerSerializer(many=True)})},
+        summary="The registered external MCP servers (admins)",
+    )
+    def get(self, request: Request) -> Response:
+        _admin(request)
+        servers = runtime.office_store_get().mcp_servers()
+        return Response({"servers": [mcp_servers.server_public(s) for s in servers]})
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: McpServerSerializer,
+            **error_responses(
+                *BODY_ERRORS,
+                403,
+                409,
+                _400="invalid body, a tool the server does not offer (`tools.<i>`), or no server at `url`",
+                _403="not an admin account",
+                _409="the name is taken",
+            ),
+        },
+        summary="Register an MCP server and the tools of it the assistant may call (admins)",
+    )
+    def post(self, request: Request) -> Response:
+        who = _admin(request)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        body = data.validated_data
+        record = mcp_servers.server_add(
+            runtime.tool_registry_get(),
+            runtime.office_store_get(),
+            name=body["name"],
+            url=body["url"],
+            token=body.get("token", ""),
+            tools=body["tools"],
+            sensitivity=body["sensitivity"],
+            needs_approval=body["needs_approval"],
+            created_by=who.owner,
+        )
+        return Response(record, status=status.HTTP_201_CREATED)
+
+
+class McpServerDetailApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH)],
+        responses={204: None, **error_responses(403, 404, _404="no such MCP server")},
+        summary="Remove an MCP server and its tools (admins)",
+    )
+    def delete(self, request: Request, name: str) -> Response:
+        _admin(request)
+        mcp_servers.server_remove(runtime.tool_registry_get(), runtime.office_store_get(), name)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -16,7 +16,7 @@ from django.conf import settings
 from webapp.chat.runtime import _built_once, store_config, term_extractor_get
 from webapp.core.errors import ApplicationError
 from webapp.engine.registry import embedding_spec_load
-from webapp.office import documents, tool_calls
+from webapp.office import documents, mcp_servers, tool_calls
 from webapp.office.grounding import Grounder, WebHit, WebSearchUnavailable
 from webapp.office.tools import office_registry_build
 from webapp.retrieval.embedding import embedder_load
@@ -119,13 +119,15 @@ def grounder_get() -> Grounder:
 @_built_once
 def tool_registry_get() -> ToolRegistry:
     searxng = SearxngClient(settings.ENV.searxng_url) if settings.ENV.searxng_url else None
-    return office_registry_build(
+    registry = office_registry_build(
         security_mode=settings.ENV.security_mode,  # type: ignore[arg-type]
         searxng=searxng,
         store=office_store_get,
         retriever=retriever_get,
         limits=_limits(),
     )
+    mcp_servers.servers_register(registry, office_store_get())  # the admin's external MCP servers
+    return registry
 
 
 def _limits() -> LimitsBackend | None:

@@ -17,5 +17,7 @@ urlpatterns = [
     path("tools/<str:name>/call", apis.ToolCallApi.as_view(), name="tool-call"),
     path("approvals/<str:approval_id>", apis.ApprovalDecideApi.as_view(), name="approval"),
     path("audit", apis.AuditListApi.as_view(), name="audit"),
+    path("mcp-servers", apis.McpServerListApi.as_view(), name="mcp-servers"),
+    path("mcp-servers/<str:name>", apis.McpServerDetailApi.as_view(), name="mcp-server"),
     path("v1/embeddings", methods_only("POST")(openai_embeddings.embeddings), name="openai-embeddings"),
 ]

@@ -11,6 +11,10 @@ Documents:
               "approved" | "denied" | "expired"), reason, result, created_at, decided_at}
   audit      {_id, app, user_id, tool, arguments, outcome, status, approval_id,
               duration_ms, error, source ("api" | "chat" | "slash" | "mcp"), created_at}
+  mcp_servers {_id: name, app, url, token, sensitivity, needs_approval, tools: [{name,
+              remote, description, parameters_json}], created_by, created_at}
+             External MCP servers an admin registered (webapp.office.mcp_servers); not
+             per user. A schema is kept as JSON text: MongoDB refuses keys like "$ref".
 
 Every read filters on user_id (and app): a record of another user reads as missing.
 """
@@ -319,6 +323,30 @@ class OfficeStore:
         with self._lock:
             self._db["audit"].insert_one(doc)
         return AuditEntry.from_doc(doc)
+
+    # --- external MCP servers (admin registrations, shared by every user) ------------
+
+    def mcp_server_create(self, record: dict[str, Any]) -> bool:
+        """Store a registration named record["name"]; False if that name is taken."""
+        doc = {**record, "_id": record["name"], "app": self._app, "created_at": _now()}
+        doc.pop("name")
+        with self._lock:
+            if self._db["mcp_servers"].find_one({"_id": doc["_id"], "app": self._app}) is not None:
+                return False
+            self._db["mcp_servers"].insert_one(doc)
+        return True
+
+    def mcp_servers(self) -> list[dict[str, Any]]:
+        """Every registration, by name (a handful: read at start-up and by the admin API)."""
+        with self._lock:
+            docs = list(self._db["mcp_servers"].find({"app": self._app}))
+        return sorted(
+            ({**{k: v for k, v in d.items() if k != "_id"}, "name": d["_id"]} for d in docs), key=lambda d: d["name"]
+        )
+
+    def mcp_server_delete(self, name: str) -> bool:
+        with self._lock:
+            return bool(self._db["mcp_servers"].delete_one({"_id": name, "app": self._app}).deleted_count)
 
     def owner_purge(self, owner: str) -> dict[str, int]:
         """Delete the notes, approvals and tool audit of `owner` and its end users (documents

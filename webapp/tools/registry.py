@@ -243,7 +243,8 @@ def _argument_error_from(error: ValidationError) -> ToolArgumentError:
 
 
 class ToolRegistry:
-    """The tools one app offers. Register at startup; the other methods are thread-safe."""
+    """The tools one app offers. Register at startup (an external MCP server's tools also
+    when an admin adds it); the other methods are thread-safe."""
 
     def __init__(
         self,
@@ -285,6 +286,11 @@ class ToolRegistry:
             limiter=self._limits.rate_limiter(spec.name, spec.rate_limit),
             gate=self._limits.gate(spec.name, spec.max_concurrent),
         )
+
+    def unregister(self, name: str) -> None:
+        """Remove a tool (an external MCP server's, when the admin removes the server).
+        Calls already running finish; new ones get UnknownToolError."""
+        self._entries.pop(name, None)
 
     def get(self, name: str) -> ToolSpec:
         """The spec of tool `name`; UnknownToolError when there is none."""
