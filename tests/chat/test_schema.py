@@ -65,6 +65,8 @@ SEMANTIC_REFUSALS: dict[tuple[str, int], set[str]] = {
     # The model's context is counted in tokens; a schema can only count characters.
     ("POST /office/Llama", 400): {"context_length_exceeded"},
     ("POST /character/Llama", 400): {"context_length_exceeded"},
+    # The embedding model's input limit is in tokens too; its vector size is known once it is loaded.
+    ("POST /office/v1/embeddings", 400): {"context_length_exceeded", "unsupported_parameter"},
     # A card's rules that JSON Schema does not say: a lorebook's entries, text without NUL,
     # a definition that fits the model's context; and whether a file is a card at all.
     ("POST /character/characters", 400): {"invalid_card", "card_too_long"},

@@ -96,3 +96,20 @@ def test_the_character_app_has_no_embeddings(gateway, auth):
         f"{gateway}/character/v1/embeddings", json={"model": MODEL, "input": "x"}, headers=auth, timeout=30
     )
     assert response.status_code == 404
+
+
+def test_the_openapi_description_is_the_endpoints(gateway, auth):
+    from jsonschema import Draft202012Validator
+
+    schema = requests.get(f"{gateway}/office/schema?format=json", timeout=30).json()
+    operation = schema["paths"]["/office/v1/embeddings"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    validator = Draft202012Validator(body)
+    good = {"model": MODEL, "input": ["a", "b"], "encoding_format": "float"}
+    assert validator.is_valid(good)
+    assert requests.post(f"{gateway}/office/v1/embeddings", json=good, headers=auth, timeout=60).status_code == 200
+    for bad in ({"model": MODEL}, {"model": "nope", "input": "a"}, {"model": MODEL, "input": " "}, {**good, "x": 1}):
+        assert not validator.is_valid(bad)
+        refused = requests.post(f"{gateway}/office/v1/embeddings", json=bad, headers=auth, timeout=60)
+        assert refused.status_code in (400, 404)
+    assert {"200", "400", "401"} <= set(operation["responses"])

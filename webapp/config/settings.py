@@ -172,7 +172,10 @@ SPECTACULAR_SETTINGS = {
     # Request bodies get components of their own: they say what DRF refuses (blank strings,
     # files as binary), which the responses' components must not.
     "COMPONENT_SPLIT_REQUEST": True,
-    "PREPROCESSING_HOOKS": ["webapp.chat.openai_api.schema_endpoints"],
+    "PREPROCESSING_HOOKS": [
+        "webapp.chat.openai_api.schema_endpoints",
+        "webapp.office.openai_embeddings.schema_endpoints",
+    ],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         *(["webapp.office.apis.tool_call_operations"] if APP_MODE == "office" else []),

@@ -26,12 +26,16 @@ from typing import Any
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import NoReverseMatch, reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.views import APIView
 
-from webapp.accounts.identity import request_principal
+from webapp.accounts.identity import ApiKeyAuthentication, request_principal
 from webapp.chat import runtime
 from webapp.chat.errors import openai_error
 from webapp.chat.openai_tools import KnownFieldsMixin
+from webapp.chat.schema import error_responses
 from webapp.chat.stateless import json_body, parameters_check
 from webapp.core.errors import ApplicationError, NotFoundError
 from webapp.office import runtime as office_runtime
@@ -39,6 +43,7 @@ from webapp.retrieval.embedding import Embedder
 
 INPUTS_MAX = 256
 INPUT_CHARS_MAX = 16_000
+NOT_BLANK = r"\S"  # an input must hold something besides white space
 
 
 class EmbeddingSerializer(KnownFieldsMixin, serializers.Serializer):
@@ -87,6 +92,78 @@ def _encoded(vector: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
     return [float(x) for x in vector]
+
+
+def _request_schema() -> dict[str, Any]:
+    """The request body in JSON Schema, as exact as the serializer (the model's alias, its dimensions)."""
+    from django.conf import settings
+
+    from webapp.engine.registry import embedding_spec_load
+
+    alias = embedding_spec_load(settings.ENV.model_registry).alias
+    text = {"type": "string", "minLength": 1, "maxLength": INPUT_CHARS_MAX, "pattern": NOT_BLANK}
+    return {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string", "enum": [alias]},
+            "input": {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": INPUTS_MAX}]},
+            "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float"},
+            # Only the model's own (known once it is loaded): another is refused, see the docstring.
+            "dimensions": {"type": "integer", "minimum": 1, "nullable": True},
+            "user": {"type": "string", "maxLength": 128},
+        },
+        "required": ["model", "input"],
+        "additionalProperties": False,
+    }
+
+
+class EmbeddingsSchema(APIView):
+    """The OpenAPI description of POST v1/embeddings (`embeddings`, a plain async view that
+    drf-spectacular can't see; `schema_endpoints` adds this class in its place). Never routed.
+    Its authentication is the view's own: an API key, never a session."""
+
+    authentication_classes = (ApiKeyAuthentication,)
+
+    @extend_schema(
+        operation_id="v1_embeddings_create",
+        tags=["v1"],
+        request={"application/json": _request_schema()},
+        responses={
+            200: inline_serializer(
+                "EmbeddingList",
+                {
+                    "object": serializers.ChoiceField(choices=["list"]),
+                    "data": inline_serializer(
+                        "Embedding",
+                        {
+                            "object": serializers.ChoiceField(choices=["embedding"]),
+                            "index": serializers.IntegerField(),
+                            "embedding": serializers.JSONField(help_text="floats, or base64 of little-endian float32"),
+                        },
+                        many=True,
+                    ),
+                    "model": serializers.CharField(),
+                    "usage": inline_serializer(
+                        "EmbeddingUsage",
+                        {"prompt_tokens": serializers.IntegerField(), "total_tokens": serializers.IntegerField()},
+                    ),
+                },
+            ),
+            **error_responses(400, 404, _400="an invalid field, or an input longer than the model reads"),
+        },
+        summary="OpenAI: embed texts with the office's embedding model (the one document search uses)",
+    )
+    def post(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError("schema only: POST v1/embeddings is served by embeddings")
+
+
+def schema_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
+    """drf-spectacular PREPROCESSING_HOOK: add POST v1/embeddings through EmbeddingsSchema (office only)."""
+    try:
+        path = reverse("openai-embeddings")
+    except NoReverseMatch:
+        return endpoints
+    return [*endpoints, (path, f"^{path.lstrip('/')}$", "POST", EmbeddingsSchema.as_view())]
 
 
 async def embeddings(request: HttpRequest) -> HttpResponse:
