@@ -33,12 +33,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import serializers
 
-from webapp.accounts.client_ip import client_ip
-from webapp.accounts.identity import Principal, request_principal
+from webapp.accounts.identity import Principal
 from webapp.chat import runtime, stateless
 from webapp.chat.errors import GenerationFailedError, anthropic_error, application_error
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
@@ -309,20 +307,13 @@ async def messages(request: HttpRequest) -> HttpResponse:
     """POST v1/messages (method checked by the route's `methods_only`)."""
     counted = runtime.CountedRequest()  # finished when the reply is out (or the request failed)
     try:
-        who = await sync_to_async(request_principal)(request)
-        serializer = MessagesSerializer(data=stateless.json_body(request))
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        events = await stateless.turn_begin(_turn_request(data, who, client_ip(request)))
+        data, events = await stateless.turn_accept(request, MessagesSerializer, _turn_request)
     except Exception as exc:
         counted.finish()
         return anthropic_error(exc)
     reply = _Reply(model=data["model"], plan=data["tool_plan"], answer=data["answer_format"])
     if data["stream"]:
-        response = StreamingHttpResponse(_sse(events, reply, counted), content_type="text/event-stream; charset=utf-8")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        return stateless.event_stream(_sse(events, reply, counted))
     with counted:
         try:
             done = await stateless.done_await(events)

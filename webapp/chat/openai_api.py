@@ -37,16 +37,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.urls import NoReverseMatch, reverse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from webapp.accounts.client_ip import client_ip
-from webapp.accounts.identity import Principal, request_principal
+from webapp.accounts.identity import Principal
 from webapp.chat import runtime, stateless
 from webapp.chat.errors import GenerationFailedError, application_error, openai_error
 from webapp.chat.inputs import StrictBooleanField, StrictCharField
@@ -60,6 +57,7 @@ from webapp.chat.openai_tools import (
     tool_calls_parse,
     tool_plan,
 )
+from webapp.chat.schema import schema_only_endpoint
 from webapp.chat.structured import AnswerFormat, answer_format_parse
 from webapp.chat.turns import StatelessTurnRequest, TurnDone, TurnEvent, TurnText
 from webapp.core.errors import ApplicationError, error_body
@@ -129,7 +127,31 @@ class StreamOptionsSerializer(KnownFieldsMixin, serializers.Serializer):
     include_usage = StrictBooleanField(default=False)
 
 
-class ChatCompletionSerializer(serializers.Serializer):
+# Request fields OpenAI defines that this server does not implement: a value other than
+# the one that asks for nothing is refused with a 400 naming the field, never ignored.
+# (field, the values that ask for nothing, why it is refused)
+REFUSED: Refusals = (
+    ("audio", (None,), "audio output is not supported: the model writes text"),
+    ("modalities", (None, ["text"]), 'only ["text"] is supported: the model writes text'),
+    ("prediction", (None,), "predicted outputs are not supported"),
+    ("reasoning_effort", (None,), "the model does not reason before answering"),
+    ("verbosity", (None,), "is not supported; ask for length in the messages, or set max_tokens"),
+    ("web_search_options", (None,), "web search is not offered through this API"),
+    ("store", (None, False), "chat completions are not stored"),
+    ("metadata", (None, {}), "is kept only with stored completions, which are not supported"),
+    ("service_tier", (None, "auto", "default"), 'there is one service tier: only "auto" or "default"'),
+    ("functions", (None, []), "the deprecated functions API is not supported: use tools"),
+    ("function_call", (None,), "the deprecated functions API is not supported: use tool_choice"),
+    ("prompt_cache_key", (None,), "prompts are cached by their prefix, automatically; a key is not used"),
+    ("prompt_cache_retention", (None,), "prompts are cached by their prefix, automatically; retention is not set"),
+    ("prompt_cache_options", (None,), "prompts are cached by their prefix, automatically; options are not set"),
+    ("safety_identifier", (None,), "is not used; a service key names its end user with `user`"),
+    ("moderation", (None,), "moderation is not offered"),
+)
+
+
+class ChatCompletionSerializer(KnownFieldsMixin, serializers.Serializer):
+    refused = REFUSED
     model = StrictCharField(max_length=128)
     messages = MessageSerializer(many=True, allow_empty=False, max_length=MESSAGES_MAX)
     stream = StrictBooleanField(default=False)
@@ -193,29 +215,6 @@ class ChatCompletionSerializer(serializers.Serializer):
         return attrs
 
 
-# Request fields OpenAI defines that this server does not implement: a value other than
-# the one that asks for nothing is refused with a 400 naming the field, never ignored.
-# (field, the values that ask for nothing, why it is refused)
-REFUSED: Refusals = (
-    ("audio", (None,), "audio output is not supported: the model writes text"),
-    ("modalities", (None, ["text"]), 'only ["text"] is supported: the model writes text'),
-    ("prediction", (None,), "predicted outputs are not supported"),
-    ("reasoning_effort", (None,), "the model does not reason before answering"),
-    ("verbosity", (None,), "is not supported; ask for length in the messages, or set max_tokens"),
-    ("web_search_options", (None,), "web search is not offered through this API"),
-    ("store", (None, False), "chat completions are not stored"),
-    ("metadata", (None, {}), "is kept only with stored completions, which are not supported"),
-    ("service_tier", (None, "auto", "default"), 'there is one service tier: only "auto" or "default"'),
-    ("functions", (None, []), "the deprecated functions API is not supported: use tools"),
-    ("function_call", (None,), "the deprecated functions API is not supported: use tool_choice"),
-    ("prompt_cache_key", (None,), "prompts are cached by their prefix, automatically; a key is not used"),
-    ("prompt_cache_retention", (None,), "prompts are cached by their prefix, automatically; retention is not set"),
-    ("prompt_cache_options", (None,), "prompts are cached by their prefix, automatically; options are not set"),
-    ("safety_identifier", (None,), "is not used; a service key names its end user with `user`"),
-    ("moderation", (None,), "moderation is not offered"),
-)
-
-
 class ModelListSchema(APIView):
     """The OpenAPI description of GET v1/models (`models_list`, a plain async view that
     drf-spectacular can't see; `schema_endpoints` adds this class in its place). Never routed."""
@@ -253,11 +252,7 @@ class ModelListSchema(APIView):
 def schema_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
     """drf-spectacular PREPROCESSING_HOOK: add GET v1/models (drf-spectacular lists only DRF
     views) through ModelListSchema. v1/chat/completions stays out: see the module docstring."""
-    try:
-        path = reverse("openai-models")
-    except NoReverseMatch:
-        return endpoints
-    return [*endpoints, (path, f"^{path.lstrip('/')}$", "GET", ModelListSchema.as_view())]
+    return schema_only_endpoint(endpoints, url_name="openai-models", method="GET", view=ModelListSchema)
 
 
 async def models_list(request: HttpRequest) -> HttpResponse:
@@ -306,13 +301,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return openai_error(ApplicationError("use POST", code="method_not_allowed", status=405))
     counted = runtime.CountedRequest()  # finished when the reply is out (or the request failed)
     try:
-        who = await sync_to_async(request_principal)(request)
-        body = stateless.json_body(request)
-        stateless.parameters_check(body, set(ChatCompletionSerializer().fields), REFUSED)
-        serializer = ChatCompletionSerializer(data=body)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        events = await stateless.turn_begin(_turn_request(data, who, client_ip(request)))
+        data, events = await stateless.turn_accept(request, ChatCompletionSerializer, _turn_request)
     except Exception as exc:
         counted.finish()
         return openai_error(exc)
@@ -323,13 +312,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if data["stream"]:
         # A call can't be told from an answer until it is complete: with tools, generate, then stream it.
         chunks = _sse_whole if plan.active else _sse
-        response = StreamingHttpResponse(
-            chunks(events, meta, plan, data["answer_format"], counted=counted, include_usage=include_usage),
-            content_type="text/event-stream; charset=utf-8",
+        return stateless.event_stream(
+            chunks(events, meta, plan, data["answer_format"], counted=counted, include_usage=include_usage)
         )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
     with counted:
         try:
             done = await stateless.done_await(events)

@@ -304,3 +304,18 @@ class ApiKeySchemeExtension(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "A personal or service API key (pc_…), created on /accounts/",
         }
+
+
+def schema_only_endpoint(
+    endpoints: list[tuple[Any, ...]], *, url_name: str, method: str, view: Any
+) -> list[tuple[Any, ...]]:
+    """For a PREPROCESSING_HOOK: `endpoints` plus the route named `url_name` described by
+    `view`, a schema-only APIView standing in for a plain async Django view (which
+    drf-spectacular can't see). Unchanged where this app has no such route."""
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        path = reverse(url_name)
+    except NoReverseMatch:
+        return endpoints
+    return [*endpoints, (path, f"^{path.lstrip('/')}$", method, view.as_view())]

@@ -9,12 +9,15 @@ and honour-or-refuse for fields an API defines that are not implemented here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from django.http import HttpRequest
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, StreamingHttpResponse
+from rest_framework import serializers
 
-from webapp.accounts.identity import Principal
+from webapp.accounts.client_ip import client_ip
+from webapp.accounts.identity import Principal, request_principal
 from webapp.accounts.usage import TurnLimits
 from webapp.chat import runtime
 from webapp.chat.errors import GenerationFailedError
@@ -142,6 +145,28 @@ async def turn_begin(turn: StatelessTurnRequest) -> AsyncIterator[TurnEvent]:
     events = turn_stream(turn, deps=runtime.turn_deps(), control=TurnControl(can_wait_for_approval=False))
     await anext(events)  # TurnStarted
     return events
+
+
+async def turn_accept(
+    request: HttpRequest,
+    serializer_class: type[serializers.Serializer],
+    turn_build: Callable[[dict[str, Any], Principal, str], StatelessTurnRequest],
+) -> tuple[dict[str, Any], AsyncIterator[TurnEvent]]:
+    """Authenticate, validate the body, build the turn and start it: the validated data
+    and the turn's events, or an exception for the endpoint to render in its API's shape."""
+    who = await sync_to_async(request_principal)(request)
+    serializer = serializer_class(data=json_body(request))
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    return data, await turn_begin(turn_build(data, who, client_ip(request)))
+
+
+def event_stream(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """A Server-Sent Events response that nothing on the way holds back."""
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
 
 
 async def done_await(events: AsyncIterator[TurnEvent]) -> TurnDone:

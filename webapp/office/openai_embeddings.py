@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import NoReverseMatch, reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.views import APIView
@@ -35,7 +34,7 @@ from webapp.accounts.identity import ApiKeyAuthentication, request_principal
 from webapp.chat import runtime
 from webapp.chat.errors import openai_error
 from webapp.chat.openai_tools import KnownFieldsMixin
-from webapp.chat.schema import error_responses
+from webapp.chat.schema import error_responses, schema_only_endpoint
 from webapp.chat.stateless import json_body, parameters_check
 from webapp.core.errors import ApplicationError, NotFoundError
 from webapp.office import runtime as office_runtime
@@ -159,11 +158,7 @@ class EmbeddingsSchema(APIView):
 
 def schema_endpoints(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
     """drf-spectacular PREPROCESSING_HOOK: add POST v1/embeddings through EmbeddingsSchema (office only)."""
-    try:
-        path = reverse("openai-embeddings")
-    except NoReverseMatch:
-        return endpoints
-    return [*endpoints, (path, f"^{path.lstrip('/')}$", "POST", EmbeddingsSchema.as_view())]
+    return schema_only_endpoint(endpoints, url_name="openai-embeddings", method="POST", view=EmbeddingsSchema)
 
 
 async def embeddings(request: HttpRequest) -> HttpResponse:
