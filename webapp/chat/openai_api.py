@@ -2,6 +2,13 @@
 
 So that the official `openai` package, IDEs and other chat front ends can use either
 app. Stateless, like OpenAI: the client sends the whole conversation every time.
+(/v1/responses and Anthropic's /v1/messages are their own modules; what the three share
+is webapp.chat.stateless.)
+
+Every field of the SDK's request is honoured or refused with a 400 naming it (`REFUSED`,
+and KnownFieldsMixin on each nested object): tools and `response_format` (structured
+output, webapp.chat.structured) constrain the reply with a grammar; `logprobs`,
+`logit_bias` and the penalties come from the engine's sampler.
 
 Model names: the app's model alias serves the messages as they are; a persona id (see
 /v1/models) puts that persona in front of them. An extra body field `persona` does the
