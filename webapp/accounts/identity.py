@@ -175,9 +175,8 @@ def principal_from_headers(*, authorization: str, api_key: str) -> Principal:
     """The principal of an API key sent as `Authorization: Bearer <key>` or `X-Api-Key`
     (what request_principal reads; the MCP endpoint, which is not a Django view, calls it
     with its headers). Runs database queries."""
-    header = authorization
-    if header or api_key:
-        key = key_from_header(header or f"Bearer {api_key}")
+    if authorization or api_key:
+        key = key_from_header(authorization or f"Bearer {api_key}")
         principal = principal_of(key.account, key)
     else:
         raise NotAuthenticatedError(

@@ -4,7 +4,8 @@ Each of them reads its own request shape, then asks the one turn service for a s
 turn (webapp.chat.turns, `StatelessTurnRequest`) through the helpers here: the model
 names (the model alias, or a persona id that puts the persona in front), the sampling
 parameters with the registry's defaults, the request body read under the JSON bounds,
-and honour-or-refuse for fields an API defines that are not implemented here.
+accepting a turn and streaming its events. (Honour-or-refuse for each API's fields is
+its serializers' KnownFieldsMixin, webapp.chat.openai_tools.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from webapp.accounts.identity import Principal, request_principal
 from webapp.accounts.usage import TurnLimits
 from webapp.chat import runtime
 from webapp.chat.errors import GenerationFailedError
-from webapp.chat.openai_tools import Refusals, ToolPlan, fields_check
+from webapp.chat.openai_tools import ToolPlan
 from webapp.chat.personas import Persona
 from webapp.chat.structured import AnswerFormat
 from webapp.chat.turns import StatelessTurnRequest, TurnControl, TurnDone, TurnEvent, turn_stream
@@ -60,14 +61,6 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApplicationError("request body must be a JSON object", code="malformed_json")
     return body
-
-
-def parameters_check(body: dict[str, Any], known: set[str], refused: Refusals) -> None:
-    """Honour or refuse: raise a 400 naming the first field that is refused or unknown."""
-    problem = fields_check(body, known, refused)
-    if problem is not None:
-        field, code, message = problem
-        raise ApplicationError(f"{field}: {message}", field=field, code=code)
 
 
 def sampling_for(

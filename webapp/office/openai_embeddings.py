@@ -35,7 +35,7 @@ from webapp.chat import runtime
 from webapp.chat.errors import openai_error
 from webapp.chat.openai_tools import KnownFieldsMixin
 from webapp.chat.schema import error_responses, schema_only_endpoint
-from webapp.chat.stateless import json_body, parameters_check
+from webapp.chat.stateless import json_body
 from webapp.core.errors import ApplicationError, NotFoundError
 from webapp.office import runtime as office_runtime
 from webapp.retrieval.embedding import Embedder
@@ -166,9 +166,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     with runtime.CountedRequest() as counted:
         try:
             who = await sync_to_async(request_principal)(request)
-            body = json_body(request)
-            parameters_check(body, set(EmbeddingSerializer().fields), ())
-            serializer = EmbeddingSerializer(data=body)
+            serializer = EmbeddingSerializer(data=json_body(request))  # refuses unknown fields itself
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
             who.owner_for(data.get("user"))  # a personal key may only name itself
